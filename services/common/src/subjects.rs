@@ -1,0 +1,25 @@
+//! Names on the bus (DESIGN.md, "Bus contract"). Every service uses these constants, never
+//! string literals, so a rename is one edit.
+//!
+//! ```
+//! use livegate_common::subjects;
+//! assert!(subjects::USAGE_REPORT.starts_with("livegate.usage."));
+//! assert_eq!(subjects::STREAM_SUBJECTS, "livegate.usage.>");
+//! ```
+
+/// The JetStream stream that holds every usage and session event.
+pub const STREAM: &str = "LIVEGATE_USAGE";
+/// The subjects [`STREAM`] captures.
+pub const STREAM_SUBJECTS: &str = "livegate.usage.>";
+/// One `UsageReport` per upstream frame that carried `usageMetadata`.
+pub const USAGE_REPORT: &str = "livegate.usage.v1.report";
+/// `SessionEvent` (started / ended).
+pub const SESSION_EVENT: &str = "livegate.usage.v1.session";
+/// Durable pull consumer shared by all metering replicas.
+pub const METERING_CONSUMER: &str = "livegate-metering";
+/// KV bucket: key records by key hash.
+pub const KEYS_BUCKET: &str = "livegate_keys";
+/// KV bucket: running spend per key and per team, written by metering.
+pub const SPEND_BUCKET: &str = "livegate_spend";
+/// Minimum JetStream duplicate window for `Nats-Msg-Id` dedupe.
+pub const DUPLICATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(120);

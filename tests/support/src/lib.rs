@@ -1,0 +1,1 @@
+//! support (in progress)
