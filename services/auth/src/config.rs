@@ -1,13 +1,28 @@
 //! The auth service's configuration: defaults, then the YAML file, then the environment.
 
 use livegate_common::config::{ConfigError, FileConfig};
-use livegate_common::env::{Env, EnvError, EnvExt};
+use livegate_common::env::{DEFAULT_NATS_URL, Env, EnvError, EnvExt, NATS_URL};
+use livegate_common::subjects;
+use secrecy::SecretString;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
-/// Address to listen on.
+/// gRPC listen address.
 pub const LISTEN: &str = "AUTH_LISTEN";
 /// Default for [`LISTEN`].
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:50051";
+/// Authorises admin calls (`CreateKey`, `ListKeys`, `UpdateKey`, `RevokeKey`).
+pub const MASTER_KEY: &str = "LIVEGATE_MASTER_KEY";
+/// Authorises `GetAccessToken` (the gateway presents it).
+pub const INTERNAL_TOKEN: &str = "LIVEGATE_INTERNAL_TOKEN";
+/// First choice for Google credentials (LiteLLM's variable).
+pub const DEFAULT_GAC: &str = "DEFAULT_GOOGLE_APPLICATION_CREDENTIALS";
+/// Third choice for Google credentials (Google's standard variable).
+pub const GAC: &str = "GOOGLE_APPLICATION_CREDENTIALS";
+/// Overrides the metadata server address (Google's variable), e.g. `127.0.0.1:8080`.
+pub const GCE_METADATA_HOST: &str = "GCE_METADATA_HOST";
+/// Where gcloud keeps its configuration (and the ADC file), default `~/.config/gcloud`.
+pub const CLOUDSDK_CONFIG: &str = "CLOUDSDK_CONFIG";
 
 /// Why the configuration is unusable (the binary exits with `EX_USAGE`).
 #[derive(Debug, thiserror::Error)]
@@ -20,11 +35,39 @@ pub enum Error {
     File(#[from] ConfigError),
 }
 
+/// Where Google credentials come from, in the documented order of precedence.
+#[derive(Debug, Clone, Default)]
+pub struct GoogleSources {
+    /// `DEFAULT_GOOGLE_APPLICATION_CREDENTIALS`: a path.
+    pub default_application_credentials: Option<String>,
+    /// The config file's `vertex_credentials`: a path or inline JSON.
+    pub vertex_credentials: Option<String>,
+    /// `GOOGLE_APPLICATION_CREDENTIALS`: a path.
+    pub application_credentials: Option<String>,
+    /// gcloud's ADC file (`$CLOUDSDK_CONFIG` or `~/.config/gcloud`, then
+    /// `application_default_credentials.json`), used when it exists.
+    pub gcloud_adc_file: Option<PathBuf>,
+    /// The metadata server (`GCE_METADATA_HOST`, default Google's).
+    pub metadata_host: Option<String>,
+}
+
 /// Everything the auth service needs, loaded once in `main` and passed down.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where to listen (`AUTH_LISTEN`; port 0 binds an ephemeral port).
     pub listen: SocketAddr,
+    /// `NATS_URL`.
+    pub nats_url: String,
+    /// Admin secret; `None` refuses every admin call.
+    pub master_key: Option<SecretString>,
+    /// Secret the gateway presents for `GetAccessToken`; `None` refuses every such call.
+    pub internal_token: Option<SecretString>,
+    /// Google credential sources.
+    pub google: GoogleSources,
+    /// KV bucket for key records (tests may isolate with their own name).
+    pub keys_bucket: String,
+    /// KV bucket for spend totals.
+    pub spend_bucket: String,
 }
 
 impl Config {
@@ -32,17 +75,73 @@ impl Config {
     ///
     /// # Errors
     /// [`Error`] when a value is present but invalid.
-    pub fn load(_file: &FileConfig, env: &impl Env) -> Result<Self, Error> {
-        let listen = match env.parse::<SocketAddr>(LISTEN)? {
-            Some(a) => a,
-            None => DEFAULT_LISTEN
-                .parse()
-                .map_err(|e: std::net::AddrParseError| EnvError {
-                    name: LISTEN.to_string(),
-                    value: DEFAULT_LISTEN.to_string(),
-                    reason: e.to_string(),
-                })?,
+    pub fn load(file: &FileConfig, env: &impl Env) -> Result<Self, Error> {
+        let listen = env
+            .parse::<SocketAddr>(LISTEN)?
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 50051)));
+        let gcloud_dir = env.var(CLOUDSDK_CONFIG).map(PathBuf::from).or_else(|| {
+            env.var("HOME")
+                .map(|h| PathBuf::from(h).join(".config").join("gcloud"))
+        });
+        let gcloud_adc_file = gcloud_dir
+            .map(|d| d.join("application_default_credentials.json"))
+            .filter(|p| p.is_file());
+        Ok(Self {
+            listen,
+            nats_url: env.var_or(NATS_URL, DEFAULT_NATS_URL),
+            master_key: env
+                .var(MASTER_KEY)
+                .or_else(|| file.master_key.clone())
+                .map(SecretString::from),
+            internal_token: env.var(INTERNAL_TOKEN).map(SecretString::from),
+            google: GoogleSources {
+                default_application_credentials: env.var(DEFAULT_GAC),
+                vertex_credentials: file.vertex_credentials.clone(),
+                application_credentials: env.var(GAC),
+                gcloud_adc_file,
+                metadata_host: env.var(GCE_METADATA_HOST),
+            },
+            keys_bucket: subjects::KEYS_BUCKET.to_string(),
+            spend_bucket: subjects::SPEND_BUCKET.to_string(),
+        })
+    }
+
+    /// A configuration for tests and embedding: listens on `127.0.0.1:0`, no secrets.
+    pub fn for_nats(nats_url: impl Into<String>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            nats_url: nats_url.into(),
+            master_key: None,
+            internal_token: None,
+            google: GoogleSources::default(),
+            keys_bucket: subjects::KEYS_BUCKET.to_string(),
+            spend_bucket: subjects::SPEND_BUCKET.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn env_wins_over_file_for_master_key() {
+        let file = FileConfig {
+            master_key: Some("from-file".into()),
+            ..FileConfig::default()
         };
-        Ok(Self { listen })
+        let env = HashMap::from([(MASTER_KEY.to_string(), "from-env".to_string())]);
+        let cfg = Config::load(&file, &env).unwrap();
+        use secrecy::ExposeSecret;
+        assert_eq!(cfg.master_key.unwrap().expose_secret(), "from-env");
+        let cfg = Config::load(&file, &HashMap::new()).unwrap();
+        assert_eq!(cfg.master_key.unwrap().expose_secret(), "from-file");
+    }
+
+    #[test]
+    fn bad_listen_is_an_error() {
+        let env = HashMap::from([(LISTEN.to_string(), "nope".to_string())]);
+        assert!(Config::load(&FileConfig::default(), &env).is_err());
     }
 }

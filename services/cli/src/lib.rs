@@ -1,12 +1,34 @@
-//! The `livegate` admin CLI. Subcommands arrive with the services they drive: `keys` and
-//! `token` with auth, `spend` with metering, `doctor` with deployment.
+//! The `livegate` admin CLI.
+//!
+//! - `keys create|list|update|revoke`: API key administration (master key required).
+//! - `token`: mint a short-lived browser token from an API key.
+//!
+//! `spend` arrives with metering and `doctor` with deployment. Every command prints its
+//! result on stdout (`--json` for machines); failures are one line on stderr and exit 1.
+
+mod auth_client;
+mod keys;
 
 use clap::{Parser, Subcommand};
+
+/// Default auth address (`AUTH_URL`).
+pub const DEFAULT_AUTH_URL: &str = "http://127.0.0.1:50051";
 
 /// livegate's admin command line.
 #[derive(Debug, Parser)]
 #[command(name = "livegate", version, about)]
 pub struct Args {
+    /// Auth service URL.
+    #[arg(long, env = "AUTH_URL", default_value = DEFAULT_AUTH_URL, global = true)]
+    pub auth_url: String,
+    /// Master key for admin calls.
+    #[arg(
+        long,
+        env = "LIVEGATE_MASTER_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    pub master_key: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -15,22 +37,21 @@ pub struct Args {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print the version of every livegate component this CLI was built with.
-    Version,
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Mint a short-lived browser token (for `?access_token=` or the subprotocol).
+    Token(keys::TokenArgs),
 }
 
-/// Runs one CLI command.
+/// Runs one CLI command, writing its output to `out`.
 ///
 /// # Errors
-/// Any failure, as one line for the user.
-pub async fn run(args: Args) -> anyhow::Result<()> {
+/// Any failure, phrased for the user in one line.
+pub async fn run(args: Args, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    let client = auth_client::AuthClient::new(&args.auth_url, args.master_key.as_deref())?;
     match args.command {
-        Command::Version => {
-            #[allow(clippy::print_stdout)]
-            {
-                println!("livegate {}", env!("CARGO_PKG_VERSION"));
-            }
-            Ok(())
-        }
+        Command::Keys(cmd) => keys::run_keys(cmd, &client, out).await,
+        Command::Token(t) => keys::run_token(t, &client, out).await,
     }
 }

@@ -23,3 +23,13 @@ pub const KEYS_BUCKET: &str = "livegate_keys";
 pub const SPEND_BUCKET: &str = "livegate_spend";
 /// Minimum JetStream duplicate window for `Nats-Msg-Id` dedupe.
 pub const DUPLICATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The `livegate_spend` KV key holding a key's running spend (decimal USD as text).
+pub fn spend_key_for_key(key_id: &str) -> String {
+    format!("key.{key_id}")
+}
+
+/// The `livegate_spend` KV key holding a team's running spend (decimal USD as text).
+pub fn spend_key_for_team(team_id: &str) -> String {
+    format!("team.{team_id}")
+}

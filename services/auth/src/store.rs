@@ -1,0 +1,341 @@
+//! Key records in NATS KV (`livegate_keys`) and spend totals (`livegate_spend`), mirrored into
+//! an in-memory index by KV watches so that every replica answers `CheckKey` from memory and
+//! sees a create or revoke made on another replica within milliseconds.
+//!
+//! Layout of `livegate_keys`: `k.<sha256 hex>` → [`KeyRecord`] as JSON;
+//! `secret.browser-token` → the HMAC secret for browser tokens (created once, shared by all
+//! replicas). `livegate_spend`: `key.<key_id>` / `team.<team_id>` → decimal USD as text,
+//! written by metering.
+
+use crate::keys::KeyRecord;
+use async_nats::jetstream::{self, kv};
+use futures_util::StreamExt;
+use rust_decimal::Decimal;
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const RECORD_PREFIX: &str = "k.";
+const BROWSER_SECRET_KEY: &str = "secret.browser-token";
+
+/// Storage failures (→ `UNAVAILABLE` / `INTERNAL` at the gRPC edge).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("NATS KV {op} failed: {cause}")]
+    Kv { op: &'static str, cause: String },
+    #[error("stored record is not valid JSON: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+fn kv_err(op: &'static str) -> impl Fn(&dyn std::fmt::Display) -> StoreError {
+    move |e| StoreError::Kv {
+        op,
+        cause: e.to_string(),
+    }
+}
+
+/// The index the watches keep current. A std `RwLock`: critical sections are a map lookup or
+/// insert and never await, and reads (every `CheckKey`) vastly outnumber writes.
+#[derive(Default)]
+struct Index {
+    /// hash → (KV revision, record)
+    records: HashMap<String, (u64, KeyRecord)>,
+    /// key id → hash (browser tokens name the key by id)
+    by_id: HashMap<String, String>,
+    /// spend KV key → USD
+    spend: HashMap<String, Decimal>,
+}
+
+/// Shared handle to the key and spend stores.
+#[derive(Clone)]
+pub struct Store {
+    keys: kv::Store,
+    index: Arc<RwLock<Index>>,
+    browser_secret: Arc<Vec<u8>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) both buckets, loads them, and starts the watches, which run
+    /// until `stop` is cancelled.
+    ///
+    /// # Errors
+    /// [`StoreError`] when NATS or JetStream is unreachable.
+    pub async fn open(
+        js: &jetstream::Context,
+        keys_bucket: &str,
+        spend_bucket: &str,
+        stop: CancellationToken,
+    ) -> Result<Self, StoreError> {
+        let keys = open_bucket(js, keys_bucket, 5).await?;
+        let spend = open_bucket(js, spend_bucket, 1).await?;
+        let browser_secret = Arc::new(browser_secret(&keys).await?);
+        let store = Self {
+            keys,
+            index: Arc::default(),
+            browser_secret,
+        };
+        // Load synchronously so the first CheckKey after start-up sees every key, then keep
+        // the index current with watches (which replay current values; revisions keep the
+        // replay from going backwards).
+        for (bucket, apply) in [
+            (&store.keys, apply_key_entry as fn(&SharedIndex, kv::Entry)),
+            (&spend, apply_spend_entry as fn(&SharedIndex, kv::Entry)),
+        ] {
+            load(bucket, &store.index, apply).await?;
+            tokio::spawn(watch(
+                bucket.clone(),
+                store.index.clone(),
+                apply,
+                stop.clone(),
+            ));
+        }
+        Ok(store)
+    }
+
+    /// The secret browser tokens are signed with.
+    pub fn browser_secret(&self) -> &[u8] {
+        &self.browser_secret
+    }
+
+    /// The record for a key hash, if any.
+    pub fn by_hash(&self, hash: &str) -> Option<KeyRecord> {
+        read(&self.index).records.get(hash).map(|(_, r)| r.clone())
+    }
+
+    /// The record with this key id.
+    pub fn by_id(&self, key_id: &str) -> Option<KeyRecord> {
+        let index = read(&self.index);
+        let hash = index.by_id.get(key_id)?;
+        index.records.get(hash).map(|(_, r)| r.clone())
+    }
+
+    /// The record with this key id or alias (a live key wins over revoked ones).
+    pub fn find(&self, id_or_alias: &str) -> Option<KeyRecord> {
+        let index = read(&self.index);
+        let mut matches: Vec<&KeyRecord> = index
+            .records
+            .values()
+            .map(|(_, r)| r)
+            .filter(|r| r.key_id == id_or_alias || r.alias == id_or_alias)
+            .collect();
+        matches.sort_by_key(|r| (r.revoked, r.key_id != id_or_alias));
+        matches.first().map(|r| (*r).clone())
+    }
+
+    /// All records, sorted by creation time.
+    pub fn list(&self) -> Vec<KeyRecord> {
+        let mut v: Vec<KeyRecord> = read(&self.index)
+            .records
+            .values()
+            .map(|(_, r)| r.clone())
+            .collect();
+        v.sort_by(|a, b| (a.created_at, &a.key_id).cmp(&(b.created_at, &b.key_id)));
+        v
+    }
+
+    /// Running spend in USD (0 when metering has not written one yet).
+    pub fn spend(&self, spend_key: &str) -> Decimal {
+        read(&self.index)
+            .spend
+            .get(spend_key)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Stores a record (create or update) and applies it locally at once, so the caller's
+    /// next read on this replica already sees it.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the KV write fails.
+    pub async fn put(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(record)?;
+        let revision = self
+            .keys
+            .put(format!("{RECORD_PREFIX}{}", record.hash), value.into())
+            .await
+            .map_err(|e| kv_err("put")(&e))?;
+        upsert(&self.index, revision, record.clone());
+        Ok(())
+    }
+}
+
+type SharedIndex = Arc<RwLock<Index>>;
+
+fn read(index: &RwLock<Index>) -> std::sync::RwLockReadGuard<'_, Index> {
+    // A poisoned lock only means a panic elsewhere mid-insert of a plain map entry; the map
+    // itself is still consistent, so keep serving.
+    index
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write(index: &RwLock<Index>) -> std::sync::RwLockWriteGuard<'_, Index> {
+    index
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn upsert(index: &RwLock<Index>, revision: u64, record: KeyRecord) {
+    let mut index = write(index);
+    match index.records.get(&record.hash) {
+        Some((rev, _)) if *rev > revision => {}
+        _ => {
+            index
+                .by_id
+                .insert(record.key_id.clone(), record.hash.clone());
+            index
+                .records
+                .insert(record.hash.clone(), (revision, record));
+        }
+    }
+}
+
+fn apply_key_entry(index: &SharedIndex, entry: kv::Entry) {
+    let Some(hash) = entry.key.strip_prefix(RECORD_PREFIX) else {
+        return;
+    };
+    match entry.operation {
+        kv::Operation::Put => match serde_json::from_slice::<KeyRecord>(&entry.value) {
+            Ok(record) if record.hash == hash => upsert(index, entry.revision, record),
+            Ok(_) => {
+                tracing::error!(kv.key = %entry.key, "key record's hash does not match its KV key; ignored")
+            }
+            Err(e) => {
+                tracing::error!(kv.key = %entry.key, error.message = %e, "unreadable key record; ignored")
+            }
+        },
+        kv::Operation::Delete | kv::Operation::Purge => {
+            let mut index = write(index);
+            if let Some((_, r)) = index.records.remove(hash) {
+                index.by_id.remove(&r.key_id);
+            }
+        }
+    }
+}
+
+fn apply_spend_entry(index: &SharedIndex, entry: kv::Entry) {
+    match entry.operation {
+        kv::Operation::Put => {
+            let text = String::from_utf8_lossy(&entry.value);
+            match Decimal::from_str(text.trim()) {
+                Ok(usd) => {
+                    write(index).spend.insert(entry.key, usd);
+                }
+                Err(e) => {
+                    tracing::warn!(kv.key = %entry.key, error.message = %e, "unreadable spend value; ignored");
+                }
+            }
+        }
+        kv::Operation::Delete | kv::Operation::Purge => {
+            write(index).spend.remove(&entry.key);
+        }
+    }
+}
+
+async fn open_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    history: i64,
+) -> Result<kv::Store, StoreError> {
+    match js.get_key_value(bucket).await {
+        Ok(store) => Ok(store),
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: bucket.to_string(),
+                history,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| kv_err("create bucket")(&e)),
+    }
+}
+
+/// Reads the shared browser-token secret, creating it on first start. Two replicas starting at
+/// once race on `create`; the loser reads the winner's value.
+async fn browser_secret(keys: &kv::Store) -> Result<Vec<u8>, StoreError> {
+    use rand::RngCore;
+    if let Some(v) = keys
+        .get(BROWSER_SECRET_KEY)
+        .await
+        .map_err(|e| kv_err("get")(&e))?
+    {
+        return Ok(v.to_vec());
+    }
+    let mut secret = vec![0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    match keys.create(BROWSER_SECRET_KEY, secret.clone().into()).await {
+        Ok(_) => Ok(secret),
+        Err(_) => keys
+            .get(BROWSER_SECRET_KEY)
+            .await
+            .map_err(|e| kv_err("get")(&e))?
+            .map(|v| v.to_vec())
+            .ok_or(StoreError::Kv {
+                op: "create",
+                cause: "browser-token secret could not be created".into(),
+            }),
+    }
+}
+
+async fn load(
+    bucket: &kv::Store,
+    index: &SharedIndex,
+    apply: fn(&SharedIndex, kv::Entry),
+) -> Result<(), StoreError> {
+    let mut keys = bucket.keys().await.map_err(|e| kv_err("list keys")(&e))?;
+    let mut names = Vec::new();
+    while let Some(k) = keys.next().await {
+        names.push(k.map_err(|e| kv_err("list keys")(&e))?);
+    }
+    for name in names {
+        if let Some(entry) = bucket.entry(name).await.map_err(|e| kv_err("get")(&e))? {
+            apply(index, entry);
+        }
+    }
+    Ok(())
+}
+
+/// Keeps `index` current until `stop`; re-subscribes after errors (e.g. a NATS restart).
+async fn watch(
+    bucket: kv::Store,
+    index: SharedIndex,
+    apply: fn(&SharedIndex, kv::Entry),
+    stop: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let watcher = tokio::select! {
+            () = stop.cancelled() => return,
+            w = bucket.watch_with_history(">") => w,
+        };
+        match watcher {
+            Ok(mut w) => loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    next = w.next() => match next {
+                        Some(Ok(entry)) => {
+                            backoff = Duration::from_millis(100);
+                            apply(&index, entry);
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(bucket = %bucket.name, error.message = %e, "KV watch failed; re-subscribing");
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+            },
+            Err(e) => {
+                tracing::warn!(bucket = %bucket.name, error.message = %e, "cannot watch KV bucket; retrying");
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
