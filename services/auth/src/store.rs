@@ -9,12 +9,11 @@
 
 use crate::keys::KeyRecord;
 use async_nats::jetstream::{self, kv};
-use futures_util::StreamExt;
+use livegate_common::kv as kv_mirror;
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const RECORD_PREFIX: &str = "k.";
@@ -25,6 +24,8 @@ const BROWSER_SECRET_KEY: &str = "secret.browser-token";
 pub enum StoreError {
     #[error("NATS KV {op} failed: {cause}")]
     Kv { op: &'static str, cause: String },
+    #[error(transparent)]
+    Mirror(#[from] kv_mirror::KvError),
     #[error("stored record is not valid JSON: {0}")]
     Corrupt(#[from] serde_json::Error),
 }
@@ -68,8 +69,8 @@ impl Store {
         spend_bucket: &str,
         stop: CancellationToken,
     ) -> Result<Self, StoreError> {
-        let keys = open_bucket(js, keys_bucket, 5).await?;
-        let spend = open_bucket(js, spend_bucket, 1).await?;
+        let keys = kv_mirror::open_bucket(js, keys_bucket, 5).await?;
+        let spend = kv_mirror::open_bucket(js, spend_bucket, 1).await?;
         let browser_secret = Arc::new(browser_secret(&keys).await?);
         let store = Self {
             keys,
@@ -79,18 +80,15 @@ impl Store {
         // Load synchronously so the first CheckKey after start-up sees every key, then keep
         // the index current with watches (which replay current values; revisions keep the
         // replay from going backwards).
-        for (bucket, apply) in [
-            (&store.keys, apply_key_entry as fn(&SharedIndex, kv::Entry)),
-            (&spend, apply_spend_entry as fn(&SharedIndex, kv::Entry)),
-        ] {
-            load(bucket, &store.index, apply).await?;
-            tokio::spawn(watch(
-                bucket.clone(),
-                store.index.clone(),
-                apply,
-                stop.clone(),
-            ));
-        }
+        let index = store.index.clone();
+        kv_mirror::mirror(
+            store.keys.clone(),
+            move |e| apply_key_entry(&index, e),
+            stop.clone(),
+        )
+        .await?;
+        let index = store.index.clone();
+        kv_mirror::mirror(spend, move |e| apply_spend_entry(&index, e), stop).await?;
         Ok(store)
     }
 
@@ -234,25 +232,6 @@ fn apply_spend_entry(index: &SharedIndex, entry: kv::Entry) {
     }
 }
 
-async fn open_bucket(
-    js: &jetstream::Context,
-    bucket: &str,
-    history: i64,
-) -> Result<kv::Store, StoreError> {
-    match js.get_key_value(bucket).await {
-        Ok(store) => Ok(store),
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: bucket.to_string(),
-                history,
-                storage: jetstream::stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| kv_err("create bucket")(&e)),
-    }
-}
-
 /// Reads the shared browser-token secret, creating it on first start. Two replicas starting at
 /// once race on `create`; the loser reads the winner's value.
 async fn browser_secret(keys: &kv::Store) -> Result<Vec<u8>, StoreError> {
@@ -277,65 +256,5 @@ async fn browser_secret(keys: &kv::Store) -> Result<Vec<u8>, StoreError> {
                 op: "create",
                 cause: "browser-token secret could not be created".into(),
             }),
-    }
-}
-
-async fn load(
-    bucket: &kv::Store,
-    index: &SharedIndex,
-    apply: fn(&SharedIndex, kv::Entry),
-) -> Result<(), StoreError> {
-    let mut keys = bucket.keys().await.map_err(|e| kv_err("list keys")(&e))?;
-    let mut names = Vec::new();
-    while let Some(k) = keys.next().await {
-        names.push(k.map_err(|e| kv_err("list keys")(&e))?);
-    }
-    for name in names {
-        if let Some(entry) = bucket.entry(name).await.map_err(|e| kv_err("get")(&e))? {
-            apply(index, entry);
-        }
-    }
-    Ok(())
-}
-
-/// Keeps `index` current until `stop`; re-subscribes after errors (e.g. a NATS restart).
-async fn watch(
-    bucket: kv::Store,
-    index: SharedIndex,
-    apply: fn(&SharedIndex, kv::Entry),
-    stop: CancellationToken,
-) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let watcher = tokio::select! {
-            () = stop.cancelled() => return,
-            w = bucket.watch_with_history(">") => w,
-        };
-        match watcher {
-            Ok(mut w) => loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    next = w.next() => match next {
-                        Some(Ok(entry)) => {
-                            backoff = Duration::from_millis(100);
-                            apply(&index, entry);
-                        }
-                        Some(Err(e)) => {
-                            tracing::warn!(bucket = %bucket.name, error.message = %e, "KV watch failed; re-subscribing");
-                            break;
-                        }
-                        None => break,
-                    }
-                }
-            },
-            Err(e) => {
-                tracing::warn!(bucket = %bucket.name, error.message = %e, "cannot watch KV bucket; retrying");
-            }
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }

@@ -1,13 +1,17 @@
 //! Pieces every livegate service shares, kept deliberately small:
 //!
 //! - [`subjects`]: NATS stream, subject and KV bucket names (the bus contract in DESIGN.md).
+//! - [`bus`]: [`bus::ensure_usage_stream`], creating the usage stream on demand.
 //! - [`env`]: reading environment variables through a trait tests can back with a map.
 //! - [`config`]: the optional YAML file (LiteLLM's keys, `os.environ/NAME` indirection).
 //! - [`telemetry`]: `tracing` set-up from `LIVEGATE_LOG` / `LITELLM_LOG` / `LIVEGATE_LOG_FORMAT`.
+//! - [`kv`]: mirroring a NATS KV bucket into memory with a self-healing watch.
 //! - [`shutdown`]: a future that resolves on SIGTERM or SIGINT.
 
+pub mod bus;
 pub mod config;
 pub mod env;
+pub mod kv;
 pub mod shutdown;
 pub mod subjects;
 pub mod telemetry;

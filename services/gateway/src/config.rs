@@ -1,13 +1,49 @@
-//! The Live API gateway's configuration: defaults, then the YAML file, then the environment.
+//! The gateway's configuration: defaults, then the YAML file, then the environment.
 
 use livegate_common::config::{ConfigError, FileConfig};
-use livegate_common::env::{Env, EnvError, EnvExt};
+use livegate_common::env::{DEFAULT_NATS_URL, Env, EnvError, EnvExt, NATS_URL};
+use livegate_common::subjects;
+use secrecy::SecretString;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
-/// Address to listen on.
+/// Listen address.
 pub const LISTEN: &str = "GATEWAY_LISTEN";
-/// Default for [`LISTEN`].
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:4000";
+/// PEM certificate chain; with [`TLS_KEY`], serve `wss://` / `https://`.
+pub const TLS_CERT: &str = "GATEWAY_TLS_CERT";
+/// PEM private key.
+pub const TLS_KEY: &str = "GATEWAY_TLS_KEY";
+/// Auth service URL.
+pub const AUTH_URL: &str = "AUTH_URL";
+/// Default for [`AUTH_URL`].
+pub const DEFAULT_AUTH_URL: &str = "http://127.0.0.1:50051";
+/// Secret presented to auth for `GetAccessToken`.
+pub const INTERNAL_TOKEN: &str = "LIVEGATE_INTERNAL_TOKEN";
+/// Default project (LiteLLM's variable).
+pub const DEFAULT_PROJECT: &str = "DEFAULT_VERTEXAI_PROJECT";
+/// Default location (LiteLLM's variable).
+pub const DEFAULT_LOCATION: &str = "DEFAULT_VERTEXAI_LOCATION";
+/// Upstream URL override (e.g. the emulator).
+pub const VERTEX_LIVE_URL: &str = "VERTEX_LIVE_URL";
+/// How long a client has to send `setup` (humantime, e.g. `10s`).
+pub const SETUP_TIMEOUT: &str = "GATEWAY_SETUP_TIMEOUT";
+/// Largest frame accepted from either side, in bytes.
+pub const MAX_FRAME_BYTES: &str = "GATEWAY_MAX_FRAME_BYTES";
+/// A session with no frame either way for this long is closed.
+pub const IDLE_TIMEOUT: &str = "GATEWAY_IDLE_TIMEOUT";
+/// A session is closed after this long.
+pub const MAX_SESSION: &str = "GATEWAY_MAX_SESSION_DURATION";
+/// Drain grace period after SIGTERM (the `timeLeft` of the synthesized `goAway`).
+pub const DRAIN_GRACE: &str = "GATEWAY_DRAIN_GRACE";
+/// How long a successful key check is reused.
+pub const AUTH_CACHE_TTL: &str = "GATEWAY_AUTH_CACHE_TTL";
+/// Usage events held while NATS is unreachable.
+pub const EVENT_BUFFER: &str = "GATEWAY_EVENT_BUFFER";
+/// Upstream connect (TCP + TLS + WebSocket handshake) timeout.
+pub const UPSTREAM_CONNECT_TIMEOUT: &str = "GATEWAY_UPSTREAM_CONNECT_TIMEOUT";
+/// This replica's name in events and metrics (default: the host name).
+pub const GATEWAY_ID: &str = "GATEWAY_ID";
 
 /// Why the configuration is unusable (the binary exits with `EX_USAGE`).
 #[derive(Debug, thiserror::Error)]
@@ -18,13 +54,47 @@ pub enum Error {
     /// The YAML file is unreadable or invalid.
     #[error(transparent)]
     File(#[from] ConfigError),
+    /// Only one of the TLS variables is set.
+    #[error("set both GATEWAY_TLS_CERT and GATEWAY_TLS_KEY, or neither")]
+    HalfTls,
 }
 
-/// Everything the Live API gateway needs, loaded once in `main` and passed down.
+/// Everything the gateway needs, loaded once in `main` and passed down.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where to listen (`GATEWAY_LISTEN`; port 0 binds an ephemeral port).
     pub listen: SocketAddr,
+    /// (certificate chain, private key) PEM files.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub auth_url: String,
+    pub internal_token: Option<SecretString>,
+    pub nats_url: String,
+    pub default_project: Option<String>,
+    pub default_location: String,
+    pub vertex_live_url: Option<String>,
+    pub setup_timeout: Duration,
+    pub max_frame_bytes: usize,
+    pub idle_timeout: Duration,
+    pub max_session: Duration,
+    pub drain_grace: Duration,
+    pub auth_cache_ttl: Duration,
+    pub event_buffer: usize,
+    pub upstream_connect_timeout: Duration,
+    pub gateway_id: String,
+    /// Stream usage events go to (tests may isolate with their own name).
+    pub stream: String,
+    pub keys_bucket: String,
+    pub spend_bucket: String,
+}
+
+fn duration(env: &impl Env, name: &str, default: Duration) -> Result<Duration, EnvError> {
+    match env.var(name) {
+        None => Ok(default),
+        Some(v) => humantime::parse_duration(v.trim()).map_err(|e| EnvError {
+            name: name.to_string(),
+            value: v,
+            reason: e.to_string(),
+        }),
+    }
 }
 
 impl Config {
@@ -32,17 +102,111 @@ impl Config {
     ///
     /// # Errors
     /// [`Error`] when a value is present but invalid.
-    pub fn load(_file: &FileConfig, env: &impl Env) -> Result<Self, Error> {
-        let listen = match env.parse::<SocketAddr>(LISTEN)? {
-            Some(a) => a,
-            None => DEFAULT_LISTEN
-                .parse()
-                .map_err(|e: std::net::AddrParseError| EnvError {
-                    name: LISTEN.to_string(),
-                    value: DEFAULT_LISTEN.to_string(),
-                    reason: e.to_string(),
-                })?,
+    pub fn load(file: &FileConfig, env: &impl Env) -> Result<Self, Error> {
+        let tls = match (env.var(TLS_CERT), env.var(TLS_KEY)) {
+            (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
+            (None, None) => None,
+            _ => return Err(Error::HalfTls),
         };
-        Ok(Self { listen })
+        let mut c = Self::defaults(env.var_or(NATS_URL, DEFAULT_NATS_URL));
+        c.listen = env.parse(LISTEN)?.unwrap_or(c.listen);
+        c.tls = tls;
+        c.auth_url = env.var_or(AUTH_URL, DEFAULT_AUTH_URL);
+        c.internal_token = env.var(INTERNAL_TOKEN).map(SecretString::from);
+        c.default_project = env
+            .var(DEFAULT_PROJECT)
+            .or_else(|| file.vertex_project.clone());
+        c.default_location = env
+            .var(DEFAULT_LOCATION)
+            .or_else(|| file.vertex_location.clone())
+            .unwrap_or(c.default_location);
+        c.vertex_live_url = env.var(VERTEX_LIVE_URL);
+        c.setup_timeout = duration(env, SETUP_TIMEOUT, c.setup_timeout)?;
+        c.max_frame_bytes = env.parse(MAX_FRAME_BYTES)?.unwrap_or(c.max_frame_bytes);
+        c.idle_timeout = duration(env, IDLE_TIMEOUT, c.idle_timeout)?;
+        c.max_session = duration(env, MAX_SESSION, c.max_session)?;
+        c.drain_grace = duration(env, DRAIN_GRACE, c.drain_grace)?;
+        c.auth_cache_ttl = duration(env, AUTH_CACHE_TTL, c.auth_cache_ttl)?;
+        c.event_buffer = env.parse(EVENT_BUFFER)?.unwrap_or(c.event_buffer);
+        c.upstream_connect_timeout =
+            duration(env, UPSTREAM_CONNECT_TIMEOUT, c.upstream_connect_timeout)?;
+        c.gateway_id = env
+            .var(GATEWAY_ID)
+            .or_else(|| env.var("HOSTNAME"))
+            .unwrap_or(c.gateway_id);
+        Ok(c)
+    }
+
+    /// Defaults, listening on `127.0.0.1:0` (what tests want; `load` applies the documented
+    /// `0.0.0.0:4000` unless `GATEWAY_LISTEN` says otherwise).
+    pub fn defaults(nats_url: impl Into<String>) -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 4000)),
+            tls: None,
+            auth_url: DEFAULT_AUTH_URL.to_string(),
+            internal_token: None,
+            nats_url: nats_url.into(),
+            default_project: None,
+            default_location: "us-central1".to_string(),
+            vertex_live_url: None,
+            setup_timeout: Duration::from_secs(10),
+            max_frame_bytes: 16 * 1024 * 1024,
+            idle_timeout: Duration::from_secs(600),
+            max_session: Duration::from_secs(3600),
+            drain_grace: Duration::from_secs(10),
+            auth_cache_ttl: Duration::from_secs(5),
+            event_buffer: 100_000,
+            upstream_connect_timeout: Duration::from_secs(10),
+            gateway_id: "gateway".to_string(),
+            stream: subjects::STREAM.to_string(),
+            keys_bucket: subjects::KEYS_BUCKET.to_string(),
+            spend_bucket: subjects::SPEND_BUCKET.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = Config::load(&FileConfig::default(), &env(&[])).unwrap();
+        assert_eq!(c.listen.port(), 4000);
+        assert_eq!(c.default_location, "us-central1");
+        let file = FileConfig {
+            vertex_project: Some("file-p".into()),
+            ..FileConfig::default()
+        };
+        let c = Config::load(
+            &file,
+            &env(&[
+                (SETUP_TIMEOUT, "2s"),
+                (MAX_FRAME_BYTES, "1024"),
+                (DEFAULT_LOCATION, "eu"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.default_project.as_deref(), Some("file-p"));
+        assert_eq!(c.setup_timeout, Duration::from_secs(2));
+        assert_eq!(c.max_frame_bytes, 1024);
+        assert_eq!(c.default_location, "eu");
+    }
+
+    #[test]
+    fn invalid_values_are_errors() {
+        assert!(Config::load(&FileConfig::default(), &env(&[(SETUP_TIMEOUT, "soon")])).is_err());
+        assert!(matches!(
+            Config::load(&FileConfig::default(), &env(&[(TLS_CERT, "/c.pem")])),
+            Err(Error::HalfTls)
+        ));
     }
 }

@@ -19,6 +19,8 @@ const EX_USAGE: u8 = 64;
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    // google-cloud-auth and tonic pull different rustls providers: pick one explicitly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let env = ProcessEnv;
     telemetry::init(&env);
     let config = match FileConfig::discover(args.config.as_deref(), &env)

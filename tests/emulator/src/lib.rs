@@ -1,1 +1,185 @@
-//! emulator (in progress)
+//! `livegate-emulator`: a faithful local stand-in for the Vertex AI Live API
+//! (`BidiGenerateContent` over WebSocket), for tests, benchmarks and the no-credentials demo.
+//!
+//! Module map:
+//! - [`config`]: [`EmulatorConfig`] (tokens, service-account keys, initial behaviour).
+//! - [`behaviour`]: [`Behaviour`] knobs changeable at run time (go-away, forced close, reply
+//!   delay, usage names, frame type).
+//! - `server`: accept loop, routing, bearer / JWT auth, the WebSocket upgrade in hyper.
+//! - `connection`: one session's socket loop (timers, delayed replies, recording).
+//! - `session`: the protocol state machine, free of I/O.
+//! - [`usage`]: the token-counting formulas.
+//! - `jwt`: RS256 self-signed JWT verification.
+//! - `state`: counters, recorded usage, resumption handles shared by all sessions.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use livegate_emulator::{Emulator, EmulatorConfig};
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let emulator = Emulator::start(listener, EmulatorConfig::default()).await;
+//! println!("{}", emulator.url());
+//! emulator.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod behaviour;
+pub mod config;
+mod connection;
+mod jwt;
+mod server;
+mod session;
+mod state;
+pub mod usage;
+mod wire;
+
+pub use behaviour::{Behaviour, UsageNames};
+pub use config::{ConfigError, EmulatorConfig, ServiceAccountKey};
+pub use connection::MAX_MESSAGE_BYTES;
+pub use jwt::CLOUD_PLATFORM_SCOPE;
+pub use server::LIVE_PATHS;
+pub use state::{MAX_RECORDED_USAGE, RecordedUsage, Stats};
+
+use state::Shared;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long [`Emulator::shutdown`] waits for sessions to finish their close handshakes.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A running emulator. Dropping it stops the server too (without waiting).
+#[derive(Debug)]
+pub struct Emulator {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Emulator {
+    /// Starts serving on `listener` (already bound, so clients can connect at once).
+    ///
+    /// Service-account keys that do not parse are logged and ignored (call
+    /// [`EmulatorConfig::validate`] first to refuse them instead).
+    pub async fn start(listener: TcpListener, config: EmulatorConfig) -> Emulator {
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let mut keys = jwt::KeySet::default();
+        for k in &config.service_account_keys {
+            match jwt::parse_public_key(&k.public_key_pem) {
+                Ok(key) => keys.insert(k.kid.clone(), key),
+                Err(e) => {
+                    tracing::error!(kid = %k.kid, error.message = %e, "service-account key ignored")
+                }
+            }
+        }
+        let auth_required = config.auth_required();
+        let shared = Arc::new(Shared::new(
+            config.tokens,
+            keys,
+            auth_required,
+            config.behaviour,
+        ));
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        tracker.spawn(server::accept_loop(
+            listener,
+            shared.clone(),
+            cancel.clone(),
+            tracker.clone(),
+        ));
+        tracing::debug!(%addr, auth_required, "emulator started");
+        Emulator {
+            addr,
+            shared,
+            cancel,
+            tracker,
+        }
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `ws://ADDR` (what to give as a base URL).
+    pub fn base_url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// The `v1` Live endpoint: `ws://ADDR/ws/google.cloud.aiplatform.v1.LlmBidiService/BidiGenerateContent`.
+    pub fn url(&self) -> String {
+        format!("ws://{}{}", self.addr, LIVE_PATHS[0])
+    }
+
+    /// Replaces the behaviour (see [`Behaviour`] for when open sessions notice).
+    pub fn set_behaviour(&self, b: Behaviour) {
+        self.shared.set_behaviour(b);
+    }
+
+    /// The current behaviour.
+    pub fn behaviour(&self) -> Behaviour {
+        (*self.shared.behaviour()).clone()
+    }
+
+    /// Every `usageMetadata` sent so far, in sending order (the most recent
+    /// [`MAX_RECORDED_USAGE`]). Recorded just before the frame is written, so anything a
+    /// client has read is already here.
+    pub fn recorded_usage(&self) -> Vec<RecordedUsage> {
+        self.shared.recorded_usage()
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// Also appends every usage record as a JSON line (`session_id`, `seq`, `at_ms`,
+    /// `usage`) to `path`.
+    ///
+    /// # Errors
+    /// When the file cannot be opened for appending.
+    pub fn record_to_file(&self, path: &Path) -> std::io::Result<()> {
+        self.shared.record_to_file(path)
+    }
+
+    /// Stops accepting, closes open sessions with 1001, and waits (bounded) for them to end.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("sessions still open after the shutdown grace period");
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Serves until `shutdown` resolves, then stops as [`Emulator::shutdown`] does.
+///
+/// # Errors
+/// When a service-account key does not parse.
+pub async fn run(
+    listener: TcpListener,
+    config: EmulatorConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let emulator = Emulator::start(listener, config).await;
+    shutdown.await;
+    emulator.shutdown().await;
+    Ok(())
+}

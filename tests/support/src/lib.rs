@@ -1,1 +1,53 @@
-//! support (in progress)
+//! `livegate-test-support`: the harness livegate's tests run on.
+//!
+//! Real servers on loopback, never mocks, and Google auth without Google:
+//! - [`nats`]: [`NatsServer`], a `nats-server -js` per test on an ephemeral port, with
+//!   `stop`/`restart` (same port, same store) for fault tests.
+//! - [`clickhouse`]: [`ClickHouseServer`], a `clickhouse-server` (Debian's 18.16 or current)
+//!   in a temp dir; [`ClickHouseServer::shared`] gives one per test binary, and tests isolate
+//!   with [`ClickHouseServer::create_database`].
+//! - [`names`]: [`unique`] names for streams, buckets and databases.
+//! - [`google`]: a generated service-account key whose self-signed JWTs the emulator accepts,
+//!   a fake OAuth token endpoint for `authorized_user` files, and a fake GCE metadata server,
+//!   all driven through the real `google-cloud-auth` crate.
+//! - `process` (internal): servers run under a `sh` wrapper that kills them when the test
+//!   process goes away, however it goes; `bin` (internal): finding the executables
+//!   ([`NATS_SERVER_BIN`], [`CLICKHOUSE_SERVER_BIN`], `PATH`, pip's and Debian's locations).
+//!
+//! Servers missing from the machine make `start` fail with a message saying to run
+//! `scripts/install-deps.sh`.
+
+mod bin;
+pub mod clickhouse;
+pub mod google;
+mod httpio;
+pub mod names;
+pub mod nats;
+mod process;
+
+pub use bin::{CLICKHOUSE_SERVER_BIN, NATS_SERVER_BIN};
+pub use clickhouse::ClickHouseServer;
+pub use google::{FakeMetadataServer, FakeTokenEndpoint, TestServiceAccount};
+pub use names::unique;
+pub use nats::NatsServer;
+
+/// Installs rustls' ring provider as the process default, once; later calls do nothing.
+///
+/// Both ring and aws-lc-rs are compiled into the workspace (google-cloud-auth pulls the
+/// latter), so rustls cannot pick a default by itself and `ClientConfig::builder()` panics.
+/// Call this at the start of every test that makes TLS or Google-auth clients.
+pub fn init_crypto() {
+    // Err means a provider is installed already (by us or by the code under test): fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Sends `tracing` output to the test harness's captured output, filtered by `LIVEGATE_LOG`
+/// (default `warn`). Safe to call from every test; only the first call installs.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LIVEGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# Starts the whole livegate system locally: NATS (JetStream), ClickHouse, the auth, metering
+# and gateway services, and, when no Google credentials are configured, the Live API emulator
+# as the upstream (DEMO MODE). Installs NATS and ClickHouse first if they are missing.
+# Ctrl-C (or SIGTERM) stops everything cleanly. State lives in .livegate/ in the checkout.
+#
+# Ports (override with the variables): gateway 4000 (GATEWAY_PORT), auth 50051 (AUTH_PORT),
+# metering 9464 (METERING_PORT), NATS 4222 (NATS_PORT), ClickHouse HTTP 8123 / native 9000
+# (CLICKHOUSE_HTTP_PORT / CLICKHOUSE_TCP_PORT), emulator 4100 (EMULATOR_PORT).
+# LIVEGATE_PROFILE=release builds optimised binaries (slower first build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+GATEWAY_PORT=${GATEWAY_PORT:-4000}
+AUTH_PORT=${AUTH_PORT:-50051}
+METERING_PORT=${METERING_PORT:-9464}
+NATS_PORT=${NATS_PORT:-4222}
+CLICKHOUSE_HTTP_PORT=${CLICKHOUSE_HTTP_PORT:-8123}
+CLICKHOUSE_TCP_PORT=${CLICKHOUSE_TCP_PORT:-9000}
+EMULATOR_PORT=${EMULATOR_PORT:-4100}
+profile=${LIVEGATE_PROFILE:-dev}
+
+say() { printf '[livegate] %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() { # port name seconds
+  local i
+  for ((i = 0; i < $3 * 10; i++)); do
+    if ! port_free "$1"; then return 0; fi
+    sleep 0.1
+  done
+  die "$2 did not start listening on 127.0.0.1:$1 within $3 s (logs: $state/logs/)"
+}
+
+scripts/install-deps.sh
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/livegate-target}"
+say "building ($profile profile)…"
+cargo build --workspace --bins --profile "$profile" --locked
+case $profile in dev) bin="$CARGO_TARGET_DIR/debug" ;; *) bin="$CARGO_TARGET_DIR/$profile" ;; esac
+
+for p in "$GATEWAY_PORT" "$AUTH_PORT" "$METERING_PORT" "$NATS_PORT" "$CLICKHOUSE_HTTP_PORT" "$CLICKHOUSE_TCP_PORT"; do
+  port_free "$p" || die "port $p is already in use (another livegate running? set the *_PORT variables)"
+done
+
+state="$root/.livegate"
+mkdir -p "$state/logs" "$state/nats" "$state/clickhouse"/{data,tmp,user_files,format_schemas,log}
+[ -f "$state/master-key" ] || head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$state/master-key"
+[ -f "$state/internal-token" ] || head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$state/internal-token"
+export LIVEGATE_MASTER_KEY=${LIVEGATE_MASTER_KEY:-$(cat "$state/master-key")}
+export LIVEGATE_INTERNAL_TOKEN=${LIVEGATE_INTERNAL_TOKEN:-$(cat "$state/internal-token")}
+export NATS_URL="nats://127.0.0.1:$NATS_PORT"
+export CLICKHOUSE_URL="http://127.0.0.1:$CLICKHOUSE_HTTP_PORT"
+export AUTH_URL="http://127.0.0.1:$AUTH_PORT"
+export AUTH_LISTEN="127.0.0.1:$AUTH_PORT"
+export METERING_LISTEN="127.0.0.1:$METERING_PORT"
+export GATEWAY_LISTEN="127.0.0.1:$GATEWAY_PORT"
+
+pids=()
+stop_all() {
+  trap - INT TERM EXIT
+  say "stopping…"
+  local i
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[i]}" 2>/dev/null || true; done
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do wait "${pids[i]}" 2>/dev/null || true; done
+  say "stopped"
+}
+trap stop_all EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+start() { # name command...
+  local name=$1; shift
+  "$@" >"$state/logs/$name.log" 2>&1 &
+  pids+=($!)
+}
+
+# --- NATS (JetStream) ---
+nats_bin=${NATS_SERVER_BIN:-$(command -v nats-server || true)}
+[ -n "$nats_bin" ] || die "nats-server not found (scripts/install-deps.sh installs it)"
+start nats "$nats_bin" -js -sd "$state/nats" -a 127.0.0.1 -p "$NATS_PORT" -n livegate-local
+wait_port "$NATS_PORT" nats-server 20
+
+# --- ClickHouse ---
+ch_bin=${CLICKHOUSE_SERVER_BIN:-$(command -v clickhouse-server || echo /usr/sbin/clickhouse-server)}
+ch="$state/clickhouse"
+cat >"$ch/config.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+    <logger><level>information</level><log>$ch/log/server.log</log><errorlog>$ch/log/server.err.log</errorlog><size>50M</size><count>2</count></logger>
+    <listen_host>127.0.0.1</listen_host>
+    <http_port>$CLICKHOUSE_HTTP_PORT</http_port>
+    <tcp_port>$CLICKHOUSE_TCP_PORT</tcp_port>
+    <path>$ch/data/</path>
+    <tmp_path>$ch/tmp/</tmp_path>
+    <user_files_path>$ch/user_files/</user_files_path>
+    <format_schema_path>$ch/format_schemas/</format_schema_path>
+    <users_config>$ch/users.xml</users_config>
+    <default_profile>default</default_profile>
+    <default_database>default</default_database>
+    <timezone>UTC</timezone>
+    <mark_cache_size>268435456</mark_cache_size>
+    <mlock_executable>false</mlock_executable>
+</yandex>
+XML
+cat >"$ch/users.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+    <profiles><default></default></profiles>
+    <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+    <quotas><default></default></quotas>
+</yandex>
+XML
+start clickhouse "$ch_bin" --config-file="$ch/config.xml"
+wait_port "$CLICKHOUSE_HTTP_PORT" clickhouse-server 60
+
+# --- Google credentials or DEMO MODE ---
+demo=0
+if [ -n "${DEFAULT_VERTEXAI_PROJECT:-}" ] && { [ -n "${DEFAULT_GOOGLE_APPLICATION_CREDENTIALS:-}" ] ||
+  [ -n "${GOOGLE_APPLICATION_CREDENTIALS:-}" ] ||
+  [ -f "${CLOUDSDK_CONFIG:-$HOME/.config/gcloud}/application_default_credentials.json" ]; }; then
+  say "upstream: Vertex AI (project $DEFAULT_VERTEXAI_PROJECT, location ${DEFAULT_VERTEXAI_LOCATION:-us-central1})"
+else
+  demo=1
+  sa_dir="$state/demo-service-account"
+  sa=$(ls "$sa_dir"/service-account-*.json 2>/dev/null | head -n 1 || true)
+  [ -n "$sa" ] || sa=$("$bin/livegate-demo-credentials" --out "$sa_dir")
+  start emulator "$bin/livegate-emulator" --listen "127.0.0.1:$EMULATOR_PORT" --service-account-key "$sa"
+  wait_port "$EMULATOR_PORT" livegate-emulator 20
+  export GOOGLE_APPLICATION_CREDENTIALS="$sa"
+  unset DEFAULT_GOOGLE_APPLICATION_CREDENTIALS
+  export DEFAULT_VERTEXAI_PROJECT=${DEFAULT_VERTEXAI_PROJECT:-livegate-demo}
+  export VERTEX_LIVE_URL="ws://127.0.0.1:$EMULATOR_PORT/ws/google.cloud.aiplatform.v1.LlmBidiService/BidiGenerateContent"
+fi
+
+# --- livegate services ---
+start auth "$bin/livegate-auth"
+wait_port "$AUTH_PORT" livegate-auth 30
+start metering "$bin/livegate-metering"
+wait_port "$METERING_PORT" livegate-metering 30
+start gateway "$bin/livegate-gateway"
+wait_port "$GATEWAY_PORT" livegate-gateway 30
+
+key=$("$bin/livegate" keys create --alias "demo-$(date +%s)" --team demo | tail -n 1)
+
+if [ "$demo" = 1 ]; then
+  cat >&2 <<BANNER
+
+  ###########################################################################
+  #  DEMO MODE — upstream is the local emulator; set DEFAULT_VERTEXAI_PROJECT #
+  #  and credentials to use Vertex AI                                        #
+  ###########################################################################
+BANNER
+fi
+cat <<INFO
+
+livegate is running. Logs: $state/logs/
+  WebSocket URL : ws://127.0.0.1:$GATEWAY_PORT/v1/vertex-ai/live
+  API key       : $key
+  Master key    : (in $state/master-key; admin CLI: $bin/livegate keys list)
+  ClickHouse    : $CLICKHOUSE_URL   NATS: $NATS_URL   auth: $AUTH_URL
+Press Ctrl-C to stop.
+INFO
+
+# Run until Ctrl-C or until any component exits.
+while :; do
+  for pid in "${pids[@]}"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      say "a component (pid $pid) exited; see $state/logs/. Shutting down."
+      exit 1
+    fi
+  done
+  sleep 1
+done

@@ -1,0 +1,134 @@
+//! Mirroring a NATS KV bucket into memory: open (or create) the bucket, load every current
+//! value, then apply changes from a watch that re-subscribes by itself after errors such as a
+//! NATS restart. Auth mirrors `livegate_keys` and `livegate_spend` this way; the gateway
+//! mirrors `livegate_spend` (budgets) and watches `livegate_keys` (cache invalidation).
+
+use async_nats::jetstream::{self, kv};
+use futures_util::StreamExt;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// A KV operation failed.
+#[derive(Debug, thiserror::Error)]
+#[error("NATS KV {op} on bucket {bucket} failed: {cause}")]
+pub struct KvError {
+    /// What we were doing.
+    pub op: &'static str,
+    /// The bucket.
+    pub bucket: String,
+    /// The underlying error, as text.
+    pub cause: String,
+}
+
+fn err(op: &'static str, bucket: &str, e: impl std::fmt::Display) -> KvError {
+    KvError {
+        op,
+        bucket: bucket.to_string(),
+        cause: e.to_string(),
+    }
+}
+
+/// Gets a bucket, creating it (file storage, `history` revisions per key) if missing.
+///
+/// # Errors
+/// [`KvError`] when JetStream is unreachable or refuses.
+pub async fn open_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    history: i64,
+) -> Result<kv::Store, KvError> {
+    match js.get_key_value(bucket).await {
+        Ok(store) => Ok(store),
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: bucket.to_string(),
+                history,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| err("create bucket", bucket, e)),
+    }
+}
+
+/// Applies every current entry of `bucket` to `apply`, synchronously.
+///
+/// # Errors
+/// [`KvError`] when the bucket cannot be listed or read.
+pub async fn load(
+    bucket: &kv::Store,
+    apply: &(impl Fn(kv::Entry) + ?Sized),
+) -> Result<(), KvError> {
+    let mut keys = bucket
+        .keys()
+        .await
+        .map_err(|e| err("list keys", &bucket.name, e))?;
+    let mut names = Vec::new();
+    while let Some(k) = keys.next().await {
+        names.push(k.map_err(|e| err("list keys", &bucket.name, e))?);
+    }
+    for name in names {
+        if let Some(entry) = bucket
+            .entry(name)
+            .await
+            .map_err(|e| err("get", &bucket.name, e))?
+        {
+            apply(entry);
+        }
+    }
+    Ok(())
+}
+
+/// Loads `bucket` into `apply`, then keeps applying changes until `stop` is cancelled. The
+/// watch replays current values on every (re)subscription, so `apply` must be idempotent and
+/// should ignore entries older than what it holds (compare `Entry::revision`).
+///
+/// # Errors
+/// [`KvError`] when the initial load fails; later failures are retried in the background.
+pub async fn mirror<F>(bucket: kv::Store, apply: F, stop: CancellationToken) -> Result<(), KvError>
+where
+    F: Fn(kv::Entry) + Send + Sync + 'static,
+{
+    load(&bucket, &apply).await?;
+    tokio::spawn(watch(bucket, apply, stop));
+    Ok(())
+}
+
+async fn watch<F>(bucket: kv::Store, apply: F, stop: CancellationToken)
+where
+    F: Fn(kv::Entry) + Send + Sync + 'static,
+{
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let watcher = tokio::select! {
+            () = stop.cancelled() => return,
+            w = bucket.watch_with_history(">") => w,
+        };
+        match watcher {
+            Ok(mut w) => loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    next = w.next() => match next {
+                        Some(Ok(entry)) => {
+                            backoff = Duration::from_millis(100);
+                            apply(entry);
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(bucket = %bucket.name, error.message = %e, "KV watch failed; re-subscribing");
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+            },
+            Err(e) => {
+                tracing::warn!(bucket = %bucket.name, error.message = %e, "cannot watch KV bucket; retrying");
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}

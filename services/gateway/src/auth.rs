@@ -1,0 +1,239 @@
+//! The gateway's view of the auth service: `CheckKey` with a short TTL cache (invalidated at
+//! once when a key record changes in KV), and Google access tokens cached until shortly
+//! before the expiry auth reports, with one refresh shared by all waiting sessions.
+
+use crate::metrics::{Metrics, ResultLabel};
+use livegate_proto::auth::auth_client::AuthClient as Grpc;
+use livegate_proto::auth::{CheckKeyRequest, GetAccessTokenRequest, KeyInfo};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tonic::transport::{Channel, Endpoint};
+
+/// Metadata entry carrying the internal token (auth's `INTERNAL_TOKEN_METADATA`).
+const INTERNAL_TOKEN_METADATA: &str = "x-livegate-internal-token";
+/// Stop using a Google token this long before the expiry auth reported.
+const TOKEN_MARGIN: Duration = Duration::from_secs(30);
+/// Prune the key cache when it grows past this many entries.
+const CACHE_PRUNE_AT: usize = 10_000;
+
+/// A checked credential.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub key: KeyInfo,
+    /// A browser token's model restriction (empty = none).
+    pub bound_model: String,
+    pub browser_token: bool,
+}
+
+/// Why a credential was not accepted.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CheckError {
+    /// Unknown, revoked, expired or malformed (→ 4401).
+    #[error("{0}")]
+    Rejected(String),
+    /// Auth could not be asked (→ 1011).
+    #[error("auth service unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Why no Google token is available.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TokenError {
+    /// No Google credentials (→ 4001).
+    #[error("{0}")]
+    NotConfigured(String),
+    /// Auth or Google failed (→ 1011).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+struct Cached {
+    grant: Arc<Grant>,
+    at: Instant,
+}
+
+/// Shared by every session of this replica.
+pub struct AuthClient {
+    channel: Channel,
+    grpc: Grpc<Channel>,
+    internal_token: Option<SecretString>,
+    ttl: Duration,
+    /// sha256(credential) → grant. A std mutex: lookups are tiny and never await.
+    cache: Mutex<HashMap<[u8; 32], Cached>>,
+    token: tokio::sync::Mutex<Option<(String, Instant)>>,
+    metrics: Metrics,
+}
+
+impl AuthClient {
+    /// A lazily connecting client (the gateway starts even while auth is still starting).
+    ///
+    /// # Errors
+    /// When `url` is not a valid URI.
+    pub fn new(
+        url: &str,
+        internal_token: Option<SecretString>,
+        ttl: Duration,
+        metrics: Metrics,
+    ) -> anyhow::Result<Self> {
+        let channel = Endpoint::from_shared(url.to_string())?
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(Self {
+            grpc: Grpc::new(channel.clone()),
+            channel,
+            internal_token,
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+            token: tokio::sync::Mutex::new(None),
+            metrics,
+        })
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Cached>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Checks a credential, from the cache when a fresh answer is there.
+    ///
+    /// # Errors
+    /// [`CheckError`].
+    pub async fn check(&self, credential: &str) -> Result<Arc<Grant>, CheckError> {
+        let id: [u8; 32] = Sha256::digest(credential.as_bytes()).into();
+        if let Some(c) = self.cache().get(&id)
+            && c.at.elapsed() < self.ttl
+        {
+            self.metrics
+                .auth_cache
+                .get_or_create(&ResultLabel { result: "hit" })
+                .inc();
+            return Ok(c.grant.clone());
+        }
+        self.metrics
+            .auth_cache
+            .get_or_create(&ResultLabel { result: "miss" })
+            .inc();
+        let resp = self
+            .grpc
+            .clone()
+            .check_key(CheckKeyRequest {
+                credential: credential.to_string(),
+            })
+            .await;
+        match resp {
+            Ok(r) => {
+                let r = r.into_inner();
+                let grant = Arc::new(Grant {
+                    key: r.key.unwrap_or_default(),
+                    bound_model: r.bound_model,
+                    browser_token: r.is_browser_token,
+                });
+                let mut cache = self.cache();
+                if cache.len() >= CACHE_PRUNE_AT {
+                    let ttl = self.ttl;
+                    cache.retain(|_, c| c.at.elapsed() < ttl);
+                }
+                cache.insert(
+                    id,
+                    Cached {
+                        grant: grant.clone(),
+                        at: Instant::now(),
+                    },
+                );
+                Ok(grant)
+            }
+            Err(s) => match s.code() {
+                tonic::Code::Unauthenticated | tonic::Code::InvalidArgument => {
+                    Err(CheckError::Rejected(s.message().to_string()))
+                }
+                _ => Err(CheckError::Unavailable(s.message().to_string())),
+            },
+        }
+    }
+
+    /// True when auth answers its health check with `SERVING`.
+    pub async fn ready(&self) -> bool {
+        use tonic_health::pb::{
+            HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+        };
+        let mut h = HealthClient::new(self.channel.clone());
+        let req = HealthCheckRequest {
+            service: String::new(),
+        };
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), h.check(req)).await,
+            Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32
+        )
+    }
+
+    /// Mints a browser token for the key in `credential`.
+    ///
+    /// # Errors
+    /// The auth service's status (its message is safe to show the caller).
+    pub async fn mint_browser_token(
+        &self,
+        credential: &str,
+        ttl_seconds: u32,
+        model: &str,
+    ) -> Result<livegate_proto::auth::MintBrowserTokenResponse, tonic::Status> {
+        self.grpc
+            .clone()
+            .mint_browser_token(livegate_proto::auth::MintBrowserTokenRequest {
+                credential: credential.to_string(),
+                ttl_seconds,
+                model: model.to_string(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Forgets cached answers for a key (its record changed: revoked, limits updated).
+    pub fn invalidate_key(&self, key_id: &str) {
+        self.cache().retain(|_, c| c.grant.key.key_id != key_id);
+    }
+
+    /// A Google access token for the upstream.
+    ///
+    /// # Errors
+    /// [`TokenError`].
+    pub async fn access_token(&self) -> Result<String, TokenError> {
+        let mut slot = self.token.lock().await;
+        if let Some((token, until)) = slot.as_ref()
+            && Instant::now() < *until
+        {
+            return Ok(token.clone());
+        }
+        let mut req = tonic::Request::new(GetAccessTokenRequest::default());
+        if let Some(t) = &self.internal_token
+            && let Ok(v) = t.expose_secret().parse()
+        {
+            req.metadata_mut().insert(INTERNAL_TOKEN_METADATA, v);
+        }
+        match self.grpc.clone().get_access_token(req).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                let valid_for = r
+                    .expires_at
+                    .and_then(|t| SystemTime::try_from(t).ok())
+                    .and_then(|t| t.duration_since(SystemTime::now()).ok())
+                    .unwrap_or_default()
+                    .saturating_sub(TOKEN_MARGIN);
+                *slot = Some((r.access_token.clone(), Instant::now() + valid_for));
+                Ok(r.access_token)
+            }
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                Err(TokenError::NotConfigured(s.message().to_string()))
+            }
+            Err(s) => Err(TokenError::Unavailable(format!(
+                "cannot get a Google access token from auth: {}",
+                s.message()
+            ))),
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Publishing usage and session events to JetStream without ever blocking a session.
+//!
+//! Sessions hand events to [`Bus::send`], which never waits: events go into a bounded queue
+//! ([`Config::event_buffer`](crate::Config)). One publisher task drains it in order, publishes
+//! batches with `Nats-Msg-Id` = the event id (so JetStream drops duplicates of a retry) and
+//! waits for the acks; a failed batch is retried from its first unacknowledged event with
+//! backoff until NATS is back. When the queue is full the event is dropped, counted in
+//! `livegate_gateway_bus_dropped_total` and logged: never silently.
+
+use crate::metrics::Metrics;
+use async_nats::jetstream;
+use bytes::Bytes;
+use livegate_common::subjects;
+use prost::Message;
+use std::collections::VecDeque;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Events published per round trip.
+const BATCH: usize = 256;
+/// How long a batch may wait for its acks.
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One event ready to publish.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub subject: &'static str,
+    pub msg_id: String,
+    pub payload: Bytes,
+}
+
+impl Outgoing {
+    /// A `UsageReport`.
+    pub fn report(r: &livegate_proto::usage::UsageReport) -> Self {
+        Self {
+            subject: subjects::USAGE_REPORT,
+            msg_id: r.event_id.clone(),
+            payload: r.encode_to_vec().into(),
+        }
+    }
+
+    /// A `SessionEvent` with its event id.
+    pub fn session(event_id: String, e: &livegate_proto::usage::SessionEvent) -> Self {
+        Self {
+            subject: subjects::SESSION_EVENT,
+            msg_id: event_id,
+            payload: e.encode_to_vec().into(),
+        }
+    }
+}
+
+/// The sending side, cloned into every session.
+#[derive(Clone)]
+pub struct Bus {
+    tx: mpsc::Sender<Outgoing>,
+    metrics: Metrics,
+}
+
+impl Bus {
+    /// Queues an event; never waits. Returns false when the buffer was full (counted, logged).
+    pub fn send(&self, event: Outgoing) -> bool {
+        match self.tx.try_send(event) {
+            Ok(()) => {
+                self.metrics.bus_buffered.inc();
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(e)) | Err(mpsc::error::TrySendError::Closed(e)) => {
+                self.metrics.bus_dropped.inc();
+                tracing::error!(event_id = %e.msg_id, subject = e.subject, "usage event dropped: bus buffer full (NATS unreachable for too long?)");
+                false
+            }
+        }
+    }
+}
+
+/// Creates the bus and its publisher (see [`Publisher::run`]).
+pub fn start(
+    js: jetstream::Context,
+    stream: String,
+    capacity: usize,
+    metrics: Metrics,
+) -> (Bus, Publisher) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let bus = Bus {
+        tx,
+        metrics: metrics.clone(),
+    };
+    (
+        bus,
+        Publisher {
+            js,
+            stream,
+            rx,
+            metrics,
+        },
+    )
+}
+
+/// The publishing task's state.
+pub struct Publisher {
+    js: jetstream::Context,
+    stream: String,
+    rx: mpsc::Receiver<Outgoing>,
+    metrics: Metrics,
+}
+
+impl Publisher {
+    /// Publishes until `stop` is cancelled and everything queued so far is acknowledged. If
+    /// NATS stays unreachable for `flush_deadline` after `stop`, the rest is logged and
+    /// counted as lost.
+    pub async fn run(
+        mut self,
+        stop: tokio_util::sync::CancellationToken,
+        flush_deadline: Duration,
+    ) {
+        let give_up = async {
+            stop.cancelled().await;
+            tokio::time::sleep(flush_deadline).await;
+        };
+        tokio::pin!(give_up);
+        let mut stream_ready = false;
+        let mut pending: VecDeque<Outgoing> = VecDeque::new();
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if pending.is_empty() {
+                if stop.is_cancelled() && self.rx.is_empty() {
+                    return;
+                }
+                tokio::select! {
+                    e = self.rx.recv() => match e {
+                        Some(e) => pending.push_back(e),
+                        None => return,
+                    },
+                    () = stop.cancelled(), if !stop.is_cancelled() => continue,
+                }
+            }
+            while pending.len() < BATCH {
+                match self.rx.try_recv() {
+                    Ok(e) => pending.push_back(e),
+                    Err(_) => break,
+                }
+            }
+            if !stream_ready {
+                match livegate_common::bus::ensure_usage_stream(&self.js, &self.stream).await {
+                    Ok(_) => stream_ready = true,
+                    Err(e) => {
+                        tracing::warn!(error.message = %e, "cannot ensure the usage stream yet")
+                    }
+                }
+            }
+            let acked = if stream_ready {
+                self.publish(&pending).await
+            } else {
+                0
+            };
+            for _ in 0..acked {
+                pending.pop_front();
+            }
+            self.metrics.bus_buffered.dec_by(acked as i64);
+            if acked > 0 && pending.is_empty() {
+                backoff = Duration::from_millis(50);
+                continue;
+            }
+            if acked == 0 {
+                tokio::select! {
+                    () = &mut give_up => {
+                        let lost = pending.len() + self.rx.len();
+                        tracing::error!(lost, "gave up publishing usage events at shutdown: NATS unreachable");
+                        self.metrics.bus_dropped.inc_by(lost as u64);
+                        return;
+                    }
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+
+    /// Publishes `batch` in order and returns how many from the front were acknowledged.
+    async fn publish(&self, batch: &VecDeque<Outgoing>) -> usize {
+        let mut acks = Vec::with_capacity(batch.len());
+        for e in batch {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", e.msg_id.as_str());
+            match self
+                .js
+                .publish_with_headers(e.subject, headers, e.payload.clone())
+                .await
+            {
+                Ok(ack) => acks.push(ack),
+                Err(err) => {
+                    self.metrics.bus_publish_failures.inc();
+                    tracing::warn!(error.message = %err, "JetStream publish failed; will retry");
+                    break;
+                }
+            }
+        }
+        let results = tokio::time::timeout(
+            ACK_TIMEOUT,
+            futures_util::future::join_all(
+                acks.into_iter().map(std::future::IntoFuture::into_future),
+            ),
+        )
+        .await;
+        let Ok(results) = results else {
+            self.metrics.bus_publish_failures.inc();
+            tracing::warn!("JetStream acks timed out; will retry");
+            return 0;
+        };
+        let mut acked = 0;
+        for r in results {
+            match r {
+                Ok(_) => acked += 1,
+                Err(err) => {
+                    self.metrics.bus_publish_failures.inc();
+                    tracing::warn!(error.message = %err, "JetStream did not acknowledge an event; will retry");
+                    break;
+                }
+            }
+        }
+        self.metrics.bus_published.inc_by(acked as u64);
+        acked
+    }
+}

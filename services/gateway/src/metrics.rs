@@ -1,0 +1,124 @@
+//! The gateway's Prometheus metrics (prometheus-client; rendered by `GET /metrics`).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirLabel {
+    /// `client_to_upstream` or `upstream_to_client`.
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+/// All gateway metrics. Cheap to clone (each metric is an `Arc` inside).
+#[derive(Clone)]
+pub struct Metrics {
+    pub sessions_active: Gauge,
+    pub sessions_total: Family<CodeLabel, Counter>,
+    pub frames: Family<DirLabel, Counter>,
+    pub bytes: Family<DirLabel, Counter>,
+    pub upstream_connect_seconds: Histogram,
+    pub auth_cache: Family<ResultLabel, Counter>,
+    pub bus_published: Counter,
+    pub bus_publish_failures: Counter,
+    pub bus_buffered: Gauge,
+    pub bus_dropped: Counter,
+    pub registry: std::sync::Arc<Registry>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("livegate_gateway");
+        let m = Self {
+            sessions_active: Gauge::default(),
+            sessions_total: Family::default(),
+            frames: Family::default(),
+            bytes: Family::default(),
+            upstream_connect_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            auth_cache: Family::default(),
+            bus_published: Counter::default(),
+            bus_publish_failures: Counter::default(),
+            bus_buffered: Gauge::default(),
+            bus_dropped: Counter::default(),
+            registry: std::sync::Arc::new(Registry::default()),
+        };
+        r.register(
+            "sessions_active",
+            "Sessions currently relaying",
+            m.sessions_active.clone(),
+        );
+        r.register(
+            "sessions",
+            "Sessions ended, by close code sent to the client",
+            m.sessions_total.clone(),
+        );
+        r.register("frames", "Frames relayed, by direction", m.frames.clone());
+        r.register(
+            "bytes",
+            "Payload bytes relayed, by direction",
+            m.bytes.clone(),
+        );
+        r.register(
+            "upstream_connect_seconds",
+            "Time to open the upstream Live API WebSocket",
+            m.upstream_connect_seconds.clone(),
+        );
+        r.register(
+            "auth_cache",
+            "Key checks by cache result (hit, miss)",
+            m.auth_cache.clone(),
+        );
+        r.register(
+            "bus_published",
+            "Usage and session events acknowledged by JetStream",
+            m.bus_published.clone(),
+        );
+        r.register(
+            "bus_publish_failures",
+            "Failed JetStream publish attempts (retried)",
+            m.bus_publish_failures.clone(),
+        );
+        r.register(
+            "bus_buffered_events",
+            "Events waiting to be published",
+            m.bus_buffered.clone(),
+        );
+        r.register(
+            "bus_dropped",
+            "Events dropped because the buffer was full",
+            m.bus_dropped.clone(),
+        );
+        Self {
+            registry: std::sync::Arc::new(r),
+            ..m
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

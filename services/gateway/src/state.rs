@@ -1,0 +1,29 @@
+//! State shared by every connection of a gateway replica.
+
+use crate::auth::AuthClient;
+use crate::bus::Bus;
+use crate::config::Config;
+use crate::limits::Sessions;
+use crate::metrics::Metrics;
+use crate::views::Spend;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use tokio::sync::watch;
+
+/// Cheap to clone: every field is shared.
+#[derive(Clone)]
+pub struct App {
+    pub config: Arc<Config>,
+    pub auth: Arc<AuthClient>,
+    pub bus: Bus,
+    pub spend: Spend,
+    pub sessions: Sessions,
+    pub metrics: Metrics,
+    /// Flips to true when the gateway starts draining; sessions watch it.
+    pub drain: Arc<watch::Sender<bool>>,
+    /// True once draining: new upgrades and `/readyz` answer 503.
+    pub draining: Arc<AtomicBool>,
+    pub nats: async_nats::Client,
+    /// Every session task, so shutdown can wait for them.
+    pub tracker: tokio_util::task::TaskTracker,
+}

@@ -1,0 +1,109 @@
+//! What the gateway mirrors from NATS KV: spend totals (for budgets) from `livegate_spend`,
+//! and changes to key records in `livegate_keys` (to drop cached key checks at once).
+
+use crate::auth::AuthClient;
+use async_nats::jetstream::{self, kv};
+use livegate_common::kv as kv_mirror;
+use livegate_common::subjects::spend_key_for_key;
+use rust_decimal::Decimal;
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, RwLock};
+use tokio_util::sync::CancellationToken;
+
+/// Running spend per key, fed by a KV watch. A std `RwLock`: reads are map lookups that
+/// never await, once per new session and per turn.
+#[derive(Clone, Default)]
+pub struct Spend {
+    map: Arc<RwLock<HashMap<String, Decimal>>>,
+}
+
+impl Spend {
+    /// The key's spend in USD (0 when metering has written none).
+    pub fn of_key(&self, key_id: &str) -> Decimal {
+        self.map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&spend_key_for_key(key_id))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// True when a budget is set and spend has reached it.
+    pub fn budget_spent(&self, key_id: &str, max_budget_usd: &str) -> bool {
+        match Decimal::from_str(max_budget_usd.trim()) {
+            Ok(budget) => self.of_key(key_id) >= budget,
+            Err(_) => false,
+        }
+    }
+
+    fn apply(&self, entry: kv::Entry) {
+        let mut map = self
+            .map
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match entry.operation {
+            kv::Operation::Put => {
+                if let Ok(v) = Decimal::from_str(String::from_utf8_lossy(&entry.value).trim()) {
+                    map.insert(entry.key, v);
+                }
+            }
+            kv::Operation::Delete | kv::Operation::Purge => {
+                map.remove(&entry.key);
+            }
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct KeyRecordId {
+    key_id: String,
+}
+
+/// Starts both mirrors. Failures to reach NATS are retried in the background, so the gateway
+/// starts (and relays) even while NATS is down.
+pub fn start(
+    js: jetstream::Context,
+    spend_bucket: String,
+    keys_bucket: String,
+    auth: Arc<AuthClient>,
+    stop: CancellationToken,
+) -> Spend {
+    let spend = Spend::default();
+    let view = spend.clone();
+    tokio::spawn(async move {
+        let mut delay = std::time::Duration::from_millis(200);
+        loop {
+            let attempt = async {
+                let spend_kv = kv_mirror::open_bucket(&js, &spend_bucket, 1).await?;
+                let v = view.clone();
+                kv_mirror::mirror(spend_kv, move |e| v.apply(e), stop.clone()).await?;
+                let keys_kv = kv_mirror::open_bucket(&js, &keys_bucket, 5).await?;
+                let auth = auth.clone();
+                kv_mirror::mirror(
+                    keys_kv,
+                    move |e| {
+                        if let Ok(r) = serde_json::from_slice::<KeyRecordId>(&e.value) {
+                            auth.invalidate_key(&r.key_id);
+                        }
+                    },
+                    stop.clone(),
+                )
+                .await?;
+                Ok::<_, kv_mirror::KvError>(())
+            };
+            match attempt.await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error.message = %e, "cannot mirror KV buckets yet; retrying")
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(std::time::Duration::from_secs(5));
+        }
+    });
+    spend
+}

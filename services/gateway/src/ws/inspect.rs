@@ -1,0 +1,358 @@
+//! Reading just enough of Live API frames to meter them, without allocating per frame.
+//!
+//! Client frames are measured (text characters, PCM audio seconds, video frames, images);
+//! server frames are measured (output characters, output audio seconds) and their
+//! `usageMetadata` is extracted. A cheap substring scan decides first whether a frame can carry
+//! anything of interest, so frames that cannot (e.g. `setupComplete`, `goAway`, tool calls)
+//! are never parsed. When parsing is needed, borrowed `serde` structs skip everything else
+//! and base64 payloads are measured by length, never decoded.
+
+use livegate_proto::usage::{MediaMeasurements, Modality, ModalityTokens, TokenUsage};
+use memchr::memmem;
+use serde::Deserialize;
+use std::borrow::Cow;
+
+/// Sample rate assumed for `audio/pcm` without a `rate=` parameter (Google's input default).
+pub const DEFAULT_INPUT_RATE: u32 = 16_000;
+/// Sample rate assumed for output `audio/pcm` without a `rate=` parameter.
+pub const DEFAULT_OUTPUT_RATE: u32 = 24_000;
+/// Seconds one video frame stands for: Live API clients send JPEG frames at 1 fps.
+pub const SECONDS_PER_VIDEO_FRAME: f64 = 1.0;
+
+/// Gateway-side measurements accumulated between two usage reports.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Media {
+    pub input_characters: u64,
+    pub input_audio_seconds: f64,
+    pub input_video_frames: u64,
+    pub input_images: u64,
+    pub output_characters: u64,
+    pub output_audio_seconds: f64,
+}
+
+impl Media {
+    /// The wire form, leaving `self` empty for the next interval.
+    pub fn take(&mut self) -> MediaMeasurements {
+        let m = std::mem::take(self);
+        MediaMeasurements {
+            input_characters: m.input_characters,
+            input_audio_seconds: m.input_audio_seconds,
+            input_video_seconds: m.input_video_frames as f64 * SECONDS_PER_VIDEO_FRAME,
+            input_video_frames: m.input_video_frames,
+            input_images: m.input_images,
+            output_characters: m.output_characters,
+            output_audio_seconds: m.output_audio_seconds,
+        }
+    }
+
+    /// Adds `other`'s measurements to these.
+    pub fn merge(&mut self, other: Media) {
+        self.input_characters += other.input_characters;
+        self.input_audio_seconds += other.input_audio_seconds;
+        self.input_video_frames += other.input_video_frames;
+        self.input_images += other.input_images;
+        self.output_characters += other.output_characters;
+        self.output_audio_seconds += other.output_audio_seconds;
+    }
+
+    /// True when nothing was measured.
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Bytes a base64 string decodes to, computed from its length and padding.
+fn base64_len(data: &str) -> u64 {
+    let trimmed = data.trim_end_matches('=');
+    (trimmed.len() as u64 * 3) / 4
+}
+
+/// The `rate=` parameter of a mime type like `audio/pcm;rate=16000`.
+fn pcm_rate(mime: &str, default: u32) -> u32 {
+    mime.split(';')
+        .skip(1)
+        .filter_map(|p| p.trim().strip_prefix("rate="))
+        .find_map(|r| r.trim().parse::<u32>().ok())
+        .filter(|r| *r > 0)
+        .unwrap_or(default)
+}
+
+/// Seconds of 16-bit mono PCM in a base64 payload.
+fn pcm_seconds(mime: &str, data: &str, default_rate: u32) -> f64 {
+    base64_len(data) as f64 / 2.0 / f64::from(pcm_rate(mime, default_rate))
+}
+
+fn is_pcm(mime: &str) -> bool {
+    mime.trim_start()
+        .to_ascii_lowercase()
+        .starts_with("audio/pcm")
+}
+
+fn is_image(mime: &str) -> bool {
+    mime.trim_start().to_ascii_lowercase().starts_with("image/")
+}
+
+#[derive(Deserialize)]
+struct Blob<'a> {
+    #[serde(rename = "mimeType", alias = "mime_type", borrow, default)]
+    mime_type: Cow<'a, str>,
+    #[serde(borrow, default)]
+    data: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct Part<'a> {
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(rename = "inlineData", alias = "inline_data", borrow, default)]
+    inline_data: Option<Blob<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Content<'a> {
+    #[serde(borrow, default)]
+    parts: Vec<Part<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ClientContent<'a> {
+    #[serde(borrow, default)]
+    turns: Vec<Content<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RealtimeInput<'a> {
+    #[serde(borrow, default)]
+    audio: Option<Blob<'a>>,
+    #[serde(borrow, default)]
+    video: Option<Blob<'a>>,
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(rename = "mediaChunks", alias = "media_chunks", borrow, default)]
+    media_chunks: Vec<Blob<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ClientMessage<'a> {
+    #[serde(rename = "clientContent", alias = "client_content", borrow, default)]
+    client_content: Option<ClientContent<'a>>,
+    #[serde(rename = "realtimeInput", alias = "realtime_input", borrow, default)]
+    realtime_input: Option<RealtimeInput<'a>>,
+}
+
+/// Adds what a client frame carries to `media`. Frames that are not JSON (or not one of the
+/// metered messages) add nothing; they are still relayed and upstream judges them.
+pub fn measure_client(frame: &[u8], media: &mut Media) {
+    // Only clientContent and realtimeInput carry media; toolResponse and the rest do not.
+    let f = memmem::find(frame, b"lientContent").is_some()
+        || memmem::find(frame, b"lient_content").is_some()
+        || memmem::find(frame, b"ealtimeInput").is_some()
+        || memmem::find(frame, b"ealtime_input").is_some();
+    if !f {
+        return;
+    }
+    let Ok(msg) = serde_json::from_slice::<ClientMessage<'_>>(frame) else {
+        return;
+    };
+    if let Some(cc) = msg.client_content {
+        for part in cc.turns.iter().flat_map(|t| &t.parts) {
+            if let Some(t) = &part.text {
+                media.input_characters += t.chars().count() as u64;
+            }
+            if let Some(b) = &part.inline_data {
+                if is_image(&b.mime_type) {
+                    media.input_images += 1;
+                } else if is_pcm(&b.mime_type) {
+                    media.input_audio_seconds +=
+                        pcm_seconds(&b.mime_type, &b.data, DEFAULT_INPUT_RATE);
+                }
+            }
+        }
+    }
+    if let Some(ri) = msg.realtime_input {
+        if let Some(t) = &ri.text {
+            media.input_characters += t.chars().count() as u64;
+        }
+        let blobs = ri
+            .audio
+            .iter()
+            .chain(ri.video.iter())
+            .chain(ri.media_chunks.iter());
+        for b in blobs {
+            if is_pcm(&b.mime_type) {
+                media.input_audio_seconds += pcm_seconds(&b.mime_type, &b.data, DEFAULT_INPUT_RATE);
+            } else if is_image(&b.mime_type) || b.mime_type.starts_with("video/") {
+                media.input_video_frames += 1;
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ModalityCount<'a> {
+    #[serde(borrow, default)]
+    modality: Cow<'a, str>,
+    #[serde(rename = "tokenCount", alias = "token_count", default)]
+    token_count: u64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct UsageMetadata<'a> {
+    #[serde(rename = "promptTokenCount", alias = "prompt_token_count")]
+    prompt: u64,
+    #[serde(rename = "candidatesTokenCount", alias = "candidates_token_count")]
+    candidates: Option<u64>,
+    #[serde(rename = "responseTokenCount", alias = "response_token_count")]
+    response: Option<u64>,
+    #[serde(
+        rename = "cachedContentTokenCount",
+        alias = "cached_content_token_count"
+    )]
+    cached: u64,
+    #[serde(
+        rename = "toolUsePromptTokenCount",
+        alias = "tool_use_prompt_token_count"
+    )]
+    tool_use: u64,
+    #[serde(rename = "thoughtsTokenCount", alias = "thoughts_token_count")]
+    thoughts: u64,
+    #[serde(rename = "totalTokenCount", alias = "total_token_count")]
+    total: u64,
+    #[serde(
+        rename = "promptTokensDetails",
+        alias = "prompt_tokens_details",
+        borrow
+    )]
+    prompt_details: Vec<ModalityCount<'a>>,
+    #[serde(
+        rename = "candidatesTokensDetails",
+        alias = "candidates_tokens_details",
+        borrow
+    )]
+    candidates_details: Option<Vec<ModalityCount<'a>>>,
+    #[serde(
+        rename = "responseTokensDetails",
+        alias = "response_tokens_details",
+        borrow
+    )]
+    response_details: Option<Vec<ModalityCount<'a>>>,
+    #[serde(rename = "cacheTokensDetails", alias = "cache_tokens_details", borrow)]
+    cache_details: Vec<ModalityCount<'a>>,
+    #[serde(
+        rename = "toolUsePromptTokensDetails",
+        alias = "tool_use_prompt_tokens_details",
+        borrow
+    )]
+    tool_use_details: Vec<ModalityCount<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ServerContent<'a> {
+    #[serde(rename = "modelTurn", alias = "model_turn", borrow)]
+    model_turn: Option<Content<'a>>,
+    #[serde(rename = "turnComplete", alias = "turn_complete")]
+    turn_complete: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ServerMessage<'a> {
+    #[serde(rename = "serverContent", alias = "server_content", borrow)]
+    server_content: Option<ServerContent<'a>>,
+    #[serde(rename = "usageMetadata", alias = "usage_metadata", borrow)]
+    usage_metadata: Option<UsageMetadata<'a>>,
+}
+
+/// What the relay needs to know about a server frame.
+#[derive(Debug, Default, PartialEq)]
+pub struct ServerFrame {
+    /// The frame's `usageMetadata`, normalised.
+    pub usage: Option<TokenUsage>,
+    /// The frame ends a model turn (`serverContent.turnComplete: true`).
+    pub turn_complete: bool,
+}
+
+fn modality(name: &str) -> Modality {
+    match name {
+        "TEXT" => Modality::Text,
+        "IMAGE" => Modality::Image,
+        "VIDEO" => Modality::Video,
+        "AUDIO" => Modality::Audio,
+        "DOCUMENT" => Modality::Document,
+        _ => Modality::Unspecified,
+    }
+}
+
+fn details(list: &[ModalityCount<'_>]) -> Vec<ModalityTokens> {
+    list.iter()
+        .map(|m| ModalityTokens {
+            modality: modality(&m.modality) as i32,
+            token_count: m.token_count,
+        })
+        .collect()
+}
+
+impl UsageMetadata<'_> {
+    fn normalise(&self) -> TokenUsage {
+        // Vertex says candidates*, the Developer API response*; never add the two up.
+        let response = self.candidates.or(self.response).unwrap_or(0);
+        let response_details = self
+            .candidates_details
+            .as_deref()
+            .or(self.response_details.as_deref())
+            .unwrap_or(&[]);
+        TokenUsage {
+            prompt_tokens: self.prompt,
+            response_tokens: response,
+            cached_tokens: self.cached,
+            tool_use_prompt_tokens: self.tool_use,
+            thoughts_tokens: self.thoughts,
+            total_tokens: self.total,
+            prompt_details: details(&self.prompt_details),
+            response_details: details(response_details),
+            cache_details: details(&self.cache_details),
+            tool_use_prompt_details: details(&self.tool_use_details),
+        }
+    }
+}
+
+/// Measures a server frame into `media` and extracts its usage and turn boundary.
+pub fn inspect_server(frame: &[u8], media: &mut Media) -> ServerFrame {
+    let has_usage = memmem::find(frame, b"sageMetadata").is_some()
+        || memmem::find(frame, b"sage_metadata").is_some();
+    let has_turn =
+        memmem::find(frame, b"odelTurn").is_some() || memmem::find(frame, b"odel_turn").is_some();
+    let has_complete = memmem::find(frame, b"urnComplete").is_some()
+        || memmem::find(frame, b"urn_complete").is_some();
+    if !(has_usage || has_turn || has_complete) {
+        return ServerFrame::default();
+    }
+    let Ok(msg) = serde_json::from_slice::<ServerMessage<'_>>(frame) else {
+        return ServerFrame::default();
+    };
+    let mut out = ServerFrame {
+        usage: msg.usage_metadata.as_ref().map(UsageMetadata::normalise),
+        turn_complete: false,
+    };
+    if let Some(sc) = msg.server_content {
+        out.turn_complete = sc.turn_complete;
+        for part in sc.model_turn.iter().flat_map(|t| &t.parts) {
+            if let Some(t) = &part.text {
+                media.output_characters += t.chars().count() as u64;
+            }
+            if let Some(b) = &part.inline_data
+                && is_pcm(&b.mime_type)
+            {
+                media.output_audio_seconds +=
+                    pcm_seconds(&b.mime_type, &b.data, DEFAULT_OUTPUT_RATE);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

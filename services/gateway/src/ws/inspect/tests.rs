@@ -1,0 +1,133 @@
+use super::*;
+use base64::Engine;
+
+fn b64(n: usize) -> String {
+    base64::engine::general_purpose::STANDARD.encode(vec![7u8; n])
+}
+
+#[test]
+fn client_text_and_audio_are_measured() {
+    let mut m = Media::default();
+    measure_client(
+        br#"{"client_content":{"turns":[{"role":"user","parts":[{"text":"Hello! How are you?"}]}],"turn_complete":true}}"#,
+        &mut m,
+    );
+    assert_eq!(m.input_characters, 19);
+    // 2 s of 16 kHz 16-bit mono = 64000 bytes.
+    let frame = format!(
+        r#"{{"realtimeInput":{{"audio":{{"mimeType":"audio/pcm;rate=16000","data":"{}"}}}}}}"#,
+        b64(64_000)
+    );
+    measure_client(frame.as_bytes(), &mut m);
+    assert!((m.input_audio_seconds - 2.0).abs() < 1e-9);
+    // LiteLLM's documented form: media_chunks without a rate → 16 kHz.
+    let frame = format!(
+        r#"{{"realtime_input":{{"media_chunks":[{{"data":"{}","mime_type":"audio/pcm"}}]}}}}"#,
+        b64(8_000)
+    );
+    measure_client(frame.as_bytes(), &mut m);
+    assert!((m.input_audio_seconds - 2.25).abs() < 1e-9);
+    // 8 kHz
+    let frame = format!(
+        r#"{{"realtimeInput":{{"audio":{{"mimeType":"audio/pcm;rate=8000","data":"{}"}}}}}}"#,
+        b64(16_001)
+    );
+    measure_client(frame.as_bytes(), &mut m);
+    assert!((m.input_audio_seconds - (2.25 + 16_001.0 / 2.0 / 8000.0)).abs() < 1e-9);
+}
+
+#[test]
+fn client_video_frames_and_images_are_counted() {
+    let mut m = Media::default();
+    let jpeg = b64(300);
+    let frame =
+        format!(r#"{{"realtimeInput":{{"video":{{"mimeType":"image/jpeg","data":"{jpeg}"}}}}}}"#);
+    measure_client(frame.as_bytes(), &mut m);
+    measure_client(frame.as_bytes(), &mut m);
+    let frame = format!(
+        r#"{{"clientContent":{{"turns":[{{"parts":[{{"inlineData":{{"mimeType":"image/png","data":"{jpeg}"}}}},{{"text":"what is this?"}}]}}],"turnComplete":true}}}}"#
+    );
+    measure_client(frame.as_bytes(), &mut m);
+    assert_eq!(
+        (m.input_video_frames, m.input_images, m.input_characters),
+        (2, 1, 13)
+    );
+    let wire = m.take();
+    assert_eq!(wire.input_video_seconds, 2.0);
+    assert!(m.is_empty());
+}
+
+#[test]
+fn non_json_and_unrelated_frames_add_nothing() {
+    let mut m = Media::default();
+    measure_client(b"\xff\x00 not json", &mut m);
+    measure_client(
+        br#"{"toolResponse":{"functionResponses":[{"id":"1","name":"f","response":{}}]}}"#,
+        &mut m,
+    );
+    measure_client(br#"{"realtimeInput": 5}"#, &mut m);
+    assert!(m.is_empty());
+    assert_eq!(
+        inspect_server(b"{\"setupComplete\":{}}", &mut m),
+        ServerFrame::default()
+    );
+    assert_eq!(
+        inspect_server(b"\x00\x01usageMetadata", &mut m),
+        ServerFrame::default()
+    );
+}
+
+#[test]
+fn vertex_usage_is_normalised() {
+    let mut m = Media::default();
+    let f = inspect_server(
+        br#"{"serverContent":{"turnComplete":true},"usageMetadata":{"promptTokenCount":12,"candidatesTokenCount":30,"totalTokenCount":42,"promptTokensDetails":[{"modality":"TEXT","tokenCount":10},{"modality":"AUDIO","tokenCount":2}],"candidatesTokensDetails":[{"modality":"AUDIO","tokenCount":30}]}}"#,
+        &mut m,
+    );
+    assert!(f.turn_complete);
+    let u = f.usage.unwrap();
+    assert_eq!(
+        (u.prompt_tokens, u.response_tokens, u.total_tokens),
+        (12, 30, 42)
+    );
+    assert_eq!(u.prompt_details.len(), 2);
+    assert_eq!(u.prompt_details[1].modality, Modality::Audio as i32);
+    assert_eq!(u.response_details[0].token_count, 30);
+}
+
+#[test]
+fn developer_api_names_are_read_and_never_added_to_vertex_names() {
+    let mut m = Media::default();
+    let dev = inspect_server(
+        br#"{"usageMetadata":{"promptTokenCount":1,"responseTokenCount":5,"responseTokensDetails":[{"modality":"TEXT","tokenCount":5}]}}"#,
+        &mut m,
+    )
+    .usage
+    .unwrap();
+    assert_eq!(dev.response_tokens, 5);
+    assert_eq!(dev.response_details[0].token_count, 5);
+    let both = inspect_server(
+        br#"{"usageMetadata":{"candidatesTokenCount":7,"responseTokenCount":7}}"#,
+        &mut m,
+    )
+    .usage
+    .unwrap();
+    assert_eq!(both.response_tokens, 7);
+}
+
+#[test]
+fn output_text_and_audio_are_measured() {
+    let mut m = Media::default();
+    inspect_server(
+        br#"{"serverContent":{"modelTurn":{"parts":[{"text":"h\u00e9llo"}]}}}"#,
+        &mut m,
+    );
+    assert_eq!(m.output_characters, 5);
+    // 0.5 s at 24 kHz = 24000 bytes
+    let frame = format!(
+        r#"{{"serverContent":{{"modelTurn":{{"parts":[{{"inlineData":{{"mimeType":"audio/pcm;rate=24000","data":"{}"}}}}]}}}}}}"#,
+        b64(24_000)
+    );
+    inspect_server(frame.as_bytes(), &mut m);
+    assert!((m.output_audio_seconds - 0.5).abs() < 1e-9);
+}

@@ -1,0 +1,270 @@
+//! The relay loop, generic over `Sink + Stream` so unit tests can drive it with channels.
+//!
+//! Two directions run concurrently inside one task, each reading one frame, handing it to
+//! the meter, and awaiting the write before it reads the next: a slow reader slows its
+//! writer (back-pressure) and nothing is buffered beyond tungstenite's write buffer. A third
+//! branch watches the idle timer, the session deadline and the drain signal. Whichever branch
+//! finishes first decides how the session ends ([`End`]); the caller then sends the closes.
+
+use super::close::{self, Close};
+use super::inspect::{self, Media};
+use crate::metrics::{DirLabel, Metrics};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+/// How a session ended.
+#[derive(Debug)]
+pub enum End {
+    /// The client sent a close frame.
+    ClientClosed(Option<CloseFrame>),
+    /// The client's connection ended without a close frame.
+    ClientGone(String),
+    /// Upstream sent a close frame.
+    UpstreamClosed(Option<CloseFrame>),
+    /// Upstream's connection ended without a close frame.
+    UpstreamGone(String),
+    /// The gateway ends the session (drain, budget, limits, oversized frame).
+    Gateway(Close),
+}
+
+/// Counters the session reads after the relay.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub frames_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
+/// What the upstream→client direction does with a server frame's usage.
+pub trait UsageSink {
+    /// Called for every server frame carrying `usageMetadata`, with the measurements since
+    /// the previous report (client and output), before the frame is forwarded.
+    fn report(&self, usage: livegate_proto::usage::TokenUsage, media: Media);
+    /// Called after a frame ending a model turn was forwarded: true ends the session (4402).
+    fn budget_spent(&self) -> bool;
+}
+
+/// Settings and shared state for one relay.
+pub struct Relay<'a, U: UsageSink> {
+    pub max_frame_bytes: usize,
+    pub idle_timeout: Duration,
+    pub deadline: Instant,
+    pub drain: watch::Receiver<bool>,
+    pub drain_grace: Duration,
+    pub usage: &'a U,
+    pub metrics: &'a Metrics,
+    pub counters: &'a Counters,
+    /// Client measurements not yet reported (the client→upstream direction adds, the
+    /// upstream→client direction takes). Uncontended std mutex: held for an addition.
+    pub client_media: &'a Mutex<Media>,
+    /// Output measurements not yet reported; taken at the end for `SessionEnded`.
+    pub output_media: &'a Mutex<Media>,
+}
+
+fn lock(m: &Mutex<Media>) -> std::sync::MutexGuard<'_, Media> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn payload(msg: &Message) -> Option<&[u8]> {
+    match msg {
+        Message::Text(t) => Some(t.as_bytes()),
+        Message::Binary(b) => Some(b),
+        _ => None,
+    }
+}
+
+fn too_big(limit: usize) -> Close {
+    Close::new(close::TOO_BIG, format!("frame larger than {limit} bytes"))
+}
+
+/// `{"goAway":{"timeLeft":"10s"}}`, as Google sends it (binary frame).
+pub fn go_away(time_left: Duration) -> Message {
+    Message::Binary(format!(r#"{{"goAway":{{"timeLeft":"{}s"}}}}"#, time_left.as_secs()).into())
+}
+
+impl<U: UsageSink> Relay<'_, U> {
+    /// Relays until one side ends or the gateway ends the session.
+    pub async fn run<CS, CR, US, UR>(
+        &mut self,
+        client_tx: &mut CS,
+        client_rx: &mut CR,
+        up_tx: &mut US,
+        up_rx: &mut UR,
+    ) -> End
+    where
+        CS: Sink<Message, Error = WsError> + Unpin,
+        CR: Stream<Item = Result<Message, WsError>> + Unpin,
+        US: Sink<Message, Error = WsError> + Unpin,
+        UR: Stream<Item = Result<Message, WsError>> + Unpin,
+    {
+        let started = Instant::now();
+        let last_activity = AtomicU64::new(0);
+        let touch = || {
+            last_activity.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        };
+        let (inject_tx, mut inject_rx) = mpsc::channel::<Message>(1);
+        let c2u_dir = DirLabel {
+            direction: "client_to_upstream",
+        };
+        let u2c_dir = DirLabel {
+            direction: "upstream_to_client",
+        };
+        let frames_c2u = self.metrics.frames.get_or_create(&c2u_dir).clone();
+        let bytes_c2u = self.metrics.bytes.get_or_create(&c2u_dir).clone();
+        let frames_u2c = self.metrics.frames.get_or_create(&u2c_dir).clone();
+        let bytes_u2c = self.metrics.bytes.get_or_create(&u2c_dir).clone();
+        let max = self.max_frame_bytes;
+        let usage = self.usage;
+        let output_media = self.output_media;
+        let client_media = self.client_media;
+        let counters = self.counters;
+        let idle = self.idle_timeout;
+        let deadline = self.deadline;
+        let grace = self.drain_grace;
+        let drain = &mut self.drain;
+
+        let client_to_upstream = async {
+            loop {
+                let msg = match client_rx.next().await {
+                    None => {
+                        return End::ClientGone("connection closed without a close frame".into());
+                    }
+                    Some(Err(WsError::Capacity(_))) => return End::Gateway(too_big(max)),
+                    Some(Err(e)) => return End::ClientGone(e.to_string()),
+                    Some(Ok(m)) => m,
+                };
+                touch();
+                match &msg {
+                    Message::Close(f) => return End::ClientClosed(f.clone()),
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+                    Message::Text(_) | Message::Binary(_) => {}
+                }
+                if let Some(p) = payload(&msg) {
+                    if p.len() > max {
+                        return End::Gateway(too_big(max));
+                    }
+                    inspect::measure_client(p, &mut lock(client_media));
+                    counters.frames_in.fetch_add(1, Ordering::Relaxed);
+                    counters
+                        .bytes_in
+                        .fetch_add(p.len() as u64, Ordering::Relaxed);
+                    frames_c2u.inc();
+                    bytes_c2u.inc_by(p.len() as u64);
+                }
+                if let Err(e) = up_tx.send(msg).await {
+                    return End::UpstreamGone(format!("upstream write failed: {e}"));
+                }
+            }
+        };
+
+        let upstream_to_client = async {
+            loop {
+                let msg = tokio::select! {
+                    biased;
+                    Some(m) = inject_rx.recv() => {
+                        if let Err(e) = client_tx.send(m).await {
+                            return End::ClientGone(format!("client write failed: {e}"));
+                        }
+                        continue;
+                    }
+                    m = up_rx.next() => m,
+                };
+                let msg = match msg {
+                    None => {
+                        return End::UpstreamGone(
+                            "upstream closed the connection without a close frame".into(),
+                        );
+                    }
+                    Some(Err(WsError::Capacity(_))) => return End::Gateway(too_big(max)),
+                    Some(Err(e)) => return End::UpstreamGone(e.to_string()),
+                    Some(Ok(m)) => m,
+                };
+                touch();
+                let mut turn_complete = false;
+                match &msg {
+                    Message::Close(f) => return End::UpstreamClosed(f.clone()),
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+                    Message::Text(_) | Message::Binary(_) => {}
+                }
+                if let Some(p) = payload(&msg) {
+                    if p.len() > max {
+                        return End::Gateway(too_big(max));
+                    }
+                    let mut out = lock(output_media);
+                    let frame = inspect::inspect_server(p, &mut out);
+                    if let Some(tokens) = frame.usage {
+                        let mut media = std::mem::take(&mut *out);
+                        drop(out);
+                        media.merge(std::mem::take(&mut *lock(client_media)));
+                        usage.report(tokens, media);
+                    }
+                    turn_complete = frame.turn_complete;
+                    counters.frames_out.fetch_add(1, Ordering::Relaxed);
+                    counters
+                        .bytes_out
+                        .fetch_add(p.len() as u64, Ordering::Relaxed);
+                    frames_u2c.inc();
+                    bytes_u2c.inc_by(p.len() as u64);
+                }
+                if let Err(e) = client_tx.send(msg).await {
+                    return End::ClientGone(format!("client write failed: {e}"));
+                }
+                if turn_complete && usage.budget_spent() {
+                    return End::Gateway(Close::new(
+                        close::BUDGET_SPENT,
+                        "budget spent for this API key",
+                    ));
+                }
+            }
+        };
+
+        let watchdog = async {
+            // A session that starts while the gateway is already draining drains at once.
+            let mut drain_now = *drain.borrow_and_update();
+            loop {
+                if drain_now {
+                    // The client learns it should reconnect elsewhere, like from Google.
+                    let _ = inject_tx.send(go_away(grace)).await;
+                    tokio::time::sleep(grace).await;
+                    return End::Gateway(Close::new(
+                        close::RESTARTING,
+                        "gateway restarting; reconnect",
+                    ));
+                }
+                let idle_at =
+                    started + Duration::from_millis(last_activity.load(Ordering::Relaxed)) + idle;
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => {
+                        return End::Gateway(Close::new(close::NORMAL, "maximum session duration reached"));
+                    }
+                    () = tokio::time::sleep_until(idle_at) => {
+                        let since = started.elapsed().saturating_sub(Duration::from_millis(last_activity.load(Ordering::Relaxed)));
+                        if since >= idle {
+                            return End::Gateway(Close::new(close::NORMAL, "idle timeout"));
+                        }
+                    }
+                    changed = drain.changed() => {
+                        // A dropped sender means the gateway is going away: drain too.
+                        drain_now = changed.is_err() || *drain.borrow_and_update();
+                    }
+                }
+            }
+        };
+
+        tokio::select! {
+            e = client_to_upstream => e,
+            e = upstream_to_client => e,
+            e = watchdog => e,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,240 @@
+//! The relay driven through channels (no sockets), with tokio's paused clock for timers.
+
+use super::*;
+use futures_util::stream::BoxStream;
+use livegate_proto::usage::TokenUsage;
+use std::sync::atomic::AtomicBool;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::PollSender;
+
+type Tx = futures_util::sink::SinkMapErr<
+    PollSender<Message>,
+    fn(tokio_util::sync::PollSendError<Message>) -> WsError,
+>;
+type Rx = BoxStream<'static, Result<Message, WsError>>;
+
+fn closed(_: tokio_util::sync::PollSendError<Message>) -> WsError {
+    WsError::ConnectionClosed
+}
+
+/// One end of a fake socket: the relay's sink/stream, and the test's handles.
+struct Pipe {
+    relay_tx: Tx,
+    relay_rx: Rx,
+    test_tx: mpsc::Sender<Result<Message, WsError>>,
+    test_rx: mpsc::Receiver<Message>,
+}
+
+fn pipe() -> Pipe {
+    let (to_relay, relay_in) = mpsc::channel(16);
+    let (relay_out, from_relay) = mpsc::channel(16);
+    Pipe {
+        relay_tx: PollSender::new(relay_out).sink_map_err(closed as fn(_) -> _),
+        relay_rx: Box::pin(ReceiverStream::new(relay_in)),
+        test_tx: to_relay,
+        test_rx: from_relay,
+    }
+}
+
+#[derive(Default)]
+struct Recorder {
+    reports: Mutex<Vec<(TokenUsage, Media)>>,
+    spent: AtomicBool,
+}
+
+impl UsageSink for Recorder {
+    fn report(&self, usage: TokenUsage, media: Media) {
+        self.reports.lock().unwrap().push((usage, media));
+    }
+    fn budget_spent(&self) -> bool {
+        self.spent.load(Ordering::Relaxed)
+    }
+}
+
+struct Harness {
+    recorder: Recorder,
+    metrics: Metrics,
+    counters: Counters,
+    client_media: Mutex<Media>,
+    output_media: Mutex<Media>,
+    drain_tx: watch::Sender<bool>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self {
+            recorder: Recorder::default(),
+            metrics: Metrics::new(),
+            counters: Counters::default(),
+            client_media: Mutex::default(),
+            output_media: Mutex::default(),
+            drain_tx: watch::channel(false).0,
+        }
+    }
+
+    fn relay(&self) -> Relay<'_, Recorder> {
+        Relay {
+            max_frame_bytes: 1024,
+            idle_timeout: Duration::from_secs(60),
+            deadline: Instant::now() + Duration::from_secs(3600),
+            drain: self.drain_tx.subscribe(),
+            drain_grace: Duration::from_secs(5),
+            usage: &self.recorder,
+            metrics: &self.metrics,
+            counters: &self.counters,
+            client_media: &self.client_media,
+            output_media: &self.output_media,
+        }
+    }
+}
+
+async fn run(mut relay: Relay<'_, Recorder>, c: &mut Pipe, u: &mut Pipe) -> End {
+    relay
+        .run(
+            &mut c.relay_tx,
+            &mut c.relay_rx,
+            &mut u.relay_tx,
+            &mut u.relay_rx,
+        )
+        .await
+}
+
+#[tokio::test]
+async fn frames_flow_in_order_and_usage_is_reported_with_media() {
+    let h = Harness::new();
+    let (mut c, mut u) = (pipe(), pipe());
+    let mut relay = h.relay();
+    let client_text =
+        r#"{"clientContent":{"turns":[{"parts":[{"text":"hello"}]}],"turnComplete":true}}"#;
+    let chunk = br#"{"serverContent":{"modelTurn":{"parts":[{"text":"hi there"}]}}}"#.to_vec();
+    let done = br#"{"serverContent":{"turnComplete":true},"usageMetadata":{"promptTokenCount":2,"candidatesTokenCount":3,"totalTokenCount":5}}"#.to_vec();
+    let (c_in, c_out, u_in, u_out) = (&c.test_tx, &mut c.test_rx, &u.test_tx, &mut u.test_rx);
+    let driver = async {
+        c_in.send(Ok(Message::text(client_text))).await.unwrap();
+        c_in.send(Ok(Message::binary(vec![1u8, 2, 3])))
+            .await
+            .unwrap();
+        // Upstream receives the client's frames unchanged and in order.
+        assert_eq!(u_out.recv().await.unwrap(), Message::text(client_text));
+        assert_eq!(
+            u_out.recv().await.unwrap(),
+            Message::binary(vec![1u8, 2, 3])
+        );
+        u_in.send(Ok(Message::binary(chunk.clone()))).await.unwrap();
+        u_in.send(Ok(Message::binary(done.clone()))).await.unwrap();
+        // The client receives upstream's frames byte for byte.
+        assert_eq!(c_out.recv().await.unwrap(), Message::binary(chunk.clone()));
+        assert_eq!(c_out.recv().await.unwrap(), Message::binary(done.clone()));
+        u_in.send(Ok(Message::Close(None))).await.unwrap();
+    };
+    let (end, ()) = tokio::join!(
+        relay.run(
+            &mut c.relay_tx,
+            &mut c.relay_rx,
+            &mut u.relay_tx,
+            &mut u.relay_rx
+        ),
+        driver
+    );
+    assert!(matches!(end, End::UpstreamClosed(None)), "{end:?}");
+    let reports = h.recorder.reports.lock().unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].0.response_tokens, 3);
+    assert_eq!(reports[0].1.input_characters, 5);
+    assert_eq!(reports[0].1.output_characters, 8);
+    assert_eq!(h.counters.frames_in.load(Ordering::Relaxed), 2);
+    assert_eq!(h.counters.frames_out.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test]
+async fn client_close_ends_the_relay_with_its_frame() {
+    let h = Harness::new();
+    let (mut c, mut u) = (pipe(), pipe());
+    let frame = CloseFrame {
+        code: 1000.into(),
+        reason: "bye".into(),
+    };
+    c.test_tx
+        .send(Ok(Message::Close(Some(frame.clone()))))
+        .await
+        .unwrap();
+    match run(h.relay(), &mut c, &mut u).await {
+        End::ClientClosed(Some(f)) => assert_eq!(f, frame),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn oversized_frames_end_with_1009() {
+    let h = Harness::new();
+    let (mut c, mut u) = (pipe(), pipe());
+    c.test_tx
+        .send(Ok(Message::binary(vec![0u8; 1025])))
+        .await
+        .unwrap();
+    match run(h.relay(), &mut c, &mut u).await {
+        End::Gateway(close) => assert_eq!(close.code, close::TOO_BIG),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        u.test_rx.try_recv().is_err(),
+        "the oversized frame was not relayed"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_sends_go_away_then_1012_after_the_grace_period() {
+    let h = Harness::new();
+    let (mut c, mut u) = (pipe(), pipe());
+    h.drain_tx.send_replace(true);
+    let started = Instant::now();
+    match run(h.relay(), &mut c, &mut u).await {
+        End::Gateway(close) => assert_eq!(close.code, close::RESTARTING),
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() >= Duration::from_secs(5));
+    let go_away = c.test_rx.recv().await.unwrap();
+    assert_eq!(
+        go_away,
+        Message::binary(br#"{"goAway":{"timeLeft":"5s"}}"#.to_vec())
+    );
+}
+
+#[tokio::test]
+async fn spent_budget_ends_the_session_after_the_turn() {
+    let h = Harness::new();
+    h.recorder.spent.store(true, Ordering::Relaxed);
+    let (mut c, mut u) = (pipe(), pipe());
+    let chunk = br#"{"serverContent":{"modelTurn":{"parts":[{"text":"x"}]}}}"#.to_vec();
+    let done = br#"{"serverContent":{"turnComplete":true}}"#.to_vec();
+    u.test_tx.send(Ok(Message::binary(chunk))).await.unwrap();
+    u.test_tx
+        .send(Ok(Message::binary(done.clone())))
+        .await
+        .unwrap();
+    match run(h.relay(), &mut c, &mut u).await {
+        End::Gateway(close) => assert_eq!(close.code, close::BUDGET_SPENT),
+        other => panic!("{other:?}"),
+    }
+    c.test_rx.recv().await.unwrap();
+    assert_eq!(
+        c.test_rx.recv().await.unwrap(),
+        Message::binary(done),
+        "the turn was delivered first"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_sessions_are_closed() {
+    let h = Harness::new();
+    let (mut c, mut u) = (pipe(), pipe());
+    let mut relay = h.relay();
+    relay.idle_timeout = Duration::from_secs(30);
+    match run(relay, &mut c, &mut u).await {
+        End::Gateway(close) => assert_eq!(
+            (close.code, close.reason.as_str()),
+            (close::NORMAL, "idle timeout")
+        ),
+        other => panic!("{other:?}"),
+    }
+}

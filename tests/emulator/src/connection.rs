@@ -1,0 +1,213 @@
+//! The socket loop of one session: reads client frames, feeds them to the [`Session`] state
+//! machine, sends its frames (delayed replies keep their order), and runs the go-away and
+//! close timers. One task per session, no per-session threads or buffers beyond tungstenite's.
+
+use crate::behaviour::{UsageNames, proto_duration};
+use crate::session::{Close, Session, SessionEnv};
+use crate::state::{Shared, bump};
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, sleep_until};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, protocol::frame::coding::CloseCode};
+use tokio_util::sync::CancellationToken;
+
+/// Largest client message accepted; bigger ones get close 1009.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// How long to wait for the client's close reply after sending ours.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// tungstenite settings: small eager read buffer so 20,000 idle sessions stay cheap; the
+/// library's own limits sit above [`MAX_MESSAGE_BYTES`] so we can answer with 1009 ourselves.
+pub(crate) fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(Some(2 * MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(2 * MAX_MESSAGE_BYTES))
+}
+
+struct Env<'a>(&'a Shared, UsageNames);
+
+impl SessionEnv for Env<'_> {
+    fn usage_names(&self) -> UsageNames {
+        self.1
+    }
+    fn handle_known(&self, handle: &str) -> bool {
+        self.0.handle_known(handle)
+    }
+    fn register_handle(&self, handle: &str) {
+        self.0.register_handle(handle);
+    }
+}
+
+/// Sends frames, counting them and recording their usage *before* they hit the wire, so a
+/// client that has read a frame always finds its usage recorded.
+struct Outbox {
+    seq: u64,
+}
+
+impl Outbox {
+    async fn send<S>(
+        &mut self,
+        ws: &mut WebSocketStream<S>,
+        shared: &Shared,
+        session_id: &str,
+        frames: Vec<Value>,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let text = shared.behaviour().text_frames;
+        for frame in frames {
+            if let Some(usage) = frame.get("usageMetadata") {
+                self.seq += 1;
+                shared.record_usage(session_id, self.seq, usage);
+            }
+            bump(&shared.counters.frames_out);
+            let json = frame.to_string();
+            let msg = if text {
+                Message::text(json)
+            } else {
+                Message::binary(json.into_bytes())
+            };
+            ws.feed(msg).await?;
+        }
+        ws.flush().await
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Keeps the active-session gauge right however the task ends.
+struct ActiveGuard<'a>(&'a Shared);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0
+            .counters
+            .active_sessions
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves one upgraded WebSocket until either side closes or `cancel` fires.
+pub(crate) async fn serve<S>(
+    mut ws: WebSocketStream<S>,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    shared
+        .counters
+        .active_sessions
+        .fetch_add(1, Ordering::Relaxed);
+    let _active = ActiveGuard(&shared);
+    let mut session = Session::new(shared.new_session_id());
+    let mut out = Outbox { seq: 0 };
+    let mut go_away_at: Option<(Instant, Duration)> = None;
+    let mut close_at: Option<(Instant, Close)> = None;
+    let mut pending: VecDeque<(Instant, Vec<Value>)> = VecDeque::new();
+
+    let close = loop {
+        let next_reply = pending.front().map(|(at, _)| *at);
+        let go_away = go_away_at.map(|(at, _)| at);
+        let closing = close_at.as_ref().map(|(at, _)| *at);
+        let sent = tokio::select! {
+            biased;
+            () = cancel.cancelled() => break Some(Close { code: 1001, reason: "server shutting down".into() }),
+            () = sleep_until_opt(closing) => break close_at.take().map(|(_, c)| c),
+            () = sleep_until_opt(go_away) => {
+                let left = go_away_at.take().map(|(_, d)| d).unwrap_or_default();
+                let frame = json!({"goAway": {"timeLeft": proto_duration(left)}});
+                out.send(&mut ws, &shared, session.id(), vec![frame]).await
+            }
+            () = sleep_until_opt(next_reply) => match pending.pop_front() {
+                Some((_, frames)) => out.send(&mut ws, &shared, session.id(), frames).await,
+                None => Ok(()),
+            },
+            msg = ws.next() => {
+                let data: bytes::Bytes = match msg {
+                    Some(Ok(Message::Text(t))) => t.into(),
+                    Some(Ok(Message::Binary(b))) => b,
+                    // Pings are answered by tungstenite; a client close is answered by it too
+                    // and the stream then ends.
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => {
+                        tracing::debug!(session = session.id(), error.message = %e, "read failed");
+                        break None;
+                    }
+                    None => break None,
+                };
+                bump(&shared.counters.frames_in);
+                if data.len() > MAX_MESSAGE_BYTES {
+                    break Some(Close { code: 1009, reason: format!("message larger than {MAX_MESSAGE_BYTES} bytes") });
+                }
+                let behaviour = shared.behaviour();
+                let step = session.on_message(&data, &Env(&shared, behaviour.usage_names));
+                if step.started {
+                    tracing::debug!(session = session.id(), resumed = step.resumed, "setup complete");
+                    if step.resumed {
+                        bump(&shared.counters.resumed_sessions);
+                    }
+                    let now = Instant::now();
+                    if let Some(after) = behaviour.go_away_after {
+                        go_away_at = Some((now + after, behaviour.go_away_time_left()));
+                    }
+                    if let Some((after, code, reason)) = &behaviour.close_after {
+                        close_at = Some((now + *after, Close { code: *code, reason: crate::wire::close_reason(reason) }));
+                    }
+                }
+                let mut r = Ok(());
+                if !step.immediate.is_empty() {
+                    r = out.send(&mut ws, &shared, session.id(), step.immediate).await;
+                }
+                if step.close.is_some() {
+                    if r.is_err() {
+                        break None;
+                    }
+                    break step.close;
+                }
+                if !step.reply.is_empty() && r.is_ok() {
+                    if behaviour.response_delay.is_zero() && pending.is_empty() {
+                        r = out.send(&mut ws, &shared, session.id(), step.reply).await;
+                    } else {
+                        pending.push_back((Instant::now() + behaviour.response_delay, step.reply));
+                    }
+                }
+                r
+            }
+        };
+        if let Err(e) = sent {
+            tracing::debug!(session = session.id(), error.message = %e, "write failed");
+            break None;
+        }
+    };
+
+    if let Some(Close { code, reason }) = close {
+        tracing::debug!(session = session.id(), code, reason, "closing session");
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        };
+        if ws.close(Some(frame)).await.is_ok() {
+            // Wait (bounded) for the client's close reply so the close handshake completes.
+            let drain = async { while let Some(Ok(_)) = ws.next().await {} };
+            let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
+        }
+    }
+    tracing::debug!(session = session.id(), "session ended");
+}

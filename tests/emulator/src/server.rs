@@ -1,0 +1,258 @@
+//! The HTTP side: accept loop, routing, bearer / JWT authentication, and the WebSocket upgrade
+//! (done in hyper, so a refused handshake gets a real HTTP status and a JSON body).
+
+use crate::connection;
+use crate::jwt;
+use crate::state::{Shared, bump};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
+
+/// The Vertex AI Live paths served.
+pub const LIVE_PATHS: [&str; 2] = [
+    "/ws/google.cloud.aiplatform.v1.LlmBidiService/BidiGenerateContent",
+    "/ws/google.cloud.aiplatform.v1beta1.LlmBidiService/BidiGenerateContent",
+];
+
+/// Accepts connections until `cancel` fires. Each connection and each upgraded session is a
+/// task on `tracker`.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let span = tracing::debug_span!("conn", %peer);
+                let conn = serve_connection(
+                    stream,
+                    peer,
+                    shared.clone(),
+                    cancel.clone(),
+                    tracker.clone(),
+                );
+                tracker.spawn(conn.instrument(span));
+            }
+            Err(e) => {
+                // Usually EMFILE under load: back off instead of spinning.
+                tracing::warn!(error.message = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let service = {
+        let cancel = cancel.clone();
+        service_fn(move |req| {
+            let reply = handle(req, &shared, &cancel, &tracker);
+            async move { Ok::<_, Infallible>(reply) }
+        })
+    };
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = cancel.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error.message = %e, "connection error");
+    }
+}
+
+fn json_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=UTF-8"),
+    );
+    resp
+}
+
+/// A Google-style error body.
+fn google_error(status: StatusCode, message: &str, code_name: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({"error": {
+        "code": status.as_u16(), "message": message, "status": code_name
+    }});
+    json_response(status, body.to_string())
+}
+
+fn handle(
+    mut req: Request<Incoming>,
+    shared: &Arc<Shared>,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    if path == "/healthz" {
+        return if req.method() == Method::GET || req.method() == Method::HEAD {
+            let mut r = Response::new(Full::new(Bytes::from_static(b"ok\n")));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            r
+        } else {
+            google_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Method not allowed.",
+                "METHOD_NOT_ALLOWED",
+            )
+        };
+    }
+    if !LIVE_PATHS.contains(&path) {
+        return google_error(
+            StatusCode::NOT_FOUND,
+            &format!("The requested URL {path} was not found on this server."),
+            "NOT_FOUND",
+        );
+    }
+    let via_jwt = match authenticate(req.headers(), shared) {
+        Ok(via_jwt) => via_jwt,
+        Err(why) => {
+            tracing::info!(reason = %why, "handshake refused: unauthenticated");
+            bump(&shared.counters.rejected_handshakes);
+            let mut r = google_error(
+                StatusCode::UNAUTHORIZED,
+                "Request had invalid authentication credentials. Expected OAuth 2 access token, \
+                 login cookie or other valid authentication credential.",
+                "UNAUTHENTICATED",
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    };
+    let key = match websocket_key(&req) {
+        Ok(key) => key,
+        Err(why) => {
+            bump(&shared.counters.rejected_handshakes);
+            return google_error(StatusCode::BAD_REQUEST, why, "INVALID_ARGUMENT");
+        }
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    bump(&shared.counters.sessions);
+    if via_jwt {
+        bump(&shared.counters.jwt_handshakes);
+    }
+    let (shared, cancel) = (shared.clone(), cancel.clone());
+    tracker.spawn(
+        async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let io = TokioIo::new(upgraded);
+                    let ws = WebSocketStream::from_raw_socket(
+                        io,
+                        Role::Server,
+                        Some(connection::ws_config()),
+                    )
+                    .await;
+                    connection::serve(ws, shared, cancel).await;
+                }
+                Err(e) => tracing::debug!(error.message = %e, "upgrade failed"),
+            }
+        }
+        .in_current_span(),
+    );
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    resp
+}
+
+/// Checks the upgrade headers and returns `Sec-WebSocket-Key`.
+fn websocket_key(req: &Request<Incoming>) -> Result<String, &'static str> {
+    let h = req.headers();
+    let has_token = |name: header::HeaderName, token: &str| {
+        h.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if req.method() != Method::GET
+        || !has_token(header::CONNECTION, "upgrade")
+        || !has_token(header::UPGRADE, "websocket")
+    {
+        return Err("This endpoint only accepts WebSocket upgrade requests.");
+    }
+    if h.get(header::SEC_WEBSOCKET_VERSION)
+        .and_then(|v| v.to_str().ok())
+        != Some("13")
+    {
+        return Err("Unsupported Sec-WebSocket-Version (expected 13).");
+    }
+    h.get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .ok_or("Missing Sec-WebSocket-Key.")
+}
+
+/// `Ok(true)` when a service-account JWT authenticated the request, `Ok(false)` for a
+/// configured token or when no authentication is configured.
+fn authenticate(headers: &HeaderMap, shared: &Shared) -> Result<bool, String> {
+    if !shared.auth_required {
+        return Ok(false);
+    }
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+        .ok_or_else(|| "no bearer credential".to_string())?;
+    if shared.tokens.iter().any(|t| t == bearer) {
+        return Ok(false);
+    }
+    if bearer.split('.').count() == 3 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        return match jwt::verify(bearer, &shared.keys, now) {
+            Ok(kid) => {
+                tracing::debug!(kid, "service-account JWT accepted");
+                Ok(true)
+            }
+            Err(e) => Err(format!("JWT refused: {e}")),
+        };
+    }
+    Err("unknown token".to_string())
+}

@@ -1,0 +1,286 @@
+//! The emulator's token-counting formulas (all deterministic, documented in the README).
+//!
+//! Prompt (input) tokens, per answered turn, over the input received since the previous answer:
+//! - TEXT: `ceil(chars / 4)`, chars = Unicode scalar values of all text in the turn;
+//! - AUDIO: `ceil(seconds × 32)`, seconds = PCM bytes / 2 / sample rate;
+//! - IMAGE: 258 per image; VIDEO: 263 per video frame (one frame = one second at 1 fps).
+//!
+//! Response (output) tokens: TEXT `ceil(reply chars / 4)`, or AUDIO 32 per second of reply audio.
+
+use crate::behaviour::UsageNames;
+use serde_json::{Map, Value, json};
+
+/// Characters per text token.
+pub const CHARS_PER_TEXT_TOKEN: u64 = 4;
+/// Audio tokens per second (input and output).
+pub const AUDIO_TOKENS_PER_SECOND: u64 = 32;
+/// Tokens per image.
+pub const IMAGE_TOKENS: u64 = 258;
+/// Tokens per second of video (one JPEG frame = one second at 1 fps).
+pub const VIDEO_TOKENS_PER_SECOND: u64 = 263;
+/// Sample rate assumed when an input audio mime type names none.
+pub const DEFAULT_INPUT_RATE: u32 = 16_000;
+/// Sample rate of reply audio.
+pub const OUTPUT_RATE: u32 = 24_000;
+
+const NANOS_PER_SECOND: u128 = 1_000_000_000;
+
+/// Input gathered for one turn.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Input {
+    /// Text parts, in order.
+    pub text: Vec<String>,
+    /// Extra text characters that count as prompt but are not "said" (tool responses).
+    pub extra_chars: u64,
+    /// Audio duration in nanoseconds (exact for the usual rates).
+    pub audio_nanos: u128,
+    pub images: u64,
+    pub video_frames: u64,
+}
+
+impl Input {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.text.iter().all(String::is_empty)
+            && self.extra_chars == 0
+            && self.audio_nanos == 0
+            && self.images == 0
+            && self.video_frames == 0
+    }
+
+    pub(crate) fn add_audio(&mut self, bytes: usize, rate: u32) {
+        self.audio_nanos = self.audio_nanos.saturating_add(audio_nanos(bytes, rate));
+    }
+
+    pub(crate) fn audio_seconds(&self) -> f64 {
+        // Precision loss is irrelevant at display precision.
+        #[allow(clippy::cast_precision_loss)]
+        let secs = self.audio_nanos as f64 / 1e9;
+        secs
+    }
+
+    pub(crate) fn text_chars(&self) -> u64 {
+        let said: usize = self.text.iter().map(|t| t.chars().count()).sum();
+        (said as u64).saturating_add(self.extra_chars)
+    }
+
+    /// All text parts joined by a space.
+    pub(crate) fn joined_text(&self) -> String {
+        self.text
+            .iter()
+            .map(|t| t.trim())
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Nanoseconds of 16-bit mono PCM: `bytes / 2 / rate` seconds.
+pub(crate) fn audio_nanos(bytes: usize, rate: u32) -> u128 {
+    let rate = if rate == 0 { DEFAULT_INPUT_RATE } else { rate };
+    (bytes as u128 / 2) * NANOS_PER_SECOND / u128::from(rate)
+}
+
+/// `ceil(n / d)`.
+pub(crate) fn ceil_div(n: u64, d: u64) -> u64 {
+    n.div_ceil(d)
+}
+
+/// Token counts per modality.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TokenCounts {
+    /// TEXT tokens.
+    pub text: u64,
+    /// IMAGE tokens.
+    pub image: u64,
+    /// VIDEO tokens.
+    pub video: u64,
+    /// AUDIO tokens.
+    pub audio: u64,
+}
+
+impl TokenCounts {
+    /// Sum over modalities.
+    pub fn total(&self) -> u64 {
+        self.text + self.image + self.video + self.audio
+    }
+
+    /// `[{modality, tokenCount}]`, zero entries left out (as proto-JSON does).
+    fn details(&self) -> Vec<Value> {
+        [
+            ("TEXT", self.text),
+            ("IMAGE", self.image),
+            ("VIDEO", self.video),
+            ("AUDIO", self.audio),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(m, n)| json!({"modality": m, "tokenCount": n}))
+        .collect()
+    }
+}
+
+/// Prompt tokens of a turn's input.
+pub(crate) fn prompt_tokens(input: &Input) -> TokenCounts {
+    let audio_units = input
+        .audio_nanos
+        .saturating_mul(u128::from(AUDIO_TOKENS_PER_SECOND));
+    let audio = audio_units.div_ceil(NANOS_PER_SECOND);
+    TokenCounts {
+        text: ceil_div(input.text_chars(), CHARS_PER_TEXT_TOKEN),
+        image: input.images.saturating_mul(IMAGE_TOKENS),
+        video: input.video_frames.saturating_mul(VIDEO_TOKENS_PER_SECOND),
+        audio: u64::try_from(audio).unwrap_or(u64::MAX),
+    }
+}
+
+/// Response tokens of a text reply.
+pub(crate) fn text_response_tokens(reply: &str) -> TokenCounts {
+    TokenCounts {
+        text: ceil_div(reply.chars().count() as u64, CHARS_PER_TEXT_TOKEN),
+        ..TokenCounts::default()
+    }
+}
+
+/// Response tokens of `seconds` of reply audio.
+pub(crate) fn audio_response_tokens(seconds: u64) -> TokenCounts {
+    TokenCounts {
+        audio: seconds * AUDIO_TOKENS_PER_SECOND,
+        ..TokenCounts::default()
+    }
+}
+
+/// The `usageMetadata` object. Zero counts and empty lists are left out, as Google's
+/// proto-JSON encoder does.
+pub(crate) fn usage_metadata(
+    prompt: TokenCounts,
+    response: TokenCounts,
+    names: UsageNames,
+) -> Value {
+    let (out_count, out_details) = names.output_fields();
+    let mut m = Map::new();
+    let mut put = |k: &str, n: u64| {
+        if n > 0 {
+            m.insert(k.to_string(), json!(n));
+        }
+    };
+    put("promptTokenCount", prompt.total());
+    put(out_count, response.total());
+    put("totalTokenCount", prompt.total() + response.total());
+    let pd = prompt.details();
+    if !pd.is_empty() {
+        m.insert("promptTokensDetails".into(), Value::Array(pd));
+    }
+    let rd = response.details();
+    if !rd.is_empty() {
+        m.insert(out_details.into(), Value::Array(rd));
+    }
+    Value::Object(m)
+}
+
+/// Decoded length of a base64 string (standard or URL-safe alphabet, padding optional),
+/// or `None` when it is not base64. Counting is all the emulator needs, so it never decodes.
+pub(crate) fn base64_decoded_len(s: &str) -> Option<usize> {
+    let bytes = s.as_bytes();
+    let unpadded = bytes
+        .strip_suffix(b"==")
+        .or_else(|| bytes.strip_suffix(b"="))
+        .unwrap_or(bytes);
+    let valid = unpadded
+        .iter()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'-' | b'_'));
+    let n = unpadded.len();
+    if !valid || n % 4 == 1 {
+        return None;
+    }
+    Some(n * 3 / 4)
+}
+
+/// The sample rate named by a mime type like `audio/pcm;rate=16000`, or the default.
+pub(crate) fn rate_from_mime(mime: &str) -> u32 {
+    mime.split(';')
+        .skip(1)
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("rate"))
+        .and_then(|(_, v)| v.trim().parse::<u32>().ok())
+        .filter(|r| *r > 0)
+        .unwrap_or(DEFAULT_INPUT_RATE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_seconds_of_16k_audio_is_64_tokens() {
+        let mut i = Input::default();
+        i.add_audio(64_000, 16_000);
+        assert_eq!(prompt_tokens(&i).audio, 64);
+        let mut i = Input::default();
+        i.add_audio(1, 16_000);
+        i.add_audio(2, 16_000); // one sample = 1/16000 s → ceil → 1 token
+        assert_eq!(prompt_tokens(&i).audio, 1);
+    }
+
+    #[test]
+    fn text_is_ceil_chars_over_four() {
+        let i = Input {
+            text: vec!["hello".into(), "wörld".into()],
+            ..Input::default()
+        };
+        assert_eq!(prompt_tokens(&i).text, 3);
+        assert_eq!(text_response_tokens("abcd").text, 1);
+        assert_eq!(text_response_tokens("abcde").text, 2);
+    }
+
+    #[test]
+    fn images_and_video() {
+        let i = Input {
+            images: 2,
+            video_frames: 3,
+            ..Input::default()
+        };
+        let p = prompt_tokens(&i);
+        assert_eq!((p.image, p.video, p.total()), (516, 789, 1305));
+    }
+
+    #[test]
+    fn usage_json_uses_requested_names_and_omits_zeros() {
+        let p = TokenCounts {
+            text: 3,
+            ..TokenCounts::default()
+        };
+        let r = TokenCounts {
+            audio: 32,
+            ..TokenCounts::default()
+        };
+        let v = usage_metadata(p, r, UsageNames::Vertex);
+        assert_eq!(
+            v,
+            json!({"promptTokenCount":3,"candidatesTokenCount":32,"totalTokenCount":35,
+                   "promptTokensDetails":[{"modality":"TEXT","tokenCount":3}],
+                   "candidatesTokensDetails":[{"modality":"AUDIO","tokenCount":32}]})
+        );
+        let v = usage_metadata(p, r, UsageNames::Developer);
+        assert_eq!(v["responseTokenCount"], 32);
+        assert!(v.get("candidatesTokenCount").is_none());
+    }
+
+    #[test]
+    fn base64_lengths() {
+        assert_eq!(base64_decoded_len(""), Some(0));
+        assert_eq!(base64_decoded_len("QQ=="), Some(1));
+        assert_eq!(base64_decoded_len("QUI="), Some(2));
+        assert_eq!(base64_decoded_len("QUJD"), Some(3));
+        assert_eq!(base64_decoded_len("QUJ"), Some(2));
+        assert_eq!(base64_decoded_len("Q"), None);
+        assert_eq!(base64_decoded_len("QU!D"), None);
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(rate_from_mime("audio/pcm;rate=24000"), 24_000);
+        assert_eq!(rate_from_mime("audio/pcm; Rate = 8000"), 8_000);
+        assert_eq!(rate_from_mime("audio/pcm"), 16_000);
+        assert_eq!(rate_from_mime("audio/pcm;rate=0"), 16_000);
+    }
+}
