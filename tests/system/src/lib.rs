@@ -1,0 +1,390 @@
+//! A whole livegate stack in one test process: a real nats-server, the auth service (with a
+//! generated service account), the Live API emulator (verifying that account's self-signed
+//! JWTs, as Google would) and the gateway, each on `127.0.0.1:0`.
+//!
+//! Tests talk to the gateway over real WebSockets and read what it published from JetStream.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use futures_util::{SinkExt, StreamExt};
+use livegate_emulator::{Emulator, EmulatorConfig};
+use livegate_proto::auth::auth_client::AuthClient;
+use livegate_proto::auth::{CreateKeyRequest, KeySettings};
+use livegate_proto::usage::{SessionEvent, UsageReport};
+use livegate_test_support::google::TestServiceAccount;
+use livegate_test_support::nats::NatsServer;
+use prost::Message as _;
+use secrecy::SecretString;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub use livegate_gateway::Config as GatewayConfig;
+
+/// The master key the stack's auth accepts.
+pub const MASTER: &str = "system-test-master";
+/// The internal token between gateway and auth.
+pub const INTERNAL: &str = "system-test-internal";
+/// The default project the gateway is configured with.
+pub const PROJECT: &str = "test-project";
+/// A model every test key may use.
+pub const MODEL: &str = "gemini-live-2.5-flash";
+
+/// A client WebSocket.
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A running service: its address and a way to stop it.
+pub struct Service {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Service {
+    async fn spawn<F, Fut>(f: F) -> Self
+    where
+        F: FnOnce(tokio::net::TcpListener, oneshot::Receiver<()>) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(f(listener, rx));
+        Self {
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Triggers the shutdown signal and waits (bounded) for `run` to return.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("service did not stop within 30 s")
+                .expect("service task panicked")
+                .expect("service returned an error");
+        }
+    }
+}
+
+/// Options for [`Stack::start`].
+pub struct Options {
+    /// Let the gateway config be adjusted before it starts.
+    pub gateway: Box<dyn FnOnce(&mut GatewayConfig) + Send>,
+    /// Start auth without Google credentials.
+    pub no_google_credentials: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            gateway: Box::new(|_| {}),
+            no_google_credentials: false,
+        }
+    }
+}
+
+/// The running stack.
+pub struct Stack {
+    pub nats: NatsServer,
+    pub auth: Service,
+    pub gateway: Service,
+    pub emulator: Emulator,
+    pub service_account: TestServiceAccount,
+    _dir: tempfile::TempDir,
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Self {
+        livegate_test_support::init_crypto();
+        let dir = tempfile::tempdir().unwrap();
+        let nats = NatsServer::start().await.unwrap();
+        let service_account = TestServiceAccount::generate(dir.path()).unwrap();
+        let emulator_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let emulator = Emulator::start(
+            emulator_listener,
+            EmulatorConfig {
+                service_account_keys: vec![service_account.emulator_key()],
+                ..EmulatorConfig::default()
+            },
+        )
+        .await;
+
+        let mut auth_cfg = livegate_auth::Config::for_nats(nats.url());
+        auth_cfg.master_key = Some(SecretString::from(MASTER));
+        auth_cfg.internal_token = Some(SecretString::from(INTERNAL));
+        auth_cfg.google.application_credentials = Some(if options.no_google_credentials {
+            dir.path()
+                .join("missing.json")
+                .to_string_lossy()
+                .into_owned()
+        } else {
+            service_account.path.to_string_lossy().into_owned()
+        });
+        let auth = Service::spawn(|l, rx| {
+            livegate_auth::run(auth_cfg, l, async {
+                let _ = rx.await;
+            })
+        })
+        .await;
+
+        let mut gw = GatewayConfig::defaults(nats.url());
+        gw.auth_url = format!("http://{}", auth.addr);
+        gw.internal_token = Some(SecretString::from(INTERNAL));
+        gw.vertex_live_url = Some(emulator.url());
+        gw.default_project = Some(PROJECT.to_string());
+        gw.drain_grace = Duration::from_secs(1);
+        gw.gateway_id = "gw-test".into();
+        (options.gateway)(&mut gw);
+        let gateway = Service::spawn(|l, rx| {
+            livegate_gateway::run(gw, l, async {
+                let _ = rx.await;
+            })
+        })
+        .await;
+        Self {
+            nats,
+            auth,
+            gateway,
+            emulator,
+            service_account,
+            _dir: dir,
+        }
+    }
+
+    /// An admin client for the stack's auth.
+    pub async fn auth_client(&self) -> AuthClient<tonic::transport::Channel> {
+        AuthClient::connect(format!("http://{}", self.auth.addr))
+            .await
+            .unwrap()
+    }
+
+    /// Creates an API key with these settings; returns (key, key id).
+    pub async fn create_key(&self, settings: KeySettings) -> (String, String) {
+        let mut req = tonic::Request::new(CreateKeyRequest {
+            settings: Some(settings),
+        });
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {MASTER}").parse().unwrap());
+        let resp = self
+            .auth_client()
+            .await
+            .create_key(req)
+            .await
+            .unwrap()
+            .into_inner();
+        (resp.key, resp.info.unwrap().key_id)
+    }
+
+    /// A key with no restrictions.
+    pub async fn key(&self) -> String {
+        self.create_key(KeySettings::default()).await.0
+    }
+
+    /// `ws://gateway{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.gateway.addr)
+    }
+
+    /// Opens a WebSocket to the gateway with `Authorization: Bearer key`.
+    pub async fn connect(&self, path: &str, key: Option<&str>) -> Ws {
+        let mut req = self.url(path).into_client_request().unwrap();
+        if let Some(k) = key {
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {k}").parse().unwrap());
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("gateway handshake");
+        ws
+    }
+
+    /// A JetStream context on the stack's NATS.
+    pub async fn jetstream(&self) -> async_nats::jetstream::Context {
+        async_nats::jetstream::new(self.nats.client().await.unwrap())
+    }
+
+    /// Every event on the usage stream so far, waiting until `done` holds (bounded).
+    pub async fn events_until(&self, limit: Duration, done: impl Fn(&Events) -> bool) -> Events {
+        let js = self.jetstream().await;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let events = read_all(&js).await;
+            if done(&events) || tokio::time::Instant::now() >= deadline {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// What the gateway published.
+#[derive(Debug, Default, Clone)]
+pub struct Events {
+    /// (Nats-Msg-Id, report)
+    pub reports: Vec<(String, UsageReport)>,
+    /// (Nats-Msg-Id, event)
+    pub sessions: Vec<(String, SessionEvent)>,
+}
+
+impl Events {
+    pub fn ended(&self) -> Vec<livegate_proto::usage::SessionEnded> {
+        self.sessions
+            .iter()
+            .filter_map(|(_, e)| match &e.event {
+                Some(livegate_proto::usage::session_event::Event::Ended(x)) => Some(x.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn started(&self) -> Vec<livegate_proto::usage::SessionStarted> {
+        self.sessions
+            .iter()
+            .filter_map(|(_, e)| match &e.event {
+                Some(livegate_proto::usage::session_event::Event::Started(x)) => Some(x.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+async fn read_all(js: &async_nats::jetstream::Context) -> Events {
+    let mut events = Events::default();
+    let Ok(mut stream) = js.get_stream(livegate_common::subjects::STREAM).await else {
+        return events;
+    };
+    let Ok(info) = stream.info().await else {
+        return events;
+    };
+    let last = info.state.last_sequence;
+    for seq in 1..=last {
+        let Ok(msg) = stream.get_raw_message(seq).await else {
+            continue;
+        };
+        let id = msg
+            .headers
+            .get("Nats-Msg-Id")
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        if msg.subject.as_str() == livegate_common::subjects::USAGE_REPORT {
+            events
+                .reports
+                .push((id, UsageReport::decode(msg.payload.as_ref()).unwrap()));
+        } else {
+            events
+                .sessions
+                .push((id, SessionEvent::decode(msg.payload.as_ref()).unwrap()));
+        }
+    }
+    events
+}
+
+/// `{"setup":{"model": model, "generation_config": {"response_modalities": [modality]}}}`
+pub fn setup(model: &str, modality: &str) -> Message {
+    Message::text(
+        serde_json::json!({"setup": {"model": model, "generation_config": {"response_modalities": [modality]}}})
+            .to_string(),
+    )
+}
+
+/// A text turn in LiteLLM's snake_case form.
+pub fn text_turn(text: &str) -> Message {
+    Message::text(
+        serde_json::json!({"client_content": {"turns": [{"role": "user", "parts": [{"text": text}]}], "turn_complete": true}})
+            .to_string(),
+    )
+}
+
+/// The JSON of a text or binary frame.
+pub fn json_of(msg: &Message) -> serde_json::Value {
+    match msg {
+        Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
+        Message::Binary(b) => serde_json::from_slice(b).unwrap(),
+        other => panic!("expected a data frame, got {other:?}"),
+    }
+}
+
+/// Next data frame (skipping pings), bounded.
+pub async fn next_frame(ws: &mut Ws) -> Message {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(m)) => return m,
+                Some(Err(e)) => panic!("websocket error: {e}"),
+                None => panic!("websocket ended"),
+            }
+        }
+    })
+    .await
+    .expect("no frame within 10 s")
+}
+
+/// Reads frames until a `turnComplete`; returns all frames of the turn.
+pub async fn read_turn(ws: &mut Ws) -> Vec<Message> {
+    let mut frames = Vec::new();
+    for _ in 0..1000 {
+        let m = next_frame(ws).await;
+        let done = matches!(&m, Message::Text(_) | Message::Binary(_))
+            && json_of(&m)["serverContent"]["turnComplete"] == true;
+        frames.push(m);
+        if done {
+            return frames;
+        }
+    }
+    panic!("no turnComplete in 1000 frames");
+}
+
+/// Sends setup and waits for `setupComplete`.
+pub async fn open_session(ws: &mut Ws, model: &str) {
+    ws.send(setup(model, "TEXT")).await.unwrap();
+    let first = next_frame(ws).await;
+    assert!(
+        json_of(&first).get("setupComplete").is_some(),
+        "expected setupComplete, got {first:?}"
+    );
+}
+
+/// Waits for the close frame and returns (code, reason).
+pub async fn close_of(ws: &mut Ws) -> (u16, String) {
+    tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(Some(f)))) => {
+                    return (u16::from(f.code), f.reason.to_string());
+                }
+                Some(Ok(Message::Close(None))) => return (1005, String::new()),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("connection ended without a close frame: {e}"),
+                None => panic!("connection ended without a close frame"),
+            }
+        }
+    })
+    .await
+    .expect("no close frame within 15 s")
+}
+
+/// The model text of a turn, chunks concatenated.
+pub fn turn_text(turn: &[Message]) -> String {
+    turn.iter()
+        .filter_map(|m| {
+            json_of(m)["serverContent"]["modelTurn"]["parts"][0]["text"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}

@@ -1,0 +1,6 @@
+//! Whole-system tests: client → gateway → emulator, with real auth and a real nats-server.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod close_codes;
+mod relay;
+mod usage;
