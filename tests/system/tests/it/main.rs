@@ -2,5 +2,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod close_codes;
+mod http;
 mod relay;
 mod usage;
