@@ -71,31 +71,48 @@ pub fn start(
 ) -> Spend {
     let spend = Spend::default();
     let view = spend.clone();
+    spawn_mirror(
+        js.clone(),
+        spend_bucket,
+        1,
+        move |e| view.apply(e),
+        stop.clone(),
+    );
+    spawn_mirror(
+        js,
+        keys_bucket,
+        5,
+        move |e| {
+            if let Ok(r) = serde_json::from_slice::<KeyRecordId>(&e.value) {
+                auth.invalidate_key(&r.key_id);
+            }
+        },
+        stop,
+    );
+    spend
+}
+
+/// Opens and mirrors one bucket, retrying with backoff until it works or `stop`.
+fn spawn_mirror<F>(
+    js: jetstream::Context,
+    bucket: String,
+    history: i64,
+    apply: F,
+    stop: CancellationToken,
+) where
+    F: Fn(kv::Entry) + Clone + Send + Sync + 'static,
+{
     tokio::spawn(async move {
         let mut delay = std::time::Duration::from_millis(200);
         loop {
             let attempt = async {
-                let spend_kv = kv_mirror::open_bucket(&js, &spend_bucket, 1).await?;
-                let v = view.clone();
-                kv_mirror::mirror(spend_kv, move |e| v.apply(e), stop.clone()).await?;
-                let keys_kv = kv_mirror::open_bucket(&js, &keys_bucket, 5).await?;
-                let auth = auth.clone();
-                kv_mirror::mirror(
-                    keys_kv,
-                    move |e| {
-                        if let Ok(r) = serde_json::from_slice::<KeyRecordId>(&e.value) {
-                            auth.invalidate_key(&r.key_id);
-                        }
-                    },
-                    stop.clone(),
-                )
-                .await?;
-                Ok::<_, kv_mirror::KvError>(())
+                let store = kv_mirror::open_bucket(&js, &bucket, history).await?;
+                kv_mirror::mirror(store, apply.clone(), stop.clone()).await
             };
             match attempt.await {
                 Ok(()) => return,
                 Err(e) => {
-                    tracing::warn!(error.message = %e, "cannot mirror KV buckets yet; retrying")
+                    tracing::warn!(error.message = %e, "cannot mirror a KV bucket yet; retrying")
                 }
             }
             tokio::select! {
@@ -105,5 +122,4 @@ pub fn start(
             delay = (delay * 2).min(std::time::Duration::from_secs(5));
         }
     });
-    spend
 }

@@ -319,7 +319,16 @@ where
         browser_token = grant.browser_token,
         "credential accepted"
     );
-    if !key.max_budget_usd.is_empty() && app.spend.budget_spent(&key.key_id, &key.max_budget_usd) {
+    // Either view may be ahead: the gateway's KV mirror or the spend auth just reported.
+    let spent_per_auth = !key.max_budget_usd.is_empty()
+        && matches!(
+            (key.spend_usd.parse::<rust_decimal::Decimal>(), key.max_budget_usd.parse::<rust_decimal::Decimal>()),
+            (Ok(spend), Ok(budget)) if spend >= budget
+        );
+    if spent_per_auth
+        || (!key.max_budget_usd.is_empty()
+            && app.spend.budget_spent(&key.key_id, &key.max_budget_usd))
+    {
         return Err(Close::new(
             close::BUDGET_SPENT,
             "budget spent for this API key",
