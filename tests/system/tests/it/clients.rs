@@ -1,0 +1,140 @@
+//! The client examples in tests/clients, run for real against the stack: LiteLLM's Python
+//! client and the official google-genai SDK (over TLS, Vertex express mode).
+
+use livegate_system_tests::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tokio::sync::OnceCell;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A virtualenv with tests/clients/python/requirements.txt, made once per machine.
+async fn python() -> PathBuf {
+    static PY: OnceCell<PathBuf> = OnceCell::const_new();
+    PY.get_or_init(|| async {
+        tokio::task::spawn_blocking(|| {
+            let home = std::env::var("HOME").unwrap_or_else(|_| "/tmp".into());
+            let venv = PathBuf::from(home).join(".cache/livegate-py");
+            let py = venv.join("bin/python");
+            if !py.exists() {
+                let ok = Command::new("python3")
+                    .arg("-m")
+                    .arg("venv")
+                    .arg(&venv)
+                    .status()
+                    .unwrap();
+                assert!(ok.success(), "python3 -m venv failed");
+            }
+            let req = repo().join("tests/clients/python/requirements.txt");
+            let out = Command::new(&py)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "--disable-pip-version-check",
+                    "-r",
+                ])
+                .arg(&req)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "pip install failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            py
+        })
+        .await
+        .unwrap()
+    })
+    .await
+    .clone()
+}
+
+async fn run(cmd: Command) -> String {
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.kill_on_drop(true);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())
+        .await
+        .expect("client finished within 60 s")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test]
+async fn litellm_python_client_works_unchanged_but_for_url_and_key() {
+    let py = python().await;
+    let stack = Stack::start().await;
+    let key = stack.key().await;
+    let mut cmd = Command::new(py);
+    cmd.arg(repo().join("tests/clients/python/seed_client.py"))
+        .arg(stack.url("/v1/vertex-ai/live?project_id=test-project"))
+        .arg(&key);
+    let out = run(cmd).await;
+    assert!(
+        out.contains("Setup: b'{\"setupComplete\""),
+        "binary frames, as from Google: {out}"
+    );
+    assert!(out.contains("ANSWER: You said: Hello!"), "{out}");
+    let events = stack
+        .events_until(std::time::Duration::from_secs(10), |e| {
+            !e.ended().is_empty()
+        })
+        .await;
+    assert_eq!(events.reports.len(), 1);
+    assert_eq!(
+        events.reports[0].1.context.as_ref().unwrap().model,
+        "gemini-2.0-flash-live-preview-04-09"
+    );
+}
+
+#[tokio::test]
+async fn google_genai_sdk_works_through_the_gateway_over_tls() {
+    let py = python().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let tls = Some((cert_path.clone(), key_path));
+    let stack = Stack::start_with(Options {
+        gateway: Box::new(move |g| g.tls = tls),
+        ..Options::default()
+    })
+    .await;
+    let key = stack.key().await;
+    let mut cmd = Command::new(py);
+    cmd.arg(repo().join("tests/clients/python/genai_client.py"))
+        .arg(format!("https://127.0.0.1:{}", stack.gateway.addr.port()))
+        .arg(&key)
+        .env("SSL_CERT_FILE", &cert_path)
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .env_remove("GOOGLE_CLOUD_PROJECT");
+    let out = run(cmd).await;
+    assert!(
+        out.contains("ANSWER: You said: Hello from google-genai"),
+        "{out}"
+    );
+    let events = stack
+        .events_until(std::time::Duration::from_secs(10), |e| {
+            !e.ended().is_empty()
+        })
+        .await;
+    let ctx = events.reports[0].1.context.clone().unwrap();
+    assert_eq!(
+        (ctx.model.as_str(), ctx.project.as_str()),
+        ("gemini-live-2.5-flash", PROJECT)
+    );
+}
