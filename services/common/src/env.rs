@@ -86,6 +86,25 @@ pub trait EnvExt: Env {
                 }),
         }
     }
+
+    /// Parses a human duration (`10s`, `5m`, `1h 30m`), or returns `default` when unset.
+    ///
+    /// # Errors
+    /// [`EnvError`] when the variable is set but is not a duration.
+    fn duration(
+        &self,
+        name: &str,
+        default: std::time::Duration,
+    ) -> Result<std::time::Duration, EnvError> {
+        match self.var(name) {
+            None => Ok(default),
+            Some(value) => humantime::parse_duration(value.trim()).map_err(|e| EnvError {
+                name: name.to_string(),
+                reason: e.to_string(),
+                value,
+            }),
+        }
+    }
 }
 
 impl<E: Env + ?Sized> EnvExt for E {}

@@ -86,17 +86,6 @@ pub struct Config {
     pub spend_bucket: String,
 }
 
-fn duration(env: &impl Env, name: &str, default: Duration) -> Result<Duration, EnvError> {
-    match env.var(name) {
-        None => Ok(default),
-        Some(v) => humantime::parse_duration(v.trim()).map_err(|e| EnvError {
-            name: name.to_string(),
-            value: v,
-            reason: e.to_string(),
-        }),
-    }
-}
-
 impl Config {
     /// Builds the configuration from the file and the environment (env wins).
     ///
@@ -121,15 +110,15 @@ impl Config {
             .or_else(|| file.vertex_location.clone())
             .unwrap_or(c.default_location);
         c.vertex_live_url = env.var(VERTEX_LIVE_URL);
-        c.setup_timeout = duration(env, SETUP_TIMEOUT, c.setup_timeout)?;
+        c.setup_timeout = env.duration(SETUP_TIMEOUT, c.setup_timeout)?;
         c.max_frame_bytes = env.parse(MAX_FRAME_BYTES)?.unwrap_or(c.max_frame_bytes);
-        c.idle_timeout = duration(env, IDLE_TIMEOUT, c.idle_timeout)?;
-        c.max_session = duration(env, MAX_SESSION, c.max_session)?;
-        c.drain_grace = duration(env, DRAIN_GRACE, c.drain_grace)?;
-        c.auth_cache_ttl = duration(env, AUTH_CACHE_TTL, c.auth_cache_ttl)?;
+        c.idle_timeout = env.duration(IDLE_TIMEOUT, c.idle_timeout)?;
+        c.max_session = env.duration(MAX_SESSION, c.max_session)?;
+        c.drain_grace = env.duration(DRAIN_GRACE, c.drain_grace)?;
+        c.auth_cache_ttl = env.duration(AUTH_CACHE_TTL, c.auth_cache_ttl)?;
         c.event_buffer = env.parse(EVENT_BUFFER)?.unwrap_or(c.event_buffer);
         c.upstream_connect_timeout =
-            duration(env, UPSTREAM_CONNECT_TIMEOUT, c.upstream_connect_timeout)?;
+            env.duration(UPSTREAM_CONNECT_TIMEOUT, c.upstream_connect_timeout)?;
         c.gateway_id = env
             .var(GATEWAY_ID)
             .or_else(|| env.var("HOSTNAME"))
