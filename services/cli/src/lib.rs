@@ -3,11 +3,14 @@
 //! - `keys create|list|update|revoke`: API key administration (master key required).
 //! - `token`: mint a short-lived browser token from an API key.
 //!
-//! `spend` arrives with metering and `doctor` with deployment. Every command prints its
+//! - `spend`: spend by key, team, model or day from ClickHouse.
+//!
+//! `doctor` arrives with deployment. Every command prints its
 //! result on stdout (`--json` for machines); failures are one line on stderr and exit 1.
 
 mod auth_client;
 mod keys;
+mod spend;
 
 use clap::{Parser, Subcommand};
 
@@ -42,6 +45,8 @@ pub enum Command {
     Keys(keys::KeysCommand),
     /// Mint a short-lived browser token (for `?access_token=` or the subprotocol).
     Token(keys::TokenArgs),
+    /// Spend reports from ClickHouse.
+    Spend(spend::SpendArgs),
 }
 
 /// Runs one CLI command, writing its output to `out`.
@@ -49,9 +54,10 @@ pub enum Command {
 /// # Errors
 /// Any failure, phrased for the user in one line.
 pub async fn run(args: Args, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
-    let client = auth_client::AuthClient::new(&args.auth_url, args.master_key.as_deref())?;
+    let auth = || auth_client::AuthClient::new(&args.auth_url, args.master_key.as_deref());
     match args.command {
-        Command::Keys(cmd) => keys::run_keys(cmd, &client, out).await,
-        Command::Token(t) => keys::run_token(t, &client, out).await,
+        Command::Keys(cmd) => keys::run_keys(cmd, &auth()?, out).await,
+        Command::Token(t) => keys::run_token(t, &auth()?, out).await,
+        Command::Spend(s) => spend::run_spend(s, out).await,
     }
 }

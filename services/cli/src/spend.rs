@@ -1,0 +1,199 @@
+//! `livegate spend`: spend reports from ClickHouse (`spend_daily`, written by metering).
+//!
+//! Reads with `FINAL` so that an event ClickHouse has not yet merged away after a redelivery
+//! is still counted once (see metering's schema notes).
+
+use anyhow::Context;
+use clap::{Args as ClapArgs, ValueEnum};
+use std::io::Write;
+use std::time::Duration;
+
+/// ClickHouse connection settings (the same variables metering reads).
+#[derive(Debug, ClapArgs)]
+pub struct ClickHouseArgs {
+    /// ClickHouse HTTP URL.
+    #[arg(long, env = "CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123")]
+    pub clickhouse_url: String,
+    /// Database metering writes to.
+    #[arg(long, env = "CLICKHOUSE_DATABASE", default_value = "livegate")]
+    pub clickhouse_database: String,
+    /// ClickHouse user.
+    #[arg(long, env = "CLICKHOUSE_USER", default_value = "default")]
+    pub clickhouse_user: String,
+    /// ClickHouse password.
+    #[arg(
+        long,
+        env = "CLICKHOUSE_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub clickhouse_password: String,
+}
+
+impl ClickHouseArgs {
+    /// A client for these settings (validation off: ClickHouse 18.16 lacks the format the
+    /// crate's schema check uses).
+    pub fn client(&self) -> clickhouse::Client {
+        clickhouse::Client::default()
+            .with_url(&self.clickhouse_url)
+            .with_user(&self.clickhouse_user)
+            .with_password(&self.clickhouse_password)
+            .with_validation(false)
+    }
+}
+
+/// What to group spend by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum By {
+    Key,
+    Team,
+    Model,
+    Day,
+}
+
+/// `livegate spend`
+#[derive(Debug, ClapArgs)]
+pub struct SpendArgs {
+    /// Group by.
+    #[arg(long, value_enum, default_value = "key")]
+    by: By,
+    /// How far back, e.g. 7d, 30d (whole days, today included).
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    since: Duration,
+    /// Only this key id.
+    #[arg(long)]
+    key: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    clickhouse: ClickHouseArgs,
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct SpendRow {
+    group: String,
+    sessions: u64,
+    prompt_tokens: u64,
+    response_tokens: u64,
+    cost_usd: String,
+}
+
+fn valid_identifier(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The report's SQL (the key filter is bound, not spliced).
+fn sql(by: By, days: u64, database: &str, with_key: bool) -> String {
+    let group = match by {
+        By::Key => "key_id",
+        By::Team => "team_id",
+        By::Model => "model",
+        By::Day => "toString(day)",
+    };
+    let order = if by == By::Day {
+        "`group`"
+    } else {
+        "sum(cost_usd) DESC, `group`"
+    };
+    let key_filter = if with_key { " AND key_id = ?" } else { "" };
+    format!(
+        "SELECT {group} AS `group`, sum(sessions) AS sessions, sum(prompt_tokens) AS prompt_tokens, \
+         sum(response_tokens) AS response_tokens, toString(sum(cost_usd)) AS cost_usd \
+         FROM {database}.spend_daily FINAL \
+         WHERE day > today() - {days}{key_filter} \
+         GROUP BY `group` ORDER BY {order}"
+    )
+}
+
+/// Trims a decimal string like `0.001234000000` to `0.001234` (at least 2 decimals).
+fn money(s: &str) -> String {
+    match s.split_once('.') {
+        Some((int, frac)) => {
+            let frac = frac.trim_end_matches('0');
+            let frac = if frac.len() < 2 {
+                format!("{frac:0<2}")
+            } else {
+                frac.to_string()
+            };
+            format!("{int}.{frac}")
+        }
+        None => format!("{s}.00"),
+    }
+}
+
+pub(crate) async fn run_spend(a: SpendArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let db = &a.clickhouse.clickhouse_database;
+    anyhow::ensure!(
+        valid_identifier(db),
+        "CLICKHOUSE_DATABASE {db:?} is not a plain identifier"
+    );
+    let days = a.since.as_secs().div_ceil(86_400).max(1);
+    let client = a.clickhouse.client();
+    let mut query = client.query(&sql(a.by, days, db, a.key.is_some()));
+    if let Some(k) = &a.key {
+        query = query.bind(k.as_str());
+    }
+    let rows: Vec<SpendRow> = query.fetch_all().await.with_context(|| {
+        format!(
+            "cannot read spend from ClickHouse at {} (is metering running and the schema applied?)",
+            a.clickhouse.clickhouse_url
+        )
+    })?;
+    if a.json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "group": r.group, "sessions": r.sessions, "prompt_tokens": r.prompt_tokens,
+                    "response_tokens": r.response_tokens, "cost_usd": money(&r.cost_usd),
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::Value::Array(v))?;
+        return Ok(());
+    }
+    let title = format!("{:?}", a.by).to_uppercase();
+    writeln!(
+        out,
+        "{title:<28} {:>9} {:>14} {:>14} {:>16}",
+        "SESSIONS", "PROMPT_TOK", "RESPONSE_TOK", "COST_USD"
+    )?;
+    for r in &rows {
+        writeln!(
+            out,
+            "{:<28} {:>9} {:>14} {:>14} {:>16}",
+            if r.group.is_empty() { "-" } else { &r.group },
+            r.sessions,
+            r.prompt_tokens,
+            r.response_tokens,
+            format!("${}", money(&r.cost_usd))
+        )?;
+    }
+    if rows.is_empty() {
+        writeln!(out, "(no spend in the last {days} day(s))")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_is_trimmed_not_rounded() {
+        assert_eq!(money("0.001234000000"), "0.001234");
+        assert_eq!(money("12.000000000000"), "12.00");
+        assert_eq!(money("3"), "3.00");
+        assert_eq!(money("0.100000000000"), "0.10");
+    }
+
+    #[test]
+    fn sql_groups_and_filters() {
+        let q = sql(By::Team, 7, "livegate", true);
+        assert!(q.contains("team_id AS `group`"));
+        assert!(q.contains("FROM livegate.spend_daily FINAL"));
+        assert!(q.contains("day > today() - 7 AND key_id = ?"));
+        assert!(sql(By::Day, 1, "db", false).ends_with("ORDER BY `group`"));
+    }
+}
