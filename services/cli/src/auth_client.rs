@@ -41,10 +41,56 @@ impl AuthClient {
         Ok(req)
     }
 
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// True when auth's gRPC health check answers `SERVING`.
+    pub(crate) async fn ready(&self) -> bool {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let mut h = HealthClient::new(self.channel.clone());
+        let req = HealthCheckRequest {
+            service: String::new(),
+        };
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(5), h.check(req)).await,
+            Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32
+        )
+    }
+
+    /// Lists keys with the master key: `None` without one, else the count or the error.
+    pub(crate) async fn check_master(&self) -> Option<Result<usize, String>> {
+        let req = self
+            .admin(livegate_proto::auth::ListKeysRequest::default())
+            .ok()?;
+        Some(
+            self.grpc()
+                .list_keys(req)
+                .await
+                .map(|r| r.into_inner().keys.len())
+                .map_err(|s| s.message().to_string()),
+        )
+    }
+
+    /// Asks auth for a Google token and returns where it came from (never the token).
+    pub(crate) async fn google_source(&self, internal_token: &str) -> Result<String, String> {
+        let mut req = tonic::Request::new(livegate_proto::auth::GetAccessTokenRequest::default());
+        let v = internal_token
+            .parse()
+            .map_err(|_| "the internal token is not a valid header value".to_string())?;
+        req.metadata_mut().insert("x-livegate-internal-token", v);
+        self.grpc()
+            .get_access_token(req)
+            .await
+            .map(|r| r.into_inner().source)
+            .map_err(|s| format!("{} ({:?})", s.message(), s.code()))
+    }
+
     /// One line for a failed call.
     pub(crate) fn explain(&self, status: tonic::Status) -> anyhow::Error {
         match status.code() {
-            tonic::Code::Unavailable if status.message().contains("transport") => anyhow!(
+            tonic::Code::Unavailable => anyhow!(
                 "cannot reach the auth service at {} ({}); is livegate-auth running?",
                 self.url,
                 status.message()

@@ -2,13 +2,14 @@
 //!
 //! - `keys create|list|update|revoke`: API key administration (master key required).
 //! - `token`: mint a short-lived browser token from an API key.
-//!
 //! - `spend`: spend by key, team, model or day from ClickHouse.
+//! - `doctor`: one line per wiring check, with a fix for each failure.
 //!
-//! `doctor` arrives with deployment. Every command prints its
-//! result on stdout (`--json` for machines); failures are one line on stderr and exit 1.
+//! Every command prints its result on stdout (`--json` for machines); failures are one line
+//! on stderr and exit 1.
 
 mod auth_client;
+mod doctor;
 mod keys;
 mod spend;
 
@@ -47,6 +48,8 @@ pub enum Command {
     Token(keys::TokenArgs),
     /// Spend reports from ClickHouse.
     Spend(spend::SpendArgs),
+    /// Check the deployment: NATS, JetStream, KV, ClickHouse schema, auth, Google credentials.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Runs one CLI command, writing its output to `out`.
@@ -59,5 +62,6 @@ pub async fn run(args: Args, out: &mut dyn std::io::Write) -> anyhow::Result<()>
         Command::Keys(cmd) => keys::run_keys(cmd, &auth()?, out).await,
         Command::Token(t) => keys::run_token(t, &auth()?, out).await,
         Command::Spend(s) => spend::run_spend(s, out).await,
+        Command::Doctor(d) => doctor::run_doctor(d, &auth()?, out).await,
     }
 }

@@ -1,0 +1,279 @@
+//! `livegate doctor`: checks a deployment's wiring and prints one line per check, with a fix
+//! for each failure. Exits non-zero when any check fails.
+
+use crate::auth_client::AuthClient;
+use crate::spend::ClickHouseArgs;
+use clap::Args as ClapArgs;
+use livegate_common::subjects;
+use std::io::Write;
+use std::time::Duration;
+
+/// `livegate doctor`
+#[derive(Debug, ClapArgs)]
+pub struct DoctorArgs {
+    /// NATS URL.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// Internal token, to ask auth which Google credentials it uses.
+    #[arg(long, env = "LIVEGATE_INTERNAL_TOKEN", hide_env_values = true)]
+    internal_token: Option<String>,
+    #[command(flatten)]
+    clickhouse: ClickHouseArgs,
+}
+
+/// The result of one check.
+enum Outcome {
+    Ok(String),
+    Warn(String, &'static str),
+    Fail(String, &'static str),
+}
+
+struct Report<'a> {
+    out: &'a mut dyn Write,
+    failures: usize,
+}
+
+impl Report<'_> {
+    fn line(&mut self, name: &str, outcome: Outcome) -> std::io::Result<()> {
+        match outcome {
+            Outcome::Ok(detail) => writeln!(self.out, "ok    {name:<22} {detail}"),
+            Outcome::Warn(detail, fix) => writeln!(self.out, "warn  {name:<22} {detail} — {fix}"),
+            Outcome::Fail(detail, fix) => {
+                self.failures += 1;
+                writeln!(self.out, "FAIL  {name:<22} {detail} — fix: {fix}")
+            }
+        }
+    }
+}
+
+async fn timed<T, E: std::fmt::Display>(
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(Duration::from_secs(5), f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out after 5 s".to_string()),
+    }
+}
+
+pub(crate) async fn run_doctor(
+    a: DoctorArgs,
+    auth: &AuthClient,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let mut r = Report { out, failures: 0 };
+    check_nats(&a, &mut r).await?;
+    check_clickhouse(&a, &mut r).await?;
+    check_auth(&a, auth, &mut r).await?;
+    if r.failures > 0 {
+        anyhow::bail!("{} check(s) failed", r.failures);
+    }
+    Ok(())
+}
+
+async fn check_nats(a: &DoctorArgs, r: &mut Report<'_>) -> anyhow::Result<()> {
+    let client = match timed(async_nats::connect(&a.nats_url)).await {
+        Ok(c) => {
+            let v = c.server_info().version;
+            r.line("NATS", Outcome::Ok(format!("{} (server {v})", a.nats_url)))?;
+            c
+        }
+        Err(e) => {
+            r.line(
+                "NATS",
+                Outcome::Fail(
+                    format!("{}: {e}", a.nats_url),
+                    "start nats-server with -js and set NATS_URL",
+                ),
+            )?;
+            return Ok(());
+        }
+    };
+    let js = async_nats::jetstream::new(client);
+    match timed(js.query_account()).await {
+        Ok(_) => r.line("JetStream", Outcome::Ok("enabled".into()))?,
+        Err(e) => {
+            r.line(
+                "JetStream",
+                Outcome::Fail(e, "run nats-server with -js (JetStream)"),
+            )?;
+            return Ok(());
+        }
+    }
+    match timed(js.get_stream(subjects::STREAM)).await {
+        Ok(mut stream) => {
+            let info = timed(stream.info()).await;
+            match info {
+                Ok(i) => {
+                    let window = i.config.duplicate_window;
+                    let detail = format!(
+                        "{} messages, duplicate window {}s",
+                        i.state.messages,
+                        window.as_secs()
+                    );
+                    if window < subjects::DUPLICATE_WINDOW {
+                        r.line(
+                            "stream LIVEGATE_USAGE",
+                            Outcome::Warn(
+                                detail,
+                                "duplicate window under 2 min; metering widens it at start",
+                            ),
+                        )?;
+                    } else {
+                        r.line("stream LIVEGATE_USAGE", Outcome::Ok(detail))?;
+                    }
+                }
+                Err(e) => r.line(
+                    "stream LIVEGATE_USAGE",
+                    Outcome::Fail(e, "check JetStream permissions"),
+                )?,
+            }
+            match timed(
+                stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>(
+                    subjects::METERING_CONSUMER,
+                ),
+            )
+            .await
+            {
+                Ok(mut c) => match timed(c.info()).await {
+                    Ok(i) => r.line(
+                        "consumer livegate-metering",
+                        Outcome::Ok(format!(
+                            "{} pending, {} awaiting ack",
+                            i.num_pending, i.num_ack_pending
+                        )),
+                    )?,
+                    Err(e) => r.line(
+                        "consumer livegate-metering",
+                        Outcome::Fail(e, "check JetStream permissions"),
+                    )?,
+                },
+                Err(_) => r.line(
+                    "consumer livegate-metering",
+                    Outcome::Fail(
+                        "missing".into(),
+                        "start livegate-metering (it creates the durable consumer)",
+                    ),
+                )?,
+            }
+        }
+        Err(_) => r.line(
+            "stream LIVEGATE_USAGE",
+            Outcome::Fail(
+                "missing".into(),
+                "start livegate-metering or a gateway (either creates it)",
+            ),
+        )?,
+    }
+    for bucket in [subjects::KEYS_BUCKET, subjects::SPEND_BUCKET] {
+        let name = format!("KV {bucket}");
+        match timed(js.get_key_value(bucket)).await {
+            Ok(_) => r.line(&name, Outcome::Ok("present".into()))?,
+            Err(_) => r.line(
+                &name,
+                Outcome::Fail(
+                    "missing".into(),
+                    "start livegate-auth (it creates both buckets)",
+                ),
+            )?,
+        }
+    }
+    Ok(())
+}
+
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct Version {
+    version: u32,
+}
+
+async fn check_clickhouse(a: &DoctorArgs, r: &mut Report<'_>) -> anyhow::Result<()> {
+    let ch = &a.clickhouse;
+    let db = &ch.clickhouse_database;
+    let client = ch.client();
+    match timed(client.query("SELECT version() AS v").fetch_one::<String>()).await {
+        Ok(v) => r.line(
+            "ClickHouse",
+            Outcome::Ok(format!("{} (server {v})", ch.clickhouse_url)),
+        )?,
+        Err(e) => {
+            r.line(
+                "ClickHouse",
+                Outcome::Fail(
+                    format!("{}: {e}", ch.clickhouse_url),
+                    "start ClickHouse and set CLICKHOUSE_URL / _USER / _PASSWORD",
+                ),
+            )?;
+            return Ok(());
+        }
+    }
+    if !db.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        r.line(
+            "ClickHouse schema",
+            Outcome::Fail(
+                format!("database {db:?}"),
+                "CLICKHOUSE_DATABASE must be a plain identifier",
+            ),
+        )?;
+        return Ok(());
+    }
+    let sql = format!("SELECT max(version) AS version FROM {db}.schema_migrations");
+    match timed(client.query(&sql).fetch_one::<Version>()).await {
+        Ok(v) if v.version > 0 => r.line(
+            "ClickHouse schema",
+            Outcome::Ok(format!("database {db}, schema version {}", v.version)),
+        )?,
+        Ok(_) | Err(_) => r.line(
+            "ClickHouse schema",
+            Outcome::Fail(
+                format!("database {db} has no applied migrations"),
+                "start livegate-metering (it applies the schema at start-up)",
+            ),
+        )?,
+    }
+    Ok(())
+}
+
+async fn check_auth(a: &DoctorArgs, auth: &AuthClient, r: &mut Report<'_>) -> anyhow::Result<()> {
+    if !auth.ready().await {
+        r.line(
+            "auth",
+            Outcome::Fail(
+                format!("{} not serving", auth.url()),
+                "start livegate-auth and set AUTH_URL",
+            ),
+        )?;
+        return Ok(());
+    }
+    r.line("auth", Outcome::Ok(format!("{} serving", auth.url())))?;
+    match auth.check_master().await {
+        Some(Ok(n)) => r.line(
+            "master key",
+            Outcome::Ok(format!("accepted ({n} live keys)")),
+        )?,
+        Some(Err(e)) => r.line(
+            "master key",
+            Outcome::Fail(e, "set LIVEGATE_MASTER_KEY to auth's master key"),
+        )?,
+        None => r.line(
+            "master key",
+            Outcome::Warn(
+                "not set".into(),
+                "set LIVEGATE_MASTER_KEY to check admin access",
+            ),
+        )?,
+    }
+    match &a.internal_token {
+        None => r.line(
+            "Google credentials",
+            Outcome::Warn("not checked".into(), "set LIVEGATE_INTERNAL_TOKEN to ask auth for a token"),
+        )?,
+        Some(t) => match auth.google_source(t).await {
+            Ok(source) => r.line("Google credentials", Outcome::Ok(format!("token minted from {source}")))?,
+            Err(e) => r.line(
+                "Google credentials",
+                Outcome::Fail(e, "set DEFAULT_GOOGLE_APPLICATION_CREDENTIALS / GOOGLE_APPLICATION_CREDENTIALS for auth, or use workload identity"),
+            )?,
+        },
+    }
+    Ok(())
+}
