@@ -98,8 +98,9 @@ fn sql(by: By, days: u64, database: &str, with_key: bool) -> String {
     };
     let key_filter = if with_key { " AND key_id = ?" } else { "" };
     format!(
-        "SELECT {group} AS `group`, sum(sessions) AS sessions, sum(prompt_tokens) AS prompt_tokens, \
-         sum(response_tokens) AS response_tokens, toString(sum(cost_usd)) AS cost_usd \
+        "SELECT {group} AS `group`, sum(sessions) AS total_sessions, \
+         sum(prompt_tokens) AS total_prompt_tokens, sum(response_tokens) AS total_response_tokens, \
+         toString(sum(cost_usd)) AS total_cost_usd \
          FROM {database}.spend_daily FINAL \
          WHERE day > today() - {days}{key_filter} \
          GROUP BY `group` ORDER BY {order}"

@@ -1,13 +1,60 @@
 //! The metering service's configuration: defaults, then the YAML file, then the environment.
+//!
+//! | variable | default | what |
+//! |---|---|---|
+//! | `METERING_LISTEN` | `0.0.0.0:9464` | HTTP: `/metrics`, `/healthz`, `/readyz` |
+//! | `NATS_URL` | `nats://127.0.0.1:4222` | the bus |
+//! | `CLICKHOUSE_URL` | `http://127.0.0.1:8123` | ClickHouse HTTP interface |
+//! | `CLICKHOUSE_DATABASE` | `livegate` | created by the migrations if missing |
+//! | `CLICKHOUSE_USER`, `CLICKHOUSE_PASSWORD` | `default`, empty | |
+//! | `PRICING_FILE` | built-in table | LiteLLM-format JSON overriding/extending the built-in table; re-read on SIGHUP |
+//! | `METERING_BATCH_SIZE` | `1000` | most events per fetch and per ClickHouse insert |
+//! | `METERING_FLUSH_INTERVAL` | `500ms` | longest a partial batch waits for more events |
+//! | `METERING_ACK_WAIT` | `60s` | JetStream redelivers an event not acked within this |
+//! | `METERING_MAX_ACK_PENDING` | `20000` | events in flight (delivered, not acked) across all replicas |
+//! | `METERING_INSERT_RETRIES` | `5` | attempts per batch before it is handed back to JetStream |
+//! | `METERING_SHUTDOWN_TIMEOUT` | `20s` | upper bound for finishing the batch in hand on SIGTERM |
 
 use livegate_common::config::{ConfigError, FileConfig};
-use livegate_common::env::{Env, EnvError, EnvExt};
+use livegate_common::env::{DEFAULT_NATS_URL, Env, EnvError, EnvExt, NATS_URL};
+use livegate_common::subjects;
+use secrecy::SecretString;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
-/// Address to listen on.
+/// HTTP listen address (`/metrics`, `/healthz`, `/readyz`).
 pub const LISTEN: &str = "METERING_LISTEN";
 /// Default for [`LISTEN`].
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9464";
+/// ClickHouse HTTP URL.
+pub const CLICKHOUSE_URL: &str = "CLICKHOUSE_URL";
+/// Default for [`CLICKHOUSE_URL`].
+pub const DEFAULT_CLICKHOUSE_URL: &str = "http://127.0.0.1:8123";
+/// ClickHouse database (created if missing).
+pub const CLICKHOUSE_DATABASE: &str = "CLICKHOUSE_DATABASE";
+/// Default for [`CLICKHOUSE_DATABASE`].
+pub const DEFAULT_CLICKHOUSE_DATABASE: &str = "livegate";
+/// ClickHouse user.
+pub const CLICKHOUSE_USER: &str = "CLICKHOUSE_USER";
+/// Default for [`CLICKHOUSE_USER`].
+pub const DEFAULT_CLICKHOUSE_USER: &str = "default";
+/// ClickHouse password (default empty).
+pub const CLICKHOUSE_PASSWORD: &str = "CLICKHOUSE_PASSWORD";
+/// A LiteLLM-format pricing file that overrides or extends the built-in table.
+pub const PRICING_FILE: &str = "PRICING_FILE";
+/// Most events per fetch and per insert.
+pub const BATCH_SIZE: &str = "METERING_BATCH_SIZE";
+/// Longest a partial batch waits for more events (humantime, e.g. `500ms`).
+pub const FLUSH_INTERVAL: &str = "METERING_FLUSH_INTERVAL";
+/// JetStream ack wait (humantime).
+pub const ACK_WAIT: &str = "METERING_ACK_WAIT";
+/// The consumer's `max_ack_pending`.
+pub const MAX_ACK_PENDING: &str = "METERING_MAX_ACK_PENDING";
+/// Insert attempts per batch.
+pub const INSERT_RETRIES: &str = "METERING_INSERT_RETRIES";
+/// Drain bound on shutdown (humantime).
+pub const SHUTDOWN_TIMEOUT: &str = "METERING_SHUTDOWN_TIMEOUT";
 
 /// Why the configuration is unusable (the binary exits with `EX_USAGE`).
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +72,43 @@ pub enum Error {
 pub struct Config {
     /// Where to listen (`METERING_LISTEN`; port 0 binds an ephemeral port).
     pub listen: SocketAddr,
+    /// `NATS_URL`.
+    pub nats_url: String,
+    /// ClickHouse connection.
+    pub clickhouse: ClickHouseConfig,
+    /// `PRICING_FILE`.
+    pub pricing_file: Option<PathBuf>,
+    /// Most events per fetch and per insert (`METERING_BATCH_SIZE`).
+    pub batch_size: usize,
+    /// Longest a partial batch waits (`METERING_FLUSH_INTERVAL`).
+    pub flush_interval: Duration,
+    /// JetStream ack wait (`METERING_ACK_WAIT`).
+    pub ack_wait: Duration,
+    /// The durable consumer's `max_ack_pending` (`METERING_MAX_ACK_PENDING`).
+    pub max_ack_pending: i64,
+    /// Insert attempts per batch before it is handed back with a NAK (`METERING_INSERT_RETRIES`).
+    pub insert_retries: u32,
+    /// Upper bound for draining on shutdown (`METERING_SHUTDOWN_TIMEOUT`).
+    pub shutdown_timeout: Duration,
+    /// JetStream stream (tests isolate with their own name).
+    pub stream: String,
+    /// Durable consumer name, shared by all replicas.
+    pub consumer: String,
+    /// KV bucket the spend totals are written to.
+    pub spend_bucket: String,
+}
+
+/// Where ClickHouse is.
+#[derive(Debug, Clone)]
+pub struct ClickHouseConfig {
+    /// HTTP URL, e.g. `http://127.0.0.1:8123`.
+    pub url: String,
+    /// Database; must be a plain identifier (`[A-Za-z_][A-Za-z0-9_]*`).
+    pub database: String,
+    /// User.
+    pub user: String,
+    /// Password (empty = none).
+    pub password: SecretString,
 }
 
 impl Config {
@@ -35,14 +119,182 @@ impl Config {
     pub fn load(_file: &FileConfig, env: &impl Env) -> Result<Self, Error> {
         let listen = match env.parse::<SocketAddr>(LISTEN)? {
             Some(a) => a,
-            None => DEFAULT_LISTEN
-                .parse()
-                .map_err(|e: std::net::AddrParseError| EnvError {
-                    name: LISTEN.to_string(),
-                    value: DEFAULT_LISTEN.to_string(),
-                    reason: e.to_string(),
-                })?,
+            None => SocketAddr::from(([0, 0, 0, 0], 9464)),
         };
-        Ok(Self { listen })
+        let database = env.var_or(CLICKHOUSE_DATABASE, DEFAULT_CLICKHOUSE_DATABASE);
+        if !is_identifier(&database) {
+            return Err(EnvError {
+                name: CLICKHOUSE_DATABASE.to_string(),
+                value: database,
+                reason: "must be letters, digits and underscores, not starting with a digit"
+                    .to_string(),
+            }
+            .into());
+        }
+        let batch_size = env.parse::<usize>(BATCH_SIZE)?.unwrap_or(1000);
+        if batch_size == 0 {
+            return Err(positive(BATCH_SIZE, "0"));
+        }
+        let max_ack_pending = env.parse::<i64>(MAX_ACK_PENDING)?.unwrap_or(20_000);
+        if max_ack_pending < batch_size as i64 {
+            return Err(EnvError {
+                name: MAX_ACK_PENDING.to_string(),
+                value: max_ack_pending.to_string(),
+                reason: format!("must be at least {BATCH_SIZE} ({batch_size})"),
+            }
+            .into());
+        }
+        let insert_retries = env.parse::<u32>(INSERT_RETRIES)?.unwrap_or(5).max(1);
+        let mut config = Self::for_servers(
+            env.var_or(NATS_URL, DEFAULT_NATS_URL),
+            env.var_or(CLICKHOUSE_URL, DEFAULT_CLICKHOUSE_URL),
+            database,
+        );
+        config.listen = listen;
+        config.clickhouse.user = env.var_or(CLICKHOUSE_USER, DEFAULT_CLICKHOUSE_USER);
+        config.clickhouse.password =
+            SecretString::from(env.get(CLICKHOUSE_PASSWORD).unwrap_or_default());
+        config.pricing_file = env.var(PRICING_FILE).map(PathBuf::from);
+        config.batch_size = batch_size;
+        config.flush_interval = duration(env, FLUSH_INTERVAL)?.unwrap_or(config.flush_interval);
+        config.ack_wait = duration(env, ACK_WAIT)?.unwrap_or(config.ack_wait);
+        config.max_ack_pending = max_ack_pending;
+        config.insert_retries = insert_retries;
+        config.shutdown_timeout =
+            duration(env, SHUTDOWN_TIMEOUT)?.unwrap_or(config.shutdown_timeout);
+        Ok(config)
+    }
+
+    /// A configuration for tests and embedding: listens on `127.0.0.1:0`, the contract's
+    /// stream, consumer and bucket names, built-in prices, default batching.
+    pub fn for_servers(
+        nats_url: impl Into<String>,
+        clickhouse_url: impl Into<String>,
+        database: impl Into<String>,
+    ) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            nats_url: nats_url.into(),
+            clickhouse: ClickHouseConfig {
+                url: clickhouse_url.into(),
+                database: database.into(),
+                user: DEFAULT_CLICKHOUSE_USER.to_string(),
+                password: SecretString::from(String::new()),
+            },
+            pricing_file: None,
+            batch_size: 1000,
+            flush_interval: Duration::from_millis(500),
+            ack_wait: Duration::from_secs(60),
+            max_ack_pending: 20_000,
+            insert_retries: 5,
+            shutdown_timeout: Duration::from_secs(20),
+            stream: subjects::STREAM.to_string(),
+            consumer: subjects::METERING_CONSUMER.to_string(),
+            spend_bucket: subjects::SPEND_BUCKET.to_string(),
+        }
+    }
+}
+
+fn positive(name: &str, value: &str) -> Error {
+    EnvError {
+        name: name.to_string(),
+        value: value.to_string(),
+        reason: "must be positive".to_string(),
+    }
+    .into()
+}
+
+fn duration(env: &impl Env, name: &str) -> Result<Option<Duration>, Error> {
+    match env.var(name) {
+        None => Ok(None),
+        Some(value) => match humantime::parse_duration(value.trim()) {
+            Ok(d) if !d.is_zero() => Ok(Some(d)),
+            Ok(_) => Err(positive(name, &value)),
+            Err(e) => Err(EnvError {
+                name: name.to_string(),
+                value,
+                reason: e.to_string(),
+            }
+            .into()),
+        },
+    }
+}
+
+/// Whether `s` can be used unquoted as a ClickHouse database name.
+pub(crate) fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let c = Config::load(&FileConfig::default(), &env(&[])).unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.nats_url, DEFAULT_NATS_URL);
+        assert_eq!(c.clickhouse.url, DEFAULT_CLICKHOUSE_URL);
+        assert_eq!(c.clickhouse.database, "livegate");
+        assert_eq!(c.clickhouse.user, "default");
+        assert_eq!(c.clickhouse.password.expose_secret(), "");
+        assert_eq!(c.pricing_file, None);
+        assert_eq!(c.stream, subjects::STREAM);
+        assert_eq!(c.consumer, subjects::METERING_CONSUMER);
+        assert_eq!(c.spend_bucket, subjects::SPEND_BUCKET);
+    }
+
+    #[test]
+    fn env_overrides() {
+        let c = Config::load(
+            &FileConfig::default(),
+            &env(&[
+                (LISTEN, "127.0.0.1:0"),
+                (CLICKHOUSE_DATABASE, "usage_2"),
+                (CLICKHOUSE_PASSWORD, "pw"),
+                (PRICING_FILE, "/etc/prices.json"),
+                (BATCH_SIZE, "50"),
+                (FLUSH_INTERVAL, "250ms"),
+                (ACK_WAIT, "5s"),
+                (MAX_ACK_PENDING, "100"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.clickhouse.database, "usage_2");
+        assert_eq!(c.clickhouse.password.expose_secret(), "pw");
+        assert_eq!(c.pricing_file, Some(PathBuf::from("/etc/prices.json")));
+        assert_eq!(c.batch_size, 50);
+        assert_eq!(c.flush_interval, Duration::from_millis(250));
+        assert_eq!(c.ack_wait, Duration::from_secs(5));
+        assert_eq!(c.max_ack_pending, 100);
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        for (k, v) in [
+            (LISTEN, "nope"),
+            (CLICKHOUSE_DATABASE, "drop table"),
+            (BATCH_SIZE, "0"),
+            (FLUSH_INTERVAL, "soon"),
+            (ACK_WAIT, "0s"),
+            (MAX_ACK_PENDING, "10"),
+        ] {
+            assert!(
+                Config::load(&FileConfig::default(), &env(&[(k, v)])).is_err(),
+                "{k}={v} accepted"
+            );
+        }
     }
 }

@@ -1,27 +1,250 @@
-//! livegate's metering service.
+//! livegate's metering service (`livegate-metering`): a durable JetStream consumer that prices
+//! every usage event and writes it to ClickHouse exactly once, then feeds spend back to NATS KV
+//! for budgets. See `README.md` beside this crate for the schema, the queries to run and the
+//! pricing rules.
 //!
 //! - [`config`]: [`Config`], loaded once by `main`.
-//! - [`run`]: serves on a bound listener until the shutdown future resolves.
+//! - [`pricing`]: the LiteLLM-format price table and the per-modality cost rules.
+//! - `schema`: ClickHouse DDL and versioned migrations.
+//! - `writer`: ClickHouse rows, inserts and the reads that keep them idempotent.
+//! - `events`: bus protobufs → priced rows.
+//! - `consumer`: the pull consumer and the batch pipeline (ack only after the insert).
+//! - `spend`: per key / team spend totals into the `livegate_spend` KV bucket.
+//! - `metrics`, `http`: `/metrics`, `/healthz`, `/readyz`.
+//! - [`run`]: wires it together and serves until the shutdown future resolves.
 
 pub mod config;
+pub mod pricing;
+
+mod consumer;
+mod events;
+mod http;
+mod metrics;
+mod schema;
+mod spend;
+mod writer;
 
 pub use config::Config;
+pub use writer::{SessionRow, SessionTotals, SpendBy, Store, StoreError, UsageRow};
 
+use anyhow::Context as _;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
-/// Serves on `listener` until `shutdown` resolves, then stops cleanly.
+/// Longest pause between attempts to reach ClickHouse at start-up.
+const MAX_STARTUP_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener`, applies the ClickHouse
+/// migrations (retrying until ClickHouse answers), and consumes usage events until `shutdown`
+/// resolves. Then it stops fetching, finishes the batch in hand (bounded by
+/// `config.shutdown_timeout`), refreshes the spend of what that batch touched, and returns.
+///
+/// Every task it starts lives in a `JoinSet` owned by this future: dropping the future (an
+/// aborted task in a test, like a crash) stops them all, leaving unacknowledged events to
+/// JetStream's redelivery.
 ///
 /// # Errors
-/// Fails only when the listener itself fails.
+/// When the pricing file is invalid, NATS is unreachable at start-up, or JetStream refuses the
+/// stream, consumer or bucket.
 pub async fn run(
-    _config: Config,
+    config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
+    let pricing = Arc::new(
+        pricing::Pricing::load(config.pricing_file.as_deref()).context("loading PRICING_FILE")?,
+    );
+    let metrics = metrics::Metrics::new();
+    let store = Store::new(&config.clickhouse);
+    let state = Arc::new(http::State {
+        metrics: metrics.clone(),
+        store: store.clone(),
+        nats: std::sync::OnceLock::new(),
+        migrated: std::sync::atomic::AtomicBool::new(false),
+    });
+
+    let mut tasks = JoinSet::new();
+    let stop_http = CancellationToken::new();
+    tasks.spawn(http::serve(listener, state.clone(), stop_http.clone()));
     tracing::info!(%addr, "livegate-metering listening on {addr}");
-    shutdown.await;
+
+    tokio::pin!(shutdown);
+    let result = tokio::select! {
+        () = &mut shutdown => Ok(None),
+        r = start(&config, &store, &state) => r.map(Some),
+    };
+    let (client, consumer, bucket) = match result {
+        Ok(Some(parts)) => parts,
+        Ok(None) => {
+            stop_http.cancel();
+            while tasks.join_next().await.is_some() {}
+            tracing::info!("livegate-metering stopped before it started consuming");
+            return Ok(());
+        }
+        Err(e) => {
+            stop_http.cancel();
+            while tasks.join_next().await.is_some() {}
+            return Err(e);
+        }
+    };
+
+    if let Some(path) = pricing.file() {
+        tracing::info!(pricing.file = %path.display(), "pricing file loaded; SIGHUP reloads it");
+        tasks.spawn(reload_on_sighup(pricing.clone(), stop_http.clone()));
+    }
+
+    let spend_feed = Arc::new(spend::SpendFeed::default());
+    let stop_spend = CancellationToken::new();
+    tasks.spawn(spend::run(
+        spend_feed.clone(),
+        store.clone(),
+        bucket,
+        metrics.clone(),
+        stop_spend.clone(),
+    ));
+
+    let stop_consumer = CancellationToken::new();
+    let pipeline = consumer::Pipeline {
+        client: client.clone(),
+        consumer,
+        store: store.clone(),
+        pricing,
+        metrics,
+        spend: spend_feed,
+        batch_size: config.batch_size,
+        flush_interval: config.flush_interval,
+        insert_retries: config.insert_retries,
+    };
+    let mut consuming = tokio::spawn(pipeline.run(stop_consumer.clone()));
+    // Aborted with this future, like the JoinSet's tasks.
+    let _abort_consumer = AbortOnDrop(consuming.abort_handle());
+    tracing::info!(
+        stream = %config.stream,
+        consumer = %config.consumer,
+        clickhouse.database = %config.clickhouse.database,
+        "consuming usage events"
+    );
+
+    // The loop only returns on stop: ending before that is a bug (a panic), and the process
+    // should exit non-zero so that it is restarted and noticed.
+    let crashed = tokio::select! {
+        () = &mut shutdown => None,
+        r = &mut consuming => Some(format!("{r:?}")),
+    };
+    if crashed.is_none() {
+        tracing::info!("draining: no more fetches, finishing the batch in hand");
+    }
+    stop_consumer.cancel();
+    if !consuming.is_finished()
+        && tokio::time::timeout(config.shutdown_timeout, &mut consuming)
+            .await
+            .is_err()
+    {
+        consuming.abort();
+        tracing::warn!(
+            timeout = ?config.shutdown_timeout,
+            "the batch in hand did not finish in time; JetStream will redeliver it"
+        );
+    }
+    stop_spend.cancel();
+    stop_http.cancel();
+    while tasks.join_next().await.is_some() {}
+    let _ = client.flush().await;
+    if let Some(why) = crashed {
+        anyhow::bail!("the consumer loop ended unexpectedly: {why}");
+    }
     tracing::info!("livegate-metering stopped");
     Ok(())
+}
+
+/// Connects to NATS, applies the migrations (retrying while ClickHouse is unreachable), and
+/// sets up the stream, the durable consumer and the spend bucket.
+async fn start(
+    config: &Config,
+    store: &Store,
+    state: &http::State,
+) -> anyhow::Result<(
+    async_nats::Client,
+    async_nats::jetstream::consumer::PullConsumer,
+    async_nats::jetstream::kv::Store,
+)> {
+    let client = async_nats::ConnectOptions::new()
+        .name("livegate-metering")
+        .connect(&config.nats_url)
+        .await
+        .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
+    let _ = state.nats.set(client.clone());
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match store.migrate().await {
+            Ok(applied) => {
+                tracing::info!(
+                    clickhouse.database = store.database(),
+                    ?applied,
+                    "ClickHouse schema is current"
+                );
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error.message = %e, "cannot apply ClickHouse migrations yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_STARTUP_BACKOFF);
+            }
+        }
+    }
+    state.migrated.store(true, Ordering::Release);
+    let js = async_nats::jetstream::new(client.clone());
+    let consumer = consumer::setup(&js, config)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
+        .with_context(|| {
+            format!(
+                "creating stream {} and consumer {}",
+                config.stream, config.consumer
+            )
+        })?;
+    let bucket = spend::open_bucket(&js, &config.spend_bucket)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
+        .with_context(|| format!("opening KV bucket {}", config.spend_bucket))?;
+    Ok((client, consumer, bucket))
+}
+
+/// Reloads the pricing file on every SIGHUP, until `stop`.
+async fn reload_on_sighup(pricing: Arc<pricing::Pricing>, stop: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error.message = %e, "cannot install SIGHUP handler; pricing reload disabled");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            got = hup.recv() => if got.is_none() { return },
+        }
+        match pricing.reload() {
+            Ok(n) => tracing::info!(entries = n, "pricing file reloaded"),
+            Err(e) => {
+                tracing::error!(error.message = %e, "pricing file reload failed; keeping the previous prices")
+            }
+        }
+    }
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

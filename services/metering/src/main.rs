@@ -19,6 +19,9 @@ const EX_USAGE: u8 = 64;
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    // With the whole workspace built, rustls has two providers compiled in and cannot pick
+    // one itself (a `tls://` NATS URL would panic): pick ring explicitly, as every binary does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let env = ProcessEnv;
     telemetry::init(&env);
     let config = match FileConfig::discover(args.config.as_deref(), &env)

@@ -82,6 +82,8 @@ pub struct Options {
     pub gateway: Box<dyn FnOnce(&mut GatewayConfig) + Send>,
     /// Start auth without Google credentials.
     pub no_google_credentials: bool,
+    /// Also run metering against the shared test ClickHouse (a fresh database).
+    pub metering: bool,
 }
 
 impl Default for Options {
@@ -89,6 +91,7 @@ impl Default for Options {
         Self {
             gateway: Box::new(|_| {}),
             no_google_credentials: false,
+            metering: false,
         }
     }
 }
@@ -100,6 +103,12 @@ pub struct Stack {
     pub gateway: Service,
     pub emulator: Emulator,
     pub service_account: TestServiceAccount,
+    /// Metering and its ClickHouse database, when asked for.
+    pub metering: Option<Service>,
+    pub clickhouse: Option<(
+        &'static livegate_test_support::clickhouse::ClickHouseServer,
+        String,
+    )>,
     _dir: tempfile::TempDir,
 }
 
@@ -155,13 +164,56 @@ impl Stack {
             })
         })
         .await;
+        let (metering, clickhouse) = if options.metering {
+            let ch = livegate_test_support::clickhouse::ClickHouseServer::shared()
+                .await
+                .unwrap();
+            let db = ch.create_database("system").await.unwrap();
+            let mut cfg =
+                livegate_metering::Config::for_servers(nats.url(), ch.http_url(), db.clone());
+            cfg.flush_interval = Duration::from_millis(100);
+            let svc = Service::spawn(|l, rx| {
+                livegate_metering::run(cfg, l, async {
+                    let _ = rx.await;
+                })
+            })
+            .await;
+            (Some(svc), Some((ch, db)))
+        } else {
+            (None, None)
+        };
         Self {
             nats,
             auth,
             gateway,
             emulator,
             service_account,
+            metering,
+            clickhouse,
             _dir: dir,
+        }
+    }
+
+    /// Runs SQL on the stack's ClickHouse (`{db}` stands for its database) and returns the
+    /// raw TSV answer.
+    pub async fn sql(&self, sql: &str) -> String {
+        let (ch, db) = self
+            .clickhouse
+            .as_ref()
+            .expect("stack started without metering");
+        ch.query(&sql.replace("{db}", db)).await.unwrap()
+    }
+
+    /// Polls `sql` until its answer is non-empty and not `0` (bounded).
+    pub async fn sql_until(&self, limit: Duration, sql: &str) -> String {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let out = self.sql(sql).await;
+            let t = out.trim();
+            if (!t.is_empty() && t != "0") || tokio::time::Instant::now() >= deadline {
+                return out;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

@@ -109,6 +109,7 @@ async fn no_project_gets_4002_and_no_credentials_4001() {
     let stack = Stack::start_with(Options {
         gateway: Box::new(|g| g.default_project = None),
         no_google_credentials: true,
+        ..Options::default()
     })
     .await;
     let key = stack.key().await;

@@ -5,5 +5,6 @@ mod cli;
 mod clients;
 mod close_codes;
 mod http;
+mod metering;
 mod relay;
 mod usage;

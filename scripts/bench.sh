@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# Benchmarks the gateway against the Live API emulator: the same load goes once straight to
+# the emulator ("direct") and once through the gateway ("gateway"), and a side-by-side table
+# shows what the gateway adds (latency per turn, setups/s, memory per idle session, CPU).
+#
+# Starts its own stack in a temp dir, each process on a free loopback port: nats-server
+# (JetStream), livegate-auth (with a throw-away service account), livegate-emulator (which
+# verifies that account's JWTs and also accepts the bearer "bench-direct"), livegate-gateway
+# (VERTEX_LIVE_URL -> emulator). Everything is stopped on exit. Release builds.
+#
+# Sizes (environment):
+#   BENCH_SCENARIOS        scenarios, in order                        "idle text audio setup"
+#   BENCH_IDLE             idle sessions held (full target: 20000)     5000
+#   BENCH_IDLE_HOLD        how long they are held                      10s
+#   BENCH_TEXT_SESSIONS    concurrent text sessions                    1000
+#   BENCH_TEXT_TURNS       text turns per session                      10
+#   BENCH_TEXT_INTERVAL    time between a session's turns              1s
+#   BENCH_AUDIO_SESSIONS   concurrent audio sessions                   100
+#   BENCH_AUDIO_TURNS      audio turns per session                     2
+#   BENCH_AUDIO_SECONDS    seconds of 16 kHz PCM per turn              2
+#   BENCH_AUDIO_SPEED      streaming speed (1 = real time, 0 = max)    1
+#   BENCH_SETUP_CONCURRENCY concurrent connect/setup/close loops       50
+#   BENCH_SETUP_DURATION   how long the setup loop runs                10s
+#   BENCH_CONNECT_RATE     new connections per second while ramping   1000
+#   BENCH_BIND_IPS         extra source addresses, e.g. 127.0.0.2,127.0.0.3 (more ports)
+#   BENCH_OUT              keep reports and logs in this directory (default: a temp dir, removed)
+#   BENCH_GATEWAY_LOG      LIVEGATE_LOG for the gateway                info
+#   BENCH_GATEWAY_BIN      gateway binary to measure (e.g. an experimental build)  the release build
+#   BENCH_SKIP_BUILD=1     use the release binaries already built
+#   BENCH_GATEWAY_THREADS  the gateway's tokio worker threads (TOKIO_WORKER_THREADS)  one per core
+#
+# The comparison table goes to stdout; per-run tables and progress go to stderr.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BENCH_SCENARIOS=${BENCH_SCENARIOS:-idle text audio setup}
+BENCH_IDLE=${BENCH_IDLE:-5000}
+BENCH_IDLE_HOLD=${BENCH_IDLE_HOLD:-10s}
+BENCH_TEXT_SESSIONS=${BENCH_TEXT_SESSIONS:-1000}
+BENCH_TEXT_TURNS=${BENCH_TEXT_TURNS:-10}
+BENCH_TEXT_INTERVAL=${BENCH_TEXT_INTERVAL:-1s}
+BENCH_AUDIO_SESSIONS=${BENCH_AUDIO_SESSIONS:-100}
+BENCH_AUDIO_TURNS=${BENCH_AUDIO_TURNS:-2}
+BENCH_AUDIO_SECONDS=${BENCH_AUDIO_SECONDS:-2}
+BENCH_AUDIO_SPEED=${BENCH_AUDIO_SPEED:-1}
+BENCH_SETUP_CONCURRENCY=${BENCH_SETUP_CONCURRENCY:-50}
+BENCH_SETUP_DURATION=${BENCH_SETUP_DURATION:-10s}
+BENCH_CONNECT_RATE=${BENCH_CONNECT_RATE:-1000}
+BENCH_BIND_IPS=${BENCH_BIND_IPS:-}
+BENCH_GATEWAY_LOG=${BENCH_GATEWAY_LOG:-info}
+BENCH_GATEWAY_BIN=${BENCH_GATEWAY_BIN:-}
+
+say() { printf '[bench] %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+scripts/install-deps.sh
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/livegate-target}"
+if [ "${BENCH_SKIP_BUILD:-0}" = 1 ]; then
+  say "using the release binaries in $CARGO_TARGET_DIR/release (BENCH_SKIP_BUILD=1)"
+else
+  say "building release binaries…"
+  cargo build --release --locked --bins \
+    -p livegate-gateway -p livegate-auth -p livegate-emulator -p livegate-test-support \
+    -p livegate -p livegate-loadgen
+fi
+bin="$CARGO_TARGET_DIR/release"
+gateway_bin=${BENCH_GATEWAY_BIN:-$bin/livegate-gateway}
+[ -x "$gateway_bin" ] || die "no gateway binary at $gateway_bin"
+
+if [ -n "${BENCH_OUT:-}" ]; then
+  work=$BENCH_OUT
+  mkdir -p "$work"
+  keep=1
+else
+  work=$(mktemp -d "${TMPDIR:-/tmp}/livegate-bench.XXXXXX")
+  keep=0
+fi
+rm -rf "$work/nats" "$work/reports"
+mkdir -p "$work/logs" "$work/reports" "$work/nats"
+
+pids=()
+stop_all() {
+  trap - INT TERM EXIT
+  local i
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[i]}" 2>/dev/null || true; done
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do wait "${pids[i]}" 2>/dev/null || true; done
+  if [ "$keep" = 1 ]; then say "reports and logs kept in $work"; else rm -rf "$work"; fi
+}
+trap stop_all EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Sessions cost one socket in the load generator and the emulator, and two in the gateway.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+nofile=$(ulimit -n)
+if [ "$nofile" != unlimited ] && [ $((BENCH_IDLE * 2 + 100)) -gt "$nofile" ]; then
+  say "warning: RLIMIT_NOFILE is $nofile; the gateway needs 2 descriptors per session, so it can hold about $(((nofile - 100) / 2)) of the $BENCH_IDLE idle sessions (raise the hard limit: ulimit -Hn as root with CAP_SYS_RESOURCE)"
+fi
+
+# start NAME COMMAND...: runs in the background, output to logs/NAME.log, pid in $last_pid.
+start() {
+  local name=$1; shift
+  "$@" >"$work/logs/$name.log" 2>&1 &
+  last_pid=$!
+  pids+=("$last_pid")
+}
+
+# wait_listen NAME PID SECONDS: the address in the process's "listening on ADDR" log line.
+wait_listen() {
+  local i addr
+  for ((i = 0; i < $3 * 10; i++)); do
+    addr=$(grep -aoE '[Ll]istening (for client connections )?on 127\.0\.0\.1:[0-9]+' "$work/logs/$1.log" 2>/dev/null |
+      head -n 1 | grep -oE '127\.0\.0\.1:[0-9]+' || true)
+    if [ -n "$addr" ]; then printf '%s\n' "$addr"; return 0; fi
+    kill -0 "$2" 2>/dev/null || { tail -n 20 "$work/logs/$1.log" >&2; die "$1 exited during start-up"; }
+    sleep 0.1
+  done
+  tail -n 20 "$work/logs/$1.log" >&2
+  die "$1 did not report its address within $3 s"
+}
+
+export NO_COLOR=1
+
+# --- NATS (JetStream) ---
+nats_bin=${NATS_SERVER_BIN:-$(command -v nats-server || true)}
+[ -n "$nats_bin" ] || die "nats-server not found (scripts/install-deps.sh installs it)"
+# A pyenv shim would stand between us and the server's pid.
+if command -v pyenv >/dev/null 2>&1 && real=$(pyenv which nats-server 2>/dev/null); then nats_bin=$real; fi
+start nats "$nats_bin" -js -sd "$work/nats" -a 127.0.0.1 -p -1 -n livegate-bench
+nats_pid=$last_pid
+nats_addr=$(wait_listen nats "$nats_pid" 20)
+
+# --- service account, emulator, auth, gateway ---
+sa=$("$bin/livegate-demo-credentials" --out "$work/service-account")
+start emulator "$bin/livegate-emulator" --listen 127.0.0.1:0 --service-account-key "$sa" --token bench-direct
+emu_pid=$last_pid
+emu_addr=$(wait_listen emulator "$emu_pid" 20)
+emu_url="ws://$emu_addr/ws/google.cloud.aiplatform.v1.LlmBidiService/BidiGenerateContent"
+
+master=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
+internal=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
+start auth env NATS_URL="nats://$nats_addr" AUTH_LISTEN=127.0.0.1:0 \
+  LIVEGATE_MASTER_KEY="$master" LIVEGATE_INTERNAL_TOKEN="$internal" \
+  GOOGLE_APPLICATION_CREDENTIALS="$sa" "$bin/livegate-auth"
+auth_pid=$last_pid
+auth_addr=$(wait_listen auth "$auth_pid" 30)
+
+gw_env=()
+[ -z "${BENCH_GATEWAY_THREADS:-}" ] || gw_env=(TOKIO_WORKER_THREADS="$BENCH_GATEWAY_THREADS")
+start gateway env "${gw_env[@]}" NATS_URL="nats://$nats_addr" AUTH_URL="http://$auth_addr" \
+  LIVEGATE_INTERNAL_TOKEN="$internal" GATEWAY_LISTEN=127.0.0.1:0 GATEWAY_ID=bench \
+  VERTEX_LIVE_URL="$emu_url" DEFAULT_VERTEXAI_PROJECT=livegate-bench \
+  LIVEGATE_LOG="$BENCH_GATEWAY_LOG" "$gateway_bin"
+gw_pid=$last_pid
+gw_addr=$(wait_listen gateway "$gw_pid" 30)
+gw_url="ws://$gw_addr/v1/vertex-ai/live"
+
+# One key for every session, so the gateway's auth cache stays warm.
+key=$(AUTH_URL="http://$auth_addr" LIVEGATE_MASTER_KEY="$master" \
+  "$bin/livegate" keys create --alias "bench-$$" --team bench | tail -n 1)
+[ -n "$key" ] || die "could not create an API key"
+say "stack up: nats $nats_addr (pid $nats_pid), emulator $emu_addr (pid $emu_pid), auth $auth_addr (pid $auth_pid), gateway $gw_addr (pid $gw_pid)"
+
+loadgen() { # MODE LABEL ARGS...: one run; its table to stderr, its JSON to reports/
+  local mode=$1 label=$2; shift 2
+  local url key_arg pid_args
+  if [ "$label" = direct ]; then
+    url=$emu_url; key_arg=bench-direct
+    pid_args=(--pid "emulator=$emu_pid")
+  else
+    url=$gw_url; key_arg=$key
+    pid_args=(--pid "gateway=$gw_pid" --pid "emulator=$emu_pid" --pid "auth=$auth_pid" --pid "nats=$nats_pid")
+  fi
+  local bind=()
+  [ -z "$BENCH_BIND_IPS" ] || bind=(--bind-ips "$BENCH_BIND_IPS")
+  say "run: $mode via $label"
+  LOADGEN_KEY=$key_arg "$bin/livegate-loadgen" "$mode" --url "$url" --label "$label" \
+    "${pid_args[@]}" "${bind[@]}" --json-out "$work/reports/$mode-$label.json" "$@" >&2
+}
+
+# Warm-up (not reported): first connections, the auth cache, the Google token, the stream.
+say "warm-up"
+for label in direct gateway; do
+  LOADGEN_KEY=$([ $label = direct ] && echo bench-direct || echo "$key") \
+    "$bin/livegate-loadgen" text --url "$([ $label = direct ] && echo "$emu_url" || echo "$gw_url")" \
+    --sessions 50 --turns 2 --turn-interval 10ms --timeout 60s >/dev/null 2>&1 ||
+    die "warm-up via $label failed (logs: $work/logs/)"
+done
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+files=()
+for scenario in $BENCH_SCENARIOS; do
+  for label in direct gateway; do
+    case $scenario in
+      idle) loadgen idle "$label" --sessions "$BENCH_IDLE" --hold "$BENCH_IDLE_HOLD" \
+        --connect-rate "$BENCH_CONNECT_RATE" --timeout 600s ;;
+      text) loadgen text "$label" --sessions "$BENCH_TEXT_SESSIONS" --turns "$BENCH_TEXT_TURNS" \
+        --turn-interval "$BENCH_TEXT_INTERVAL" --connect-rate "$BENCH_CONNECT_RATE" --timeout 600s ;;
+      audio) loadgen audio "$label" --sessions "$BENCH_AUDIO_SESSIONS" --turns "$BENCH_AUDIO_TURNS" \
+        --audio-seconds "$BENCH_AUDIO_SECONDS" --speed "$BENCH_AUDIO_SPEED" \
+        --connect-rate "$BENCH_CONNECT_RATE" --timeout 600s ;;
+      setup) loadgen setup "$label" --concurrency "$BENCH_SETUP_CONCURRENCY" \
+        --duration "$BENCH_SETUP_DURATION" --timeout 600s ;;
+      *) die "unknown scenario $scenario (idle, text, audio, setup)" ;;
+    esac
+    files+=("$work/reports/$scenario-$label.json")
+  done
+done
+
+cat <<HEADER
+
+livegate bench — $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(nproc) cores, $(uname -r), RLIMIT_NOFILE $nofile
+direct = load generator -> emulator; gateway = load generator -> gateway -> emulator (auth, NATS live)
+gateway binary: $gateway_bin
+load average before the runs: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews the figures)
+
+HEADER
+"$bin/livegate-loadgen" compare "${files[@]}"

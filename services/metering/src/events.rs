@@ -1,0 +1,402 @@
+//! Bus messages → priced rows: decodes `UsageReport` / `SessionEvent` protobufs and prices
+//! their usage.
+//!
+//! A `SessionEnded` may carry `trailing_media` (measurements after the session's last
+//! report). When it carries any, it becomes a usage row of its own, `{session_id}:end` with
+//! `seq` = 0, so that `usage_events` alone holds every priced unit and session totals are
+//! plain sums over it.
+
+use crate::pricing::{ByModality, Priced, Pricing, Usage};
+use crate::writer::{UsageRow, usd};
+use livegate_common::subjects;
+use livegate_proto::prost::Message as _;
+use livegate_proto::prost_types::Timestamp;
+use livegate_proto::usage::{
+    MediaMeasurements, Modality, ModalityTokens, SessionContext, SessionEnded, SessionEvent,
+    UsageReport, session_event,
+};
+
+/// A decoded bus message.
+#[derive(Debug, Clone)]
+pub(crate) enum Event {
+    /// A priced usage report.
+    Report(Box<UsageRow>),
+    /// A session started: nothing to store.
+    Started,
+    /// A session ended.
+    Ended(Box<Ended>),
+    /// A subject metering does not know (a newer contract): acknowledged and ignored.
+    Ignored,
+}
+
+/// A `SessionEnded`, with its trailing usage priced.
+#[derive(Debug, Clone)]
+pub(crate) struct Ended {
+    /// The event as published.
+    pub(crate) event: SessionEnded,
+    /// The `{session_id}:end` usage row, when the trailing measurements are not all zero.
+    pub(crate) trailing: Option<UsageRow>,
+}
+
+impl Ended {
+    /// The session's context (never missing: checked at decode).
+    pub(crate) fn context(&self) -> &SessionContext {
+        self.event.context.as_ref().unwrap_or(&EMPTY_CONTEXT)
+    }
+}
+
+static EMPTY_CONTEXT: SessionContext = SessionContext {
+    session_id: String::new(),
+    key_id: String::new(),
+    team_id: String::new(),
+    user_id: String::new(),
+    project: String::new(),
+    location: String::new(),
+    model: String::new(),
+    gateway_id: String::new(),
+};
+
+/// Why a message cannot be used (it is terminated, never retried: retrying cannot fix it).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DecodeError {
+    /// Not a valid protobuf of the subject's type.
+    #[error("not a valid {kind} protobuf: {source}")]
+    Protobuf {
+        kind: &'static str,
+        #[source]
+        source: livegate_proto::prost::DecodeError,
+    },
+    /// A required field is missing.
+    #[error("{0}")]
+    Missing(&'static str),
+}
+
+/// Decodes and prices one message.
+///
+/// # Errors
+/// [`DecodeError`] for a payload that is not the subject's protobuf or lacks its session.
+pub(crate) fn decode(
+    subject: &str,
+    payload: &[u8],
+    pricing: &Pricing,
+) -> Result<Event, DecodeError> {
+    match subject {
+        subjects::USAGE_REPORT => {
+            let report = UsageReport::decode(payload).map_err(|source| DecodeError::Protobuf {
+                kind: "UsageReport",
+                source,
+            })?;
+            report_row(&report, pricing).map(|r| Event::Report(Box::new(r)))
+        }
+        subjects::SESSION_EVENT => {
+            let event = SessionEvent::decode(payload).map_err(|source| DecodeError::Protobuf {
+                kind: "SessionEvent",
+                source,
+            })?;
+            match event.event {
+                Some(session_event::Event::Started(_)) => Ok(Event::Started),
+                Some(session_event::Event::Ended(ended)) => {
+                    let ctx = ended
+                        .context
+                        .as_ref()
+                        .filter(|c| !c.session_id.is_empty())
+                        .ok_or(DecodeError::Missing("SessionEnded without a session id"))?;
+                    let media = ended.trailing_media.unwrap_or_default();
+                    let trailing = has_media(&media).then(|| {
+                        let usage = media_usage(&media);
+                        let priced = pricing.price(&ctx.model, &usage);
+                        row(
+                            format!("{}:end", ctx.session_id),
+                            ctx,
+                            0,
+                            seconds_of(ended.ended_at.as_ref()),
+                            &usage,
+                            &media,
+                            priced,
+                        )
+                    });
+                    Ok(Event::Ended(Box::new(Ended {
+                        event: ended,
+                        trailing,
+                    })))
+                }
+                None => Err(DecodeError::Missing(
+                    "SessionEvent with neither started nor ended",
+                )),
+            }
+        }
+        _ => Ok(Event::Ignored),
+    }
+}
+
+fn report_row(report: &UsageReport, pricing: &Pricing) -> Result<UsageRow, DecodeError> {
+    let ctx = report
+        .context
+        .as_ref()
+        .filter(|c| !c.session_id.is_empty())
+        .ok_or(DecodeError::Missing("UsageReport without a session id"))?;
+    let event_id = if report.event_id.is_empty() {
+        format!("{}:{}", ctx.session_id, report.seq)
+    } else {
+        report.event_id.clone()
+    };
+    let media = report.media.unwrap_or_default();
+    let mut usage = media_usage(&media);
+    if let Some(t) = &report.tokens {
+        usage.prompt_tokens = t.prompt_tokens;
+        usage.prompt = by_modality(&t.prompt_details);
+        usage.response_tokens = t.response_tokens;
+        usage.response = by_modality(&t.response_details);
+        usage.cached_tokens = t.cached_tokens;
+        usage.cached = by_modality(&t.cache_details);
+        usage.tool_use_tokens = t.tool_use_prompt_tokens;
+        usage.tool_use = by_modality(&t.tool_use_prompt_details);
+        usage.thoughts_tokens = t.thoughts_tokens;
+    }
+    let priced = pricing.price(&ctx.model, &usage);
+    let mut row = row(
+        event_id,
+        ctx,
+        report.seq,
+        seconds_of(report.occurred_at.as_ref()),
+        &usage,
+        &media,
+        priced,
+    );
+    // Google's own total when it sent one (it is the sum of the four counts).
+    match &report.tokens {
+        Some(t) if t.total_tokens > 0 => row.total_tokens = t.total_tokens,
+        _ => {}
+    }
+    Ok(row)
+}
+
+fn row(
+    event_id: String,
+    ctx: &SessionContext,
+    seq: u64,
+    ts: u32,
+    usage: &Usage,
+    media: &MediaMeasurements,
+    priced: Priced,
+) -> UsageRow {
+    let prompt = usage.prompt.with_total(usage.prompt_tokens);
+    let response = usage.response.with_total(usage.response_tokens);
+    let c = priced.cost;
+    UsageRow {
+        event_id,
+        session_id: ctx.session_id.clone(),
+        seq,
+        ts,
+        key_id: ctx.key_id.clone(),
+        team_id: ctx.team_id.clone(),
+        user_id: ctx.user_id.clone(),
+        project: ctx.project.clone(),
+        location: ctx.location.clone(),
+        model: ctx.model.clone(),
+        gateway_id: ctx.gateway_id.clone(),
+        prompt_tokens: usage.prompt_tokens,
+        response_tokens: usage.response_tokens,
+        cached_tokens: usage.cached_tokens,
+        tool_use_tokens: usage.tool_use_tokens,
+        thoughts_tokens: usage.thoughts_tokens,
+        total_tokens: usage
+            .prompt_tokens
+            .saturating_add(usage.response_tokens)
+            .saturating_add(usage.tool_use_tokens)
+            .saturating_add(usage.thoughts_tokens),
+        input_text_tokens: prompt.text,
+        input_audio_tokens: prompt.audio,
+        input_video_tokens: prompt.video,
+        input_image_tokens: prompt.image,
+        output_text_tokens: response
+            .text
+            .saturating_add(response.image)
+            .saturating_add(response.video),
+        output_audio_tokens: response.audio,
+        input_characters: media.input_characters,
+        input_audio_seconds: finite(media.input_audio_seconds),
+        input_video_seconds: finite(media.input_video_seconds),
+        input_video_frames: media.input_video_frames,
+        input_images: media.input_images,
+        output_characters: media.output_characters,
+        output_audio_seconds: finite(media.output_audio_seconds),
+        input_text_cost_usd: usd(c.input_text),
+        input_audio_cost_usd: usd(c.input_audio),
+        input_image_cost_usd: usd(c.input_image),
+        input_video_cost_usd: usd(c.input_video),
+        cached_cost_usd: usd(c.cached),
+        tool_use_cost_usd: usd(c.tool_use),
+        output_text_cost_usd: usd(c.output_text),
+        output_audio_cost_usd: usd(c.output_audio),
+        thoughts_cost_usd: usd(c.thoughts),
+        input_cost_usd: usd(c.input()),
+        output_cost_usd: usd(c.output()),
+        cost_usd: usd(c.total()),
+        priced: u8::from(priced.entry.is_some()),
+        pricing_entry: priced.entry.unwrap_or_default(),
+    }
+}
+
+fn media_usage(m: &MediaMeasurements) -> Usage {
+    Usage {
+        input_characters: m.input_characters,
+        input_audio_seconds: m.input_audio_seconds,
+        input_video_seconds: m.input_video_seconds,
+        input_images: m.input_images,
+        output_characters: m.output_characters,
+        output_audio_seconds: m.output_audio_seconds,
+        ..Usage::default()
+    }
+}
+
+fn has_media(m: &MediaMeasurements) -> bool {
+    m.input_characters > 0
+        || m.input_audio_seconds > 0.0
+        || m.input_video_seconds > 0.0
+        || m.input_video_frames > 0
+        || m.input_images > 0
+        || m.output_characters > 0
+        || m.output_audio_seconds > 0.0
+}
+
+fn finite(x: f64) -> f64 {
+    if x.is_finite() && x > 0.0 { x } else { 0.0 }
+}
+
+/// Google's per-modality list, summed per bucket (DOCUMENT and unspecified count as TEXT).
+fn by_modality(details: &[ModalityTokens]) -> ByModality {
+    let mut b = ByModality::default();
+    for d in details {
+        let slot = match d.modality() {
+            Modality::Audio => &mut b.audio,
+            Modality::Image => &mut b.image,
+            Modality::Video => &mut b.video,
+            Modality::Text | Modality::Document | Modality::Unspecified => &mut b.text,
+        };
+        *slot = slot.saturating_add(d.token_count);
+    }
+    b
+}
+
+/// Seconds since the epoch for a DateTime column; the current time when the event has none.
+pub(crate) fn seconds_of(ts: Option<&Timestamp>) -> u32 {
+    match ts {
+        Some(t) if t.seconds > 0 => u32::try_from(t.seconds).unwrap_or(u32::MAX),
+        _ => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+            .unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pricing::PriceTable;
+    use livegate_proto::usage::TokenUsage;
+
+    fn pricing() -> Pricing {
+        Pricing::with_tables(PriceTable::builtin(), PriceTable::default())
+    }
+
+    fn ctx(model: &str) -> SessionContext {
+        SessionContext {
+            session_id: "s1".into(),
+            key_id: "k1".into(),
+            team_id: "t1".into(),
+            model: model.into(),
+            ..SessionContext::default()
+        }
+    }
+
+    #[test]
+    fn a_report_becomes_a_priced_row() {
+        let report = UsageReport {
+            event_id: "s1:3".into(),
+            context: Some(ctx("gemini-live-2.5-flash")),
+            seq: 3,
+            occurred_at: Some(Timestamp {
+                seconds: 1_800_000_000,
+                nanos: 5,
+            }),
+            tokens: Some(TokenUsage {
+                prompt_tokens: 100,
+                response_tokens: 50,
+                prompt_details: vec![
+                    ModalityTokens {
+                        modality: Modality::Audio as i32,
+                        token_count: 60,
+                    },
+                    ModalityTokens {
+                        modality: Modality::Document as i32,
+                        token_count: 10,
+                    },
+                ],
+                response_details: vec![ModalityTokens {
+                    modality: Modality::Audio as i32,
+                    token_count: 50,
+                }],
+                ..TokenUsage::default()
+            }),
+            media: Some(MediaMeasurements {
+                input_characters: 12,
+                ..MediaMeasurements::default()
+            }),
+        };
+        let Event::Report(row) =
+            decode(subjects::USAGE_REPORT, &report.encode_to_vec(), &pricing()).unwrap()
+        else {
+            panic!("not a report")
+        };
+        assert_eq!(row.event_id, "s1:3");
+        assert_eq!(row.ts, 1_800_000_000);
+        assert_eq!(row.input_text_tokens, 40); // 10 DOCUMENT + 30 beyond the details
+        assert_eq!(row.input_audio_tokens, 60);
+        assert_eq!(row.output_audio_tokens, 50);
+        assert_eq!(row.total_tokens, 150);
+        assert_eq!(row.input_characters, 12);
+        assert_eq!(row.priced, 1);
+        assert_eq!(row.pricing_entry, "gemini-live-2.5-flash");
+        // 40 × 0.0000005 + 60 × 0.000003 = 0.0002; 50 × 0.000012 = 0.0006 (in 1e-12 units).
+        assert_eq!(row.input_cost_usd, 200_000_000);
+        assert_eq!(row.output_cost_usd, 600_000_000);
+        assert_eq!(row.cost_usd, 800_000_000);
+    }
+
+    #[test]
+    fn trailing_media_becomes_an_end_row() {
+        let ended = SessionEnded {
+            event_id: "s1:end".into(),
+            context: Some(ctx("nobody-knows-me")),
+            trailing_media: Some(MediaMeasurements {
+                output_characters: 7,
+                ..MediaMeasurements::default()
+            }),
+            ..SessionEnded::default()
+        };
+        let msg = SessionEvent {
+            event: Some(session_event::Event::Ended(ended)),
+        };
+        let Event::Ended(e) =
+            decode(subjects::SESSION_EVENT, &msg.encode_to_vec(), &pricing()).unwrap()
+        else {
+            panic!("not an end")
+        };
+        let row = e.trailing.unwrap();
+        assert_eq!(row.event_id, "s1:end");
+        assert_eq!(row.seq, 0);
+        assert_eq!(row.output_characters, 7);
+        assert_eq!(row.priced, 0);
+    }
+
+    #[test]
+    fn garbage_is_an_error_and_unknown_subjects_are_ignored() {
+        assert!(decode(subjects::USAGE_REPORT, b"\xff\xff\xff", &pricing()).is_err());
+        assert!(decode(subjects::USAGE_REPORT, b"", &pricing()).is_err()); // no session id
+        assert!(matches!(
+            decode("livegate.usage.v2.report", b"", &pricing()),
+            Ok(Event::Ignored)
+        ));
+    }
+}

@@ -1,0 +1,627 @@
+//! The pricing engine: a price table in LiteLLM's `model_prices_and_context_window.json`
+//! format, and the rules that turn one usage event into an exact, per-modality cost.
+//!
+//! # Table
+//! A JSON object of model name → entry. Only these keys of an entry are read (all USD,
+//! numbers or numeric strings); anything else (`litellm_provider`, `max_tokens`, …) is ignored,
+//! so LiteLLM's whole file can be used as it is:
+//! `input_cost_per_token`, `output_cost_per_token`, `input_cost_per_audio_token`,
+//! `output_cost_per_audio_token`, `input_cost_per_image_token`, `input_cost_per_video_token`,
+//! `cache_read_input_token_cost`, `output_cost_per_reasoning_token`, `input_cost_per_character`,
+//! `output_cost_per_character`, `input_cost_per_audio_per_second`,
+//! `output_cost_per_audio_per_second`, `input_cost_per_video_per_second`, `input_cost_per_image`.
+//!
+//! The built-in table (`pricing/builtin_prices.json`) covers the Live models. `PRICING_FILE`
+//! layers a user table on top: a model found there (under any of the names below) wins over
+//! the built-in entry *as a whole*, so an override never inherits a stale built-in price.
+//! The file is re-read on SIGHUP; a file that fails to parse keeps the previous table.
+//!
+//! # Lookup
+//! The event's model may be a bare id (`gemini-live-2.5-flash`), a resource path
+//! (`projects/p/locations/l/publishers/google/models/gemini-live-2.5-flash`, `models/…`) or
+//! carry LiteLLM's provider prefix (`vertex_ai/…`). Tried in order, user table first, then the
+//! built-in one: the name as given, the id after the last `/`, `vertex_ai/<id>`,
+//! `gemini/<id>`. Not found: the event is recorded with cost 0 and `priced = 0`.
+//!
+//! # Rules (all arithmetic in `rust_decimal`, each cost component rounded to 1e-12 USD)
+//! - **Modalities.** Prompt, cached and tool-use tokens are split by Google's `*TokensDetails`;
+//!   tokens a total has beyond its details (or all of them, when details are missing) count
+//!   as TEXT. DOCUMENT and unspecified modalities count as TEXT too. A modality's own price
+//!   (`input_cost_per_audio_token`, `…_image_token`, `…_video_token`,
+//!   `output_cost_per_audio_token`) applies to its tokens, otherwise the plain per-token price.
+//! - **Cached tokens.** Google's `promptTokenCount` *includes* `cachedContentTokenCount`. When the
+//!   entry has `cache_read_input_token_cost`, cached tokens are taken out of their modality's
+//!   prompt tokens and billed at that price instead; without it they stay in the prompt and
+//!   are billed like any other prompt token (never free, never twice).
+//! - **Tool-use prompt tokens** (`toolUsePromptTokenCount`: tool results such as search
+//!   grounding fed back to the model) are separate from `promptTokenCount` in Google's usage and
+//!   billed as input at the input prices of their modalities.
+//! - **Thoughts tokens** are separate from the response tokens and billed as output at
+//!   `output_cost_per_reasoning_token`, else `output_cost_per_token` (Google bills thinking at the
+//!   output text price).
+//! - **Measurements.** Character, per-second and per-image prices are applied, *in addition* to
+//!   token prices, to the gateway's own measurements whenever an entry has them:
+//!   input/output characters, input/output audio seconds, input video seconds, input images.
+//!   (This is how LiteLLM lists e.g. `gemini-3.8-live`'s video: per token plus per second.
+//!   An entry that prices the same thing both ways is charged both ways: none of the built-in
+//!   ones do.) Seconds are priced at microsecond precision.
+//! - Input cost = input text + audio + image + video + cached + tool-use components; output cost
+//!   = output text + audio + thoughts components; cost = input + output.
+
+use rust_decimal::{Decimal, RoundingStrategy};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+#[cfg(test)]
+mod tests;
+
+/// The built-in table, compiled in.
+const BUILTIN: &str = include_str!("pricing/builtin_prices.json");
+
+/// Decimal places kept for every stored cost (Decimal(38, 12) in ClickHouse).
+pub const COST_SCALE: u32 = 12;
+/// Decimal places kept for measured seconds before pricing them.
+const SECONDS_SCALE: u32 = 6;
+
+/// Why a price table could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PricingError {
+    /// The file could not be read.
+    #[error("cannot read pricing file {path}: {source}")]
+    Read {
+        /// File path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not JSON, or not an object of entries.
+    #[error("pricing table is not a JSON object of model entries: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The top level is not an object.
+    #[error("pricing table must be a JSON object of model name -> entry")]
+    NotAnObject,
+    /// A price we read is not a non-negative number.
+    #[error("pricing entry {model:?}: {key} must be a non-negative number, got {value}")]
+    BadPrice {
+        /// The entry.
+        model: String,
+        /// The key.
+        key: &'static str,
+        /// The value as written.
+        value: String,
+    },
+}
+
+/// One model's prices, in USD. `None` = the entry does not have that key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PriceEntry {
+    /// Plain input token price (TEXT, and the fallback for other modalities).
+    pub input_cost_per_token: Option<Decimal>,
+    /// Plain output token price.
+    pub output_cost_per_token: Option<Decimal>,
+    /// AUDIO input tokens.
+    pub input_cost_per_audio_token: Option<Decimal>,
+    /// AUDIO output tokens.
+    pub output_cost_per_audio_token: Option<Decimal>,
+    /// IMAGE input tokens.
+    pub input_cost_per_image_token: Option<Decimal>,
+    /// VIDEO input tokens.
+    pub input_cost_per_video_token: Option<Decimal>,
+    /// Cached prompt tokens.
+    pub cache_read_input_token_cost: Option<Decimal>,
+    /// Thoughts tokens (LiteLLM's reasoning price).
+    pub output_cost_per_reasoning_token: Option<Decimal>,
+    /// Per character the client sent.
+    pub input_cost_per_character: Option<Decimal>,
+    /// Per character the model returned.
+    pub output_cost_per_character: Option<Decimal>,
+    /// Per second of input audio.
+    pub input_cost_per_audio_per_second: Option<Decimal>,
+    /// Per second of output audio.
+    pub output_cost_per_audio_per_second: Option<Decimal>,
+    /// Per second of input video.
+    pub input_cost_per_video_per_second: Option<Decimal>,
+    /// Per input image.
+    pub input_cost_per_image: Option<Decimal>,
+}
+
+/// The keys read from an entry, with their setters.
+type Setter = fn(&mut PriceEntry) -> &mut Option<Decimal>;
+const KEYS: &[(&str, Setter)] = &[
+    ("input_cost_per_token", |e| &mut e.input_cost_per_token),
+    ("output_cost_per_token", |e| &mut e.output_cost_per_token),
+    ("input_cost_per_audio_token", |e| {
+        &mut e.input_cost_per_audio_token
+    }),
+    ("output_cost_per_audio_token", |e| {
+        &mut e.output_cost_per_audio_token
+    }),
+    ("input_cost_per_image_token", |e| {
+        &mut e.input_cost_per_image_token
+    }),
+    ("input_cost_per_video_token", |e| {
+        &mut e.input_cost_per_video_token
+    }),
+    ("cache_read_input_token_cost", |e| {
+        &mut e.cache_read_input_token_cost
+    }),
+    ("output_cost_per_reasoning_token", |e| {
+        &mut e.output_cost_per_reasoning_token
+    }),
+    ("input_cost_per_character", |e| {
+        &mut e.input_cost_per_character
+    }),
+    ("output_cost_per_character", |e| {
+        &mut e.output_cost_per_character
+    }),
+    ("input_cost_per_audio_per_second", |e| {
+        &mut e.input_cost_per_audio_per_second
+    }),
+    ("output_cost_per_audio_per_second", |e| {
+        &mut e.output_cost_per_audio_per_second
+    }),
+    ("input_cost_per_video_per_second", |e| {
+        &mut e.input_cost_per_video_per_second
+    }),
+    ("input_cost_per_image", |e| &mut e.input_cost_per_image),
+];
+
+/// A parsed table: model name → entry.
+#[derive(Debug, Clone, Default)]
+pub struct PriceTable {
+    entries: HashMap<String, PriceEntry>,
+}
+
+impl PriceTable {
+    /// Parses LiteLLM-format JSON. Non-object values and LiteLLM's `sample_spec` are skipped.
+    ///
+    /// # Errors
+    /// [`PricingError`] for invalid JSON or a price that is not a non-negative number.
+    pub fn parse(json: &str) -> Result<Self, PricingError> {
+        let value: serde_json::Value = serde_json::from_str(json)?;
+        let serde_json::Value::Object(map) = value else {
+            return Err(PricingError::NotAnObject);
+        };
+        let mut entries = HashMap::with_capacity(map.len());
+        for (model, raw) in map {
+            let serde_json::Value::Object(fields) = raw else {
+                continue;
+            };
+            if model == "sample_spec" {
+                continue;
+            }
+            let mut entry = PriceEntry::default();
+            for (key, slot) in KEYS {
+                if let Some(v) = fields.get(*key) {
+                    *slot(&mut entry) = price(&model, key, v)?;
+                }
+            }
+            entries.insert(model, entry);
+        }
+        Ok(Self { entries })
+    }
+
+    /// Reads and parses a file.
+    ///
+    /// # Errors
+    /// See [`PriceTable::parse`]; [`PricingError::Read`] when the file cannot be read.
+    pub fn load(path: &Path) -> Result<Self, PricingError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PricingError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// The built-in table.
+    ///
+    /// # Panics
+    /// Never in practice: the compiled-in JSON is checked by a unit test.
+    #[allow(clippy::expect_used)]
+    pub fn builtin() -> Self {
+        Self::parse(BUILTIN).expect("the built-in price table is valid")
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entry for `model` under the lookup rules of the module doc, with the key it was
+    /// found under.
+    pub fn lookup(&self, model: &str) -> Option<(&str, &PriceEntry)> {
+        lookup_names(model)
+            .into_iter()
+            .find_map(|name| self.entries.get_key_value(name.as_str()))
+            .map(|(k, e)| (k.as_str(), e))
+    }
+}
+
+/// The names a model is looked up under, in order.
+fn lookup_names(model: &str) -> Vec<String> {
+    let model = model.trim();
+    let id = model.rsplit('/').next().unwrap_or(model);
+    let mut names = vec![model.to_string()];
+    for candidate in [
+        id.to_string(),
+        format!("vertex_ai/{id}"),
+        format!("gemini/{id}"),
+    ] {
+        if !names.contains(&candidate) {
+            names.push(candidate);
+        }
+    }
+    names
+}
+
+fn price(
+    model: &str,
+    key: &'static str,
+    v: &serde_json::Value,
+) -> Result<Option<Decimal>, PricingError> {
+    let bad = || PricingError::BadPrice {
+        model: model.to_string(),
+        key,
+        value: v.to_string(),
+    };
+    let parsed = match v {
+        serde_json::Value::Null => return Ok(None),
+        // JSON numbers arrive as f64; Rust prints an f64 as the shortest decimal that reads
+        // back to the same f64, which is exactly the literal written in the file (5e-07 →
+        // "0.0000005"), so no binary rounding error enters the price.
+        serde_json::Value::Number(n) => match n.as_f64() {
+            Some(f) if f.is_finite() => Decimal::from_str(&format!("{f}")).map_err(|_| bad())?,
+            _ => return Err(bad()),
+        },
+        serde_json::Value::String(s) => Decimal::from_str(s.trim())
+            .or_else(|_| Decimal::from_scientific(s.trim()))
+            .map_err(|_| bad())?,
+        _ => return Err(bad()),
+    };
+    if parsed.is_sign_negative() && !parsed.is_zero() {
+        return Err(bad());
+    }
+    Ok(Some(parsed.normalize()))
+}
+
+/// Token counts split by modality (TEXT includes DOCUMENT and unspecified).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ByModality {
+    /// TEXT (and DOCUMENT, MODALITY_UNSPECIFIED).
+    pub text: u64,
+    /// AUDIO.
+    pub audio: u64,
+    /// IMAGE.
+    pub image: u64,
+    /// VIDEO.
+    pub video: u64,
+}
+
+impl ByModality {
+    /// The sum over modalities.
+    pub fn sum(&self) -> u64 {
+        self.text
+            .saturating_add(self.audio)
+            .saturating_add(self.image)
+            .saturating_add(self.video)
+    }
+
+    /// The details, with whatever `total` has beyond them counted as TEXT.
+    pub fn with_total(self, total: u64) -> Self {
+        Self {
+            text: self.text.saturating_add(total.saturating_sub(self.sum())),
+            ..self
+        }
+    }
+}
+
+/// What one event used: Google's token counts and the gateway's measurements.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Usage {
+    /// `promptTokenCount` (includes cached tokens).
+    pub prompt_tokens: u64,
+    /// `promptTokensDetails`.
+    pub prompt: ByModality,
+    /// `candidatesTokenCount` / `responseTokenCount`.
+    pub response_tokens: u64,
+    /// The output details.
+    pub response: ByModality,
+    /// `cachedContentTokenCount`.
+    pub cached_tokens: u64,
+    /// `cacheTokensDetails`.
+    pub cached: ByModality,
+    /// `toolUsePromptTokenCount`.
+    pub tool_use_tokens: u64,
+    /// `toolUsePromptTokensDetails`.
+    pub tool_use: ByModality,
+    /// `thoughtsTokenCount`.
+    pub thoughts_tokens: u64,
+    /// Characters of text the client sent.
+    pub input_characters: u64,
+    /// Seconds of input audio.
+    pub input_audio_seconds: f64,
+    /// Seconds of input video.
+    pub input_video_seconds: f64,
+    /// Still images the client sent.
+    pub input_images: u64,
+    /// Characters of text the model returned.
+    pub output_characters: u64,
+    /// Seconds of audio the model returned.
+    pub output_audio_seconds: f64,
+}
+
+/// An event's cost, by component; every component is rounded to [`COST_SCALE`] places, and
+/// the totals are sums of the rounded components.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cost {
+    /// Uncached TEXT prompt tokens, plus input characters.
+    pub input_text: Decimal,
+    /// Uncached AUDIO prompt tokens, plus input audio seconds.
+    pub input_audio: Decimal,
+    /// Uncached IMAGE prompt tokens, plus input images.
+    pub input_image: Decimal,
+    /// Uncached VIDEO prompt tokens, plus input video seconds.
+    pub input_video: Decimal,
+    /// Cached prompt tokens at the cache-read price.
+    pub cached: Decimal,
+    /// Tool-use prompt tokens.
+    pub tool_use: Decimal,
+    /// TEXT (and other non-audio) response tokens, plus output characters.
+    pub output_text: Decimal,
+    /// AUDIO response tokens, plus output audio seconds.
+    pub output_audio: Decimal,
+    /// Thoughts tokens.
+    pub thoughts: Decimal,
+}
+
+impl Cost {
+    /// All input components.
+    pub fn input(&self) -> Decimal {
+        self.input_text
+            + self.input_audio
+            + self.input_image
+            + self.input_video
+            + self.cached
+            + self.tool_use
+    }
+
+    /// All output components.
+    pub fn output(&self) -> Decimal {
+        self.output_text + self.output_audio + self.thoughts
+    }
+
+    /// Input plus output.
+    pub fn total(&self) -> Decimal {
+        self.input() + self.output()
+    }
+
+    fn rounded(self) -> Self {
+        let r = |d: Decimal| {
+            d.round_dp_with_strategy(COST_SCALE, RoundingStrategy::MidpointAwayFromZero)
+                .normalize()
+        };
+        Self {
+            input_text: r(self.input_text),
+            input_audio: r(self.input_audio),
+            input_image: r(self.input_image),
+            input_video: r(self.input_video),
+            cached: r(self.cached),
+            tool_use: r(self.tool_use),
+            output_text: r(self.output_text),
+            output_audio: r(self.output_audio),
+            thoughts: r(self.thoughts),
+        }
+    }
+}
+
+/// `count × price`, 0 when the entry has no such price.
+fn times(count: Decimal, price: Option<Decimal>) -> Decimal {
+    match price {
+        Some(p) => count.checked_mul(p).unwrap_or(Decimal::MAX),
+        None => Decimal::ZERO,
+    }
+}
+
+fn tokens(n: u64) -> Decimal {
+    Decimal::from(n)
+}
+
+/// Measured seconds as a decimal at microsecond precision; negative or non-finite is 0.
+pub fn seconds(s: f64) -> Decimal {
+    if !s.is_finite() || s <= 0.0 {
+        return Decimal::ZERO;
+    }
+    Decimal::try_from(s)
+        .map(|d| d.round_dp_with_strategy(SECONDS_SCALE, RoundingStrategy::MidpointAwayFromZero))
+        .unwrap_or(Decimal::ZERO)
+}
+
+impl PriceEntry {
+    /// Prices `usage` under the rules in the module doc.
+    pub fn cost(&self, usage: &Usage) -> Cost {
+        let plain_in = self.input_cost_per_token;
+        let plain_out = self.output_cost_per_token;
+        let audio_in = self.input_cost_per_audio_token.or(plain_in);
+        let image_in = self.input_cost_per_image_token.or(plain_in);
+        let video_in = self.input_cost_per_video_token.or(plain_in);
+        let audio_out = self.output_cost_per_audio_token.or(plain_out);
+
+        let prompt = usage.prompt.with_total(usage.prompt_tokens);
+        // Cached tokens leave the prompt only when they have a price of their own.
+        let (cached, cached_cost) = match self.cache_read_input_token_cost {
+            Some(p) => {
+                let cached = usage.cached.with_total(usage.cached_tokens);
+                (cached, times(tokens(cached.sum()), Some(p)))
+            }
+            None => (ByModality::default(), Decimal::ZERO),
+        };
+        let tool_use = usage.tool_use.with_total(usage.tool_use_tokens);
+        let response = usage.response.with_total(usage.response_tokens);
+
+        let cost = Cost {
+            input_text: times(tokens(prompt.text.saturating_sub(cached.text)), plain_in)
+                + times(
+                    tokens(usage.input_characters),
+                    self.input_cost_per_character,
+                ),
+            input_audio: times(tokens(prompt.audio.saturating_sub(cached.audio)), audio_in)
+                + times(
+                    seconds(usage.input_audio_seconds),
+                    self.input_cost_per_audio_per_second,
+                ),
+            input_image: times(tokens(prompt.image.saturating_sub(cached.image)), image_in)
+                + times(tokens(usage.input_images), self.input_cost_per_image),
+            input_video: times(tokens(prompt.video.saturating_sub(cached.video)), video_in)
+                + times(
+                    seconds(usage.input_video_seconds),
+                    self.input_cost_per_video_per_second,
+                ),
+            cached: cached_cost,
+            tool_use: times(tokens(tool_use.text), plain_in)
+                + times(tokens(tool_use.audio), audio_in)
+                + times(tokens(tool_use.image), image_in)
+                + times(tokens(tool_use.video), video_in),
+            output_text: times(
+                tokens(
+                    response
+                        .text
+                        .saturating_add(response.image)
+                        .saturating_add(response.video),
+                ),
+                plain_out,
+            ) + times(
+                tokens(usage.output_characters),
+                self.output_cost_per_character,
+            ),
+            output_audio: times(tokens(response.audio), audio_out)
+                + times(
+                    seconds(usage.output_audio_seconds),
+                    self.output_cost_per_audio_per_second,
+                ),
+            thoughts: times(
+                tokens(usage.thoughts_tokens),
+                self.output_cost_per_reasoning_token.or(plain_out),
+            ),
+        };
+        cost.rounded()
+    }
+}
+
+/// The result of pricing one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Priced {
+    /// The table key that priced it; `None` for an unknown model (cost 0).
+    pub entry: Option<String>,
+    /// The cost (all zero when unpriced).
+    pub cost: Cost,
+}
+
+/// The live pricing state: the built-in table, the user's file on top (reloadable), and the
+/// set of unknown models already warned about.
+#[derive(Debug)]
+pub struct Pricing {
+    builtin: PriceTable,
+    file: Option<PathBuf>,
+    /// Replaced whole on reload; readers clone the `Arc` and never wait on a reload.
+    user: RwLock<Arc<PriceTable>>,
+    /// Unknown models warned about once each. A std `Mutex`: the critical section is a set
+    /// insert, never held across an await.
+    warned: Mutex<HashSet<String>>,
+}
+
+impl Pricing {
+    /// The built-in table plus `file`, if given.
+    ///
+    /// # Errors
+    /// [`PricingError`] when the file cannot be read or parsed.
+    pub fn load(file: Option<&Path>) -> Result<Self, PricingError> {
+        let user = match file {
+            Some(path) => PriceTable::load(path)?,
+            None => PriceTable::default(),
+        };
+        Ok(Self {
+            builtin: PriceTable::builtin(),
+            file: file.map(Path::to_path_buf),
+            user: RwLock::new(Arc::new(user)),
+            warned: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Built-in prices with `user` layered on top (tests, embedding).
+    pub fn with_tables(builtin: PriceTable, user: PriceTable) -> Self {
+        Self {
+            builtin,
+            file: None,
+            user: RwLock::new(Arc::new(user)),
+            warned: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Re-reads the pricing file (SIGHUP). Without a file, does nothing. On error the previous
+    /// table stays in force. Returns the number of entries now loaded from the file.
+    ///
+    /// # Errors
+    /// [`PricingError`] when the file cannot be read or parsed.
+    pub fn reload(&self) -> Result<usize, PricingError> {
+        let Some(path) = &self.file else {
+            return Ok(0);
+        };
+        let table = PriceTable::load(path)?;
+        let n = table.len();
+        *self.user.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
+        // A model the new file prices should be warned about again if it disappears later.
+        self.warned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        Ok(n)
+    }
+
+    /// The pricing file, if any.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// Prices `usage` for `model`. An unknown model costs 0, and is logged as a warning the
+    /// first time it is seen.
+    pub fn price(&self, model: &str, usage: &Usage) -> Priced {
+        let user = self
+            .user
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let found = user.lookup(model).or_else(|| self.builtin.lookup(model));
+        match found {
+            Some((key, entry)) => Priced {
+                entry: Some(key.to_string()),
+                cost: entry.cost(usage),
+            },
+            None => {
+                let first = self
+                    .warned
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(model.to_string());
+                if first {
+                    tracing::warn!(
+                        model,
+                        "no price for model: its usage is recorded with cost 0 and priced = 0 \
+                         (add it to PRICING_FILE and send SIGHUP)"
+                    );
+                }
+                Priced {
+                    entry: None,
+                    cost: Cost::default(),
+                }
+            }
+        }
+    }
+}

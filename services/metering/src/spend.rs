@@ -1,0 +1,207 @@
+//! Spend feedback: after batches commit, the all-time spend of every key and team they
+//! touched is recomputed from ClickHouse (`spend_daily FINAL`) and written to the
+//! `livegate_spend` KV bucket as decimal USD text (`key.<key_id>`, `team.<team_id>`), where auth
+//! and the gateway read it to enforce budgets.
+//!
+//! Recomputing instead of incrementing makes the feedback exact and idempotent: a redelivered
+//! event, a retried batch or a crash between insert and KV write can never count twice or be
+//! lost (the next refresh of that key rewrites the true total). Refreshes run in their own task
+//! and coalesce: keys touched while one runs are refreshed together by the next, so the work is
+//! bounded by the number of distinct keys, not by the event rate.
+//!
+//! Several replicas may refresh the same key concurrently and finish out of order. Spend only
+//! grows, so a write is a compare-and-set that only ever raises the stored value: a slower
+//! replica holding an older, smaller total cannot overwrite a newer one.
+
+use crate::metrics::Metrics;
+use crate::writer::{SpendBy, Store};
+use async_nats::jetstream::{self, kv};
+use livegate_common::subjects::{spend_key_for_key, spend_key_for_team};
+use rust_decimal::Decimal;
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Compare-and-set attempts per KV key before giving up until the next refresh.
+const CAS_ATTEMPTS: usize = 5;
+/// Pause after a failed refresh (the dirty ids are kept and retried).
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// Upper bound for the last refresh at shutdown.
+const FINAL_REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Keys and teams whose totals must be refreshed.
+#[derive(Default)]
+struct Dirty {
+    keys: HashSet<String>,
+    teams: HashSet<String>,
+}
+
+/// The hand-off between the consumer (marks ids dirty) and the refresh task.
+#[derive(Default)]
+pub(crate) struct SpendFeed {
+    /// A std `Mutex`: held only for set inserts and a swap, never across an await.
+    dirty: Mutex<Dirty>,
+    notify: Notify,
+}
+
+impl SpendFeed {
+    /// Marks ids dirty and wakes the refresh task. Empty ids (no key, no team) are skipped.
+    pub(crate) fn mark<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a str>,
+        teams: impl IntoIterator<Item = &'a str>,
+    ) {
+        {
+            let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
+            dirty.keys.extend(
+                keys.into_iter()
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_string),
+            );
+            dirty.teams.extend(
+                teams
+                    .into_iter()
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string),
+            );
+        }
+        // Stores a permit if the task is busy, so no wake-up is lost.
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> Dirty {
+        std::mem::take(&mut *self.dirty.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn put_back(&self, d: Dirty) {
+        self.mark(
+            d.keys.iter().map(String::as_str),
+            d.teams.iter().map(String::as_str),
+        );
+    }
+}
+
+/// Opens (creating if needed) the spend bucket with the same settings auth uses.
+///
+/// # Errors
+/// When JetStream refuses.
+pub(crate) async fn open_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+) -> Result<kv::Store, async_nats::Error> {
+    match js.get_key_value(bucket).await {
+        Ok(store) => Ok(store),
+        Err(_) => Ok(js
+            .create_key_value(kv::Config {
+                bucket: bucket.to_string(),
+                history: 1,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await?),
+    }
+}
+
+/// Refreshes dirty totals until `stop`, then once more (bounded) for what is left.
+pub(crate) async fn run(
+    feed: std::sync::Arc<SpendFeed>,
+    store: Store,
+    bucket: kv::Store,
+    metrics: Metrics,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = feed.notify.notified() => {}
+        }
+        let dirty = feed.take();
+        if dirty.keys.is_empty() && dirty.teams.is_empty() {
+            continue;
+        }
+        if let Err(e) = refresh(&store, &bucket, &dirty, &metrics).await {
+            metrics.spend_failures.inc();
+            tracing::warn!(error.message = %e, "spend refresh failed; will retry");
+            feed.put_back(dirty);
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(RETRY_PAUSE) => {}
+            }
+        }
+    }
+    let dirty = feed.take();
+    if !dirty.keys.is_empty() || !dirty.teams.is_empty() {
+        match tokio::time::timeout(
+            FINAL_REFRESH_TIMEOUT,
+            refresh(&store, &bucket, &dirty, &metrics),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error.message = %e, "last spend refresh failed; the next start refreshes on its first batch")
+            }
+            Err(_) => tracing::warn!("last spend refresh timed out"),
+        }
+    }
+}
+
+async fn refresh(
+    store: &Store,
+    bucket: &kv::Store,
+    dirty: &Dirty,
+    metrics: &Metrics,
+) -> Result<(), async_nats::Error> {
+    let keys: Vec<String> = dirty.keys.iter().cloned().collect();
+    let teams: Vec<String> = dirty.teams.iter().cloned().collect();
+    let by_key = store.spend_totals(SpendBy::Key, &keys).await?;
+    let by_team = store.spend_totals(SpendBy::Team, &teams).await?;
+    for (id, usd) in by_key {
+        if raise(bucket, &spend_key_for_key(&id), usd).await? {
+            metrics.spend_updates.inc();
+        }
+    }
+    for (id, usd) in by_team {
+        if raise(bucket, &spend_key_for_team(&id), usd).await? {
+            metrics.spend_updates.inc();
+        }
+    }
+    Ok(())
+}
+
+/// Sets `key` to `usd` unless it already holds as much or more. Returns whether it wrote.
+async fn raise(bucket: &kv::Store, key: &str, usd: Decimal) -> Result<bool, async_nats::Error> {
+    let value = usd.normalize().to_string();
+    for _ in 0..CAS_ATTEMPTS {
+        let current = bucket.entry(key).await?;
+        let outcome = match current {
+            Some(entry) if entry.operation == kv::Operation::Put => {
+                let stored = Decimal::from_str(String::from_utf8_lossy(&entry.value).trim()).ok();
+                if stored.is_some_and(|s| s >= usd) {
+                    return Ok(false);
+                }
+                bucket
+                    .update(key, value.clone().into(), entry.revision)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            _ => bucket
+                .create(key, value.clone().into())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        };
+        match outcome {
+            Ok(()) => return Ok(true),
+            // Someone wrote in between: read again and compare.
+            Err(e) => {
+                tracing::debug!(kv.key = key, error.message = %e, "spend compare-and-set lost a race; retrying")
+            }
+        }
+    }
+    Err(format!("could not update spend {key} after {CAS_ATTEMPTS} attempts").into())
+}

@@ -1,0 +1,150 @@
+//! The same event delivered twice is counted once, in every table and in KV.
+
+use crate::helpers::*;
+use livegate_common::subjects;
+use livegate_proto::prost::Message as _;
+use livegate_proto::usage::*;
+
+/// What every exact read must show for the session "dup" whatever copies exist.
+async fn assert_counted_once(w: &World) {
+    assert_eq!(
+        w.scalar("SELECT count() FROM {db}.usage_events FINAL")
+            .await,
+        "2"
+    );
+    assert_eq!(
+        ch_dec(
+            &w.scalar("SELECT toString(sum(cost_usd)) FROM {db}.usage_events FINAL")
+                .await
+        ),
+        dec("0.000175")
+    );
+    assert_eq!(
+        w.scalar("SELECT count() FROM {db}.sessions FINAL").await,
+        "1"
+    );
+    assert_eq!(
+        ch_dec(
+            &w.scalar("SELECT toString(cost_usd) FROM {db}.sessions FINAL")
+                .await
+        ),
+        dec("0.000175")
+    );
+    let daily = w
+        .scalar(
+            "SELECT concat(toString(sum(sessions)), ' ', toString(sum(prompt_tokens)), ' ', \
+             toString(sum(response_tokens)), ' ', toString(sum(cost_usd))) \
+             FROM {db}.spend_daily FINAL WHERE key_id = 'kd'",
+        )
+        .await;
+    let f: Vec<&str> = daily.split(' ').collect();
+    assert_eq!(&f[..3], ["1", "110", "60"], "{daily}");
+    assert_eq!(ch_dec(f[3]), dec("0.000175"));
+}
+
+#[tokio::test]
+async fn a_duplicate_delivery_is_counted_once_everywhere() {
+    let w = World::new().await;
+    let m = spawn_metering(w.config()).await;
+    let s = context("dup", "kd", "td", "gemini-live-2.5-flash");
+    let r1 = text_report(&s, 1, 100, 50); // 0.00015
+    let r2 = text_report(&s, 2, 10, 10); // 0.000025
+    let end = ended(&s, 2, 4.0, MediaMeasurements::default());
+
+    w.publish_report(&r1).await;
+    // The same report again under another Nats-Msg-Id: JetStream cannot dedupe it.
+    w.publish(subjects::USAGE_REPORT, "dup:1#again", r1.encode_to_vec())
+        .await;
+    w.publish_report(&r2).await;
+    // A gateway retry with the same Nats-Msg-Id: JetStream drops it within its window.
+    w.publish_report(&r2).await;
+    w.publish_session(&end).await;
+    w.publish(
+        subjects::SESSION_EVENT,
+        "dup:end#again",
+        end.encode_to_vec(),
+    )
+    .await;
+
+    eventually("all six deliveries processed", || async {
+        let reports = m
+            .metric("livegate_metering_events_consumed_total{kind=\"report\"}")
+            .await;
+        let ends = m
+            .metric("livegate_metering_events_consumed_total{kind=\"session_ended\"}")
+            .await;
+        // ClickHouse shows a table's rows a moment before its views' rows: wait for both.
+        let sessions = w
+            .try_scalar("SELECT count() FROM {db}.sessions FINAL")
+            .await;
+        let daily = w
+            .try_scalar("SELECT sum(sessions) FROM {db}.spend_daily FINAL")
+            .await;
+        (reports == 3.0
+            && ends == 2.0
+            && sessions.as_deref() == Some("1")
+            && daily.as_deref() == Some("1"))
+        .then_some(())
+    })
+    .await;
+    // Whether the copy came in the same batch or a later one, it was never inserted.
+    assert_eq!(w.scalar("SELECT count() FROM {db}.usage_events").await, "2");
+    assert_counted_once(&w).await;
+    w.wait_spend("key.kd", "0.000175").await;
+    w.wait_spend("team.td", "0.000175").await;
+
+    // Now force physical duplicates past the pre-insert check, as two replicas racing with
+    // copies of one event would: re-insert stored rows (the materialized views fire again).
+    // Merges are stopped so the copies stay until the exact reads have seen them.
+    for t in ["usage_events", "sessions", "spend_daily"] {
+        w.ch.query(&format!("SYSTEM STOP MERGES {}.{t}", w.db))
+            .await
+            .unwrap();
+    }
+    let raw = |t: &'static str| {
+        let w = &w;
+        async move {
+            w.scalar(&format!("SELECT count() FROM {{db}}.{t}"))
+                .await
+                .parse::<u64>()
+                .unwrap()
+        }
+    };
+    let (sessions_before, daily_before) = (raw("sessions").await, raw("spend_daily").await);
+    w.ch.query(&format!(
+        "INSERT INTO {0}.usage_events SELECT * FROM {0}.usage_events WHERE event_id = 'dup:1'",
+        w.db
+    ))
+    .await
+    .unwrap();
+    w.ch.query(&format!(
+        "INSERT INTO {0}.sessions SELECT * FROM {0}.sessions FINAL",
+        w.db
+    ))
+    .await
+    .unwrap();
+    assert_eq!(raw("usage_events").await, 3);
+    assert_eq!(raw("sessions").await, sessions_before + 1);
+    // One copy from each view.
+    assert_eq!(raw("spend_daily").await, daily_before + 2);
+    assert_counted_once(&w).await;
+
+    // A third delivery after that: still once, and the KV total does not move.
+    w.publish(subjects::USAGE_REPORT, "dup:1#third", r1.encode_to_vec())
+        .await;
+    eventually("the third copy processed", || async {
+        (m.metric("livegate_metering_events_consumed_total{kind=\"report\"}")
+            .await
+            == 4.0)
+            .then_some(())
+    })
+    .await;
+    // Consumed is counted on arrival, duplicates once the batch is written.
+    eventually("the copy skipped", || async {
+        (m.metric("livegate_metering_duplicates_skipped_total").await >= 2.0).then_some(())
+    })
+    .await;
+    assert_counted_once(&w).await;
+    m.stop().await;
+    assert_eq!(w.spend("key.kd").await, Some(dec("0.000175")));
+}
