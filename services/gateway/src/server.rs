@@ -223,6 +223,7 @@ fn upgrade(
                 // tungstenite's own limits sit above ours so that we, not it, answer an
                 // oversized frame (it would drop the connection without a close frame).
                 let config = WebSocketConfig::default()
+                    .read_buffer_size(crate::ws::READ_BUFFER_BYTES)
                     .max_message_size(Some(max.saturating_mul(4)))
                     .max_frame_size(Some(max.saturating_mul(4)));
                 let ws = WebSocketStream::from_raw_socket(

@@ -150,6 +150,7 @@ impl Stack {
         })
         .await;
 
+        wait_for_auth(auth.addr).await;
         let mut gw = GatewayConfig::defaults(nats.url());
         gw.auth_url = format!("http://{}", auth.addr);
         gw.internal_token = Some(SecretString::from(INTERNAL));
@@ -281,6 +282,25 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Waits until auth answers an admin call (its KV buckets exist then), at most 15 s.
+async fn wait_for_auth(addr: SocketAddr) {
+    let ready = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            if let Ok(mut c) = AuthClient::connect(format!("http://{addr}")).await {
+                let mut req = tonic::Request::new(livegate_proto::auth::ListKeysRequest::default());
+                req.metadata_mut()
+                    .insert("authorization", format!("Bearer {MASTER}").parse().unwrap());
+                if c.list_keys(req).await.is_ok() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(ready.is_ok(), "auth did not become ready within 15 s");
 }
 
 /// What the gateway published.

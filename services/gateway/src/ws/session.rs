@@ -444,6 +444,7 @@ async fn connect_upstream(
         h.insert("x-goog-user-project", p);
     }
     let ws_config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(crate::ws::READ_BUFFER_BYTES)
         .max_message_size(Some(app.config.max_frame_bytes.saturating_mul(4)))
         .max_frame_size(Some(app.config.max_frame_bytes.saturating_mul(4)));
     let started = std::time::Instant::now();

@@ -226,9 +226,10 @@ async fn text_audio_and_video_sessions_are_priced_exactly_into_clickhouse() {
             .await
             .unwrap();
         if let Some(v) = v
-            && (d(std::str::from_utf8(&v).unwrap().trim()) - total).abs() < d("0.000000001") {
-                break;
-            }
+            && (d(std::str::from_utf8(&v).unwrap().trim()) - total).abs() < d("0.000000001")
+        {
+            break;
+        }
         assert!(
             tokio::time::Instant::now() < deadline,
             "KV spend never reached {total}"
