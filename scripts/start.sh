@@ -7,7 +7,8 @@
 # Ports (override with the variables): gateway 4000 (GATEWAY_PORT), auth 50051 (AUTH_PORT),
 # metering 9464 (METERING_PORT), NATS 4222 (NATS_PORT), ClickHouse HTTP 8123 / native 9000
 # (CLICKHOUSE_HTTP_PORT / CLICKHOUSE_TCP_PORT), emulator 4100 (EMULATOR_PORT).
-# LIVEGATE_PROFILE=release builds optimised binaries (slower first build).
+# LIVEGATE_PROFILE=release builds optimised binaries (slower first build); LIVEGATE_BIN_DIR
+# uses prebuilt binaries instead; LIVEGATE_STATE_DIR moves the state (default .livegate/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -37,15 +38,19 @@ wait_port() { # port name seconds
 scripts/install-deps.sh
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/livegate-target}"
-say "building ($profile profile)…"
-cargo build --workspace --bins --profile "$profile" --locked
-case $profile in dev) bin="$CARGO_TARGET_DIR/debug" ;; *) bin="$CARGO_TARGET_DIR/$profile" ;; esac
+if [ -n "${LIVEGATE_BIN_DIR:-}" ]; then
+  bin=$LIVEGATE_BIN_DIR # prebuilt binaries (the test suite uses its own build)
+else
+  say "building ($profile profile)…"
+  cargo build --workspace --bins --profile "$profile" --locked
+  case $profile in dev) bin="$CARGO_TARGET_DIR/debug" ;; *) bin="$CARGO_TARGET_DIR/$profile" ;; esac
+fi
 
 for p in "$GATEWAY_PORT" "$AUTH_PORT" "$METERING_PORT" "$NATS_PORT" "$CLICKHOUSE_HTTP_PORT" "$CLICKHOUSE_TCP_PORT"; do
   port_free "$p" || die "port $p is already in use (another livegate running? set the *_PORT variables)"
 done
 
-state="$root/.livegate"
+state="${LIVEGATE_STATE_DIR:-$root/.livegate}"
 mkdir -p "$state/logs" "$state/nats" "$state/clickhouse"/{data,tmp,user_files,format_schemas,log}
 [ -f "$state/master-key" ] || head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$state/master-key"
 [ -f "$state/internal-token" ] || head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$state/internal-token"

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use tokio::sync::OnceCell;
 
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// A virtualenv with tests/clients/python/requirements.txt, made once per machine.
-async fn python() -> PathBuf {
+pub(crate) async fn python() -> PathBuf {
     static PY: OnceCell<PathBuf> = OnceCell::const_new();
     PY.get_or_init(|| async {
         tokio::task::spawn_blocking(|| {

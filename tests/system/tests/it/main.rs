@@ -7,4 +7,5 @@ mod close_codes;
 mod http;
 mod metering;
 mod relay;
+mod start_script;
 mod usage;
