@@ -156,12 +156,11 @@ impl Config {
             SecretString::from(env.get(CLICKHOUSE_PASSWORD).unwrap_or_default());
         config.pricing_file = env.var(PRICING_FILE).map(PathBuf::from);
         config.batch_size = batch_size;
-        config.flush_interval = duration(env, FLUSH_INTERVAL)?.unwrap_or(config.flush_interval);
-        config.ack_wait = duration(env, ACK_WAIT)?.unwrap_or(config.ack_wait);
+        config.flush_interval = duration(env, FLUSH_INTERVAL, config.flush_interval)?;
+        config.ack_wait = duration(env, ACK_WAIT, config.ack_wait)?;
         config.max_ack_pending = max_ack_pending;
         config.insert_retries = insert_retries;
-        config.shutdown_timeout =
-            duration(env, SHUTDOWN_TIMEOUT)?.unwrap_or(config.shutdown_timeout);
+        config.shutdown_timeout = duration(env, SHUTDOWN_TIMEOUT, config.shutdown_timeout)?;
         Ok(config)
     }
 
@@ -204,20 +203,13 @@ fn positive(name: &str, value: &str) -> Error {
     .into()
 }
 
-fn duration(env: &impl Env, name: &str) -> Result<Option<Duration>, Error> {
-    match env.var(name) {
-        None => Ok(None),
-        Some(value) => match humantime::parse_duration(value.trim()) {
-            Ok(d) if !d.is_zero() => Ok(Some(d)),
-            Ok(_) => Err(positive(name, &value)),
-            Err(e) => Err(EnvError {
-                name: name.to_string(),
-                value,
-                reason: e.to_string(),
-            }
-            .into()),
-        },
+/// A positive duration from `name` (humantime, e.g. `500ms`), or `default` when unset.
+fn duration(env: &impl Env, name: &str, default: Duration) -> Result<Duration, Error> {
+    let d = env.duration(name, default)?;
+    if d.is_zero() {
+        return Err(positive(name, &env.var(name).unwrap_or_default()));
     }
+    Ok(d)
 }
 
 /// Whether `s` can be used unquoted as a ClickHouse database name.

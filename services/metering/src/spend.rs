@@ -29,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 const CAS_ATTEMPTS: usize = 5;
 /// Pause after a failed refresh (the dirty ids are kept and retried).
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// Upper bound for one refresh (a hung ClickHouse or NATS must not stall the feedback).
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Upper bound for the last refresh at shutdown.
 const FINAL_REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -122,7 +124,17 @@ pub(crate) async fn run(
         if dirty.keys.is_empty() && dirty.teams.is_empty() {
             continue;
         }
-        if let Err(e) = refresh(&store, &bucket, &dirty, &metrics).await {
+        let outcome = tokio::select! {
+            () = stop.cancelled() => {
+                // Shutting down mid-refresh: the final refresh below redoes it, bounded.
+                feed.put_back(dirty);
+                break;
+            }
+            r = tokio::time::timeout(REFRESH_TIMEOUT, refresh(&store, &bucket, &dirty, &metrics)) => {
+                r.unwrap_or_else(|_| Err("timed out".into()))
+            }
+        };
+        if let Err(e) = outcome {
             metrics.spend_failures.inc();
             tracing::warn!(error.message = %e, "spend refresh failed; will retry");
             feed.put_back(dirty);
