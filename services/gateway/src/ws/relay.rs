@@ -9,7 +9,7 @@
 use super::close::{self, Close};
 use super::inspect::{self, Media};
 use crate::metrics::{DirLabel, Metrics};
-use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -165,31 +165,16 @@ impl<U: UsageSink> Relay<'_, U> {
         };
 
         let upstream_to_client = async {
-            // Frames are fed to the client's write buffer and flushed only when upstream has
-            // nothing more ready: a burst of chunks goes out in one write, not one per frame.
-            let mut lookahead: Option<Option<Result<Message, WsError>>> = None;
-            let mut unflushed = false;
             loop {
-                let msg = match lookahead.take() {
-                    Some(m) => m,
-                    None => {
-                        if unflushed {
-                            if let Err(e) = client_tx.flush().await {
-                                return End::ClientGone(format!("client write failed: {e}"));
-                            }
-                            unflushed = false;
+                let msg = tokio::select! {
+                    biased;
+                    Some(m) = inject_rx.recv() => {
+                        if let Err(e) = client_tx.send(m).await {
+                            return End::ClientGone(format!("client write failed: {e}"));
                         }
-                        tokio::select! {
-                            biased;
-                            Some(m) = inject_rx.recv() => {
-                                if let Err(e) = client_tx.send(m).await {
-                                    return End::ClientGone(format!("client write failed: {e}"));
-                                }
-                                continue;
-                            }
-                            m = up_rx.next() => m,
-                        }
+                        continue;
                     }
+                    m = up_rx.next() => m,
                 };
                 let msg = match msg {
                     None => {
@@ -228,18 +213,15 @@ impl<U: UsageSink> Relay<'_, U> {
                     frames_u2c.inc();
                     bytes_u2c.inc_by(p.len() as u64);
                 }
-                if let Err(e) = client_tx.feed(msg).await {
+                if let Err(e) = client_tx.send(msg).await {
                     return End::ClientGone(format!("client write failed: {e}"));
                 }
-                unflushed = true;
                 if turn_complete && usage.budget_spent() {
-                    // The session's close handshake flushes the turn before the close frame.
                     return End::Gateway(Close::new(
                         close::BUDGET_SPENT,
                         "budget spent for this API key",
                     ));
                 }
-                lookahead = up_rx.next().now_or_never();
             }
         };
 
