@@ -265,4 +265,30 @@ async fn text_audio_and_video_sessions_are_priced_exactly_into_clickhouse() {
         (d(v[0]["cost_usd"].as_str().unwrap()) - total).abs() < d("0.000000001"),
         "{v}"
     );
+
+    // The README's spend queries run and agree.
+    let readme = std::fs::read_to_string(crate::clients::repo().join("README.md")).unwrap();
+    let block = readme
+        .split("Five useful queries:")
+        .nth(1)
+        .and_then(|r| r.split("```sql").nth(1))
+        .and_then(|r| r.split("```").next())
+        .expect("the README's spend queries");
+    let queries: Vec<&str> = block
+        .split(';')
+        .map(str::trim)
+        .filter(|q| !q.is_empty())
+        .collect();
+    assert_eq!(queries.len(), 5);
+    for q in &queries {
+        let sql: String = q
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replace("livegate.", "{db}.");
+        let _ = stack.sql(&sql).await;
+    }
+    let by_team = stack.sql(&queries[0].replace("livegate.", "{db}.")).await;
+    assert!(by_team.starts_with("team-x\t"), "{by_team}");
 }
