@@ -8,7 +8,7 @@
 //! | `CLICKHOUSE_DATABASE` | `livegate` | created by the migrations if missing |
 //! | `CLICKHOUSE_USER`, `CLICKHOUSE_PASSWORD` | `default`, empty | |
 //! | `PRICING_FILE` | built-in table | LiteLLM-format JSON overriding/extending the built-in table; re-read on SIGHUP |
-//! | `METERING_BATCH_SIZE` | `1000` | most events per fetch and per ClickHouse insert |
+//! | `METERING_BATCH_SIZE` | `5000` | most events per fetch and per ClickHouse insert |
 //! | `METERING_FLUSH_INTERVAL` | `500ms` | longest a partial batch waits for more events |
 //! | `METERING_ACK_WAIT` | `60s` | JetStream redelivers an event not acked within this |
 //! | `METERING_MAX_ACK_PENDING` | `20000` | events in flight (delivered, not acked) across all replicas |
@@ -131,7 +131,7 @@ impl Config {
             }
             .into());
         }
-        let batch_size = env.parse::<usize>(BATCH_SIZE)?.unwrap_or(1000);
+        let batch_size = env.parse::<usize>(BATCH_SIZE)?.unwrap_or(5000);
         if batch_size == 0 {
             return Err(positive(BATCH_SIZE, "0"));
         }
@@ -181,7 +181,7 @@ impl Config {
                 password: SecretString::from(String::new()),
             },
             pricing_file: None,
-            batch_size: 1000,
+            batch_size: 5000,
             flush_interval: Duration::from_millis(500),
             ack_wait: Duration::from_secs(60),
             max_ack_pending: 20_000,

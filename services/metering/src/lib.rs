@@ -38,6 +38,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Longest pause between attempts to reach ClickHouse at start-up.
 const MAX_STARTUP_BACKOFF: Duration = Duration::from_secs(5);
+/// Bound on each step after the consumer stopped (background tasks, the final NATS flush).
+const SHUTDOWN_TAIL: Duration = Duration::from_secs(5);
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener`, applies the ClickHouse
 /// migrations (retrying until ClickHouse answers), and consumes usage events until `shutdown`
@@ -154,8 +156,23 @@ pub async fn run(
     }
     stop_spend.cancel();
     stop_http.cancel();
-    while tasks.join_next().await.is_some() {}
-    let _ = client.flush().await;
+    // Both waits are bounded: with NATS or ClickHouse already gone (everything stopped at
+    // once), an unbounded flush or spend refresh would keep the process alive forever.
+    if tokio::time::timeout(SHUTDOWN_TAIL, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        tasks.abort_all();
+        tracing::warn!("background tasks did not stop in time; aborted");
+    }
+    if tokio::time::timeout(SHUTDOWN_TAIL, client.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("NATS unreachable at shutdown; acks still in flight will be redelivered");
+    }
     if let Some(why) = crashed {
         anyhow::bail!("the consumer loop ended unexpectedly: {why}");
     }

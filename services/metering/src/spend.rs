@@ -107,6 +107,9 @@ pub(crate) async fn open_bucket(
     }
 }
 
+/// Least time between two refreshes (keys touched meanwhile are refreshed together).
+const MIN_REFRESH_GAP: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Refreshes dirty totals until `stop`, then once more (bounded) for what is left.
 pub(crate) async fn run(
     feed: std::sync::Arc<SpendFeed>,
@@ -141,6 +144,13 @@ pub(crate) async fn run(
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(RETRY_PAUSE) => {}
+            }
+        } else {
+            // Each refresh scans `spend_daily FINAL`; under heavy traffic one per gap is plenty
+            // for budgets and keeps ClickHouse's CPU for inserts.
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(MIN_REFRESH_GAP) => {}
             }
         }
     }

@@ -78,6 +78,13 @@ pub enum Command {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// Metering throughput: publishes N `UsageReport`s to JetStream (pipelined acks) and
+    /// polls ClickHouse until all N rows are in `usage_events`; reports publish rate, insert
+    /// rate and publish-to-row lag.
+    Events {
+        #[command(flatten)]
+        args: EventsArgs,
+    },
     /// Side-by-side table of saved `--json` reports (runs labelled `direct` and `gateway`
     /// of the same mode are paired).
     Compare {
@@ -85,6 +92,65 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+/// Arguments of the `events` mode.
+#[derive(Debug, Clone, Args)]
+pub struct EventsArgs {
+    /// NATS URL (JetStream enabled).
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    pub nats: String,
+    /// ClickHouse HTTP URL.
+    #[arg(long, default_value = "http://127.0.0.1:8123")]
+    pub clickhouse_url: String,
+    /// The database metering writes to.
+    #[arg(long, default_value = "livegate")]
+    pub database: String,
+    #[arg(long, default_value = "default")]
+    pub clickhouse_user: String,
+    #[arg(
+        long,
+        env = "CLICKHOUSE_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub clickhouse_password: String,
+    /// Events to publish.
+    #[arg(long, default_value_t = 200_000)]
+    pub count: u64,
+    /// Events per second (0 = as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Sessions the events are spread over (round-robin; seq 1, 2, … per session).
+    #[arg(long, default_value_t = 1000)]
+    pub sessions: u64,
+    /// `context.model` of every report.
+    #[arg(long, default_value = "gemini-live-2.5-flash")]
+    pub model: String,
+    /// Most publish acks outstanding at once.
+    #[arg(long, default_value_t = 2048)]
+    pub window: usize,
+    /// Time between ClickHouse row counts.
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
+    /// Bound on the whole run (publishing and waiting for rows).
+    #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// A process to report RSS and CPU for, as LABEL=PID (repeatable).
+    #[arg(long = "pid", value_parser = Watched::parse)]
+    pub pids: Vec<Watched>,
+    /// Name of this run in the report.
+    #[arg(long, default_value = "run")]
+    pub label: String,
+    /// Print the report as JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long)]
+    pub json_out: Option<PathBuf>,
+    /// Runtime worker threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
 }
 
 /// The response modality.
@@ -179,6 +245,7 @@ impl Command {
             | Self::Audio { common, .. }
             | Self::Idle { common, .. }
             | Self::Setup { common, .. } => common.threads.max(1),
+            Self::Events { args } => args.threads.max(1),
             Self::Compare { .. } => 1,
         }
     }
@@ -190,7 +257,7 @@ impl Command {
             | Self::Audio { sessions, .. }
             | Self::Idle { sessions, .. } => sessions.sessions,
             Self::Setup { concurrency, .. } => *concurrency,
-            Self::Compare { .. } => 0,
+            Self::Events { .. } | Self::Compare { .. } => 0,
         }
     }
 }
@@ -232,5 +299,35 @@ mod tests {
         assert_eq!(common.bind_ips.len(), 2);
         assert_eq!(turns.turn_interval, Duration::from_millis(500));
         assert!(Cli::try_parse_from(["livegate-loadgen", "idle"]).is_err());
+    }
+
+    #[test]
+    fn events_arguments_parse() {
+        let cli = Cli::try_parse_from([
+            "livegate-loadgen",
+            "events",
+            "--nats",
+            "nats://127.0.0.1:1",
+            "--clickhouse-url",
+            "http://127.0.0.1:2",
+            "--count",
+            "5000",
+            "--rate",
+            "20000",
+            "--sessions",
+            "50",
+            "--pid",
+            "metering=9",
+        ])
+        .unwrap();
+        let Command::Events { args } = cli.command else {
+            panic!("expected events")
+        };
+        assert_eq!(args.count, 5000);
+        assert_eq!(args.rate, 20000.0);
+        assert_eq!(args.sessions, 50);
+        assert_eq!(args.database, "livegate");
+        assert_eq!(args.poll_interval, Duration::from_millis(50));
+        assert_eq!(args.pids.len(), 1);
     }
 }

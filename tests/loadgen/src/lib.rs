@@ -8,12 +8,14 @@
 //! - `client`: one connection (source addresses, handshake, bounded close) and the
 //!   [`client::Failure`] kinds errors are counted by.
 //! - `run`: the modes `text`, `audio`, `idle`, `setup`.
+//! - `events`: the metering throughput benchmark (NATS → metering → ClickHouse).
 //! - `procstat`: `/proc/PID/status` and `/proc/PID/stat` readings.
 //! - `report`: [`Report`] (the `--json` form), its table, and the side-by-side comparison
 //!   `scripts/bench.sh` prints.
 
 pub mod cli;
 pub mod client;
+pub mod events;
 pub mod frames;
 pub mod procstat;
 pub mod report;
@@ -60,13 +62,27 @@ pub async fn main_with(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             }
             write!(out, "{}", report::render_all(&reports))?;
         }
+        Command::Events { args } => {
+            let (json, json_out) = (args.json, args.json_out.clone());
+            let r = events::run(args).await?;
+            let text = serde_json::to_string_pretty(&r)?;
+            if let Some(path) = json_out {
+                std::fs::write(&path, format!("{text}\n"))
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if json {
+                writeln!(out, "{text}")?;
+            } else {
+                write!(out, "{}", events::render(&r))?;
+            }
+        }
         command => {
             let (json, json_out) = match &command {
                 Command::Text { common, .. }
                 | Command::Audio { common, .. }
                 | Command::Idle { common, .. }
                 | Command::Setup { common, .. } => (common.json, common.json_out.clone()),
-                Command::Compare { .. } => (false, None),
+                Command::Compare { .. } | Command::Events { .. } => (false, None),
             };
             let r = run(command).await?;
             let text = serde_json::to_string_pretty(&r)?;
