@@ -42,6 +42,8 @@ pub const AUTH_CACHE_TTL: &str = "GATEWAY_AUTH_CACHE_TTL";
 pub const EVENT_BUFFER: &str = "GATEWAY_EVENT_BUFFER";
 /// Upstream connect (TCP + TLS + WebSocket handshake) timeout.
 pub const UPSTREAM_CONNECT_TIMEOUT: &str = "GATEWAY_UPSTREAM_CONNECT_TIMEOUT";
+/// Most concurrent sessions (each holds two sockets); default: what the open-files limit allows.
+pub const MAX_SESSIONS: &str = "GATEWAY_MAX_SESSIONS";
 /// This replica's name in events and metrics (default: the host name).
 pub const GATEWAY_ID: &str = "GATEWAY_ID";
 
@@ -80,10 +82,23 @@ pub struct Config {
     pub event_buffer: usize,
     pub upstream_connect_timeout: Duration,
     pub gateway_id: String,
+    /// Most concurrent sessions; 0 = unlimited. Beyond it, upgrades get a fast 503 instead of
+    /// piling up in the accept backlog once file descriptors run out.
+    pub max_sessions: usize,
     /// Stream usage events go to (tests may isolate with their own name).
     pub stream: String,
     pub keys_bucket: String,
     pub spend_bucket: String,
+}
+
+/// Two descriptors per session (client and upstream), keeping 256 for everything else.
+fn sessions_fitting_open_files_limit() -> usize {
+    match rlimit::Resource::NOFILE.get() {
+        Ok((soft, _)) if soft != rlimit::INFINITY => {
+            usize::try_from(soft.saturating_sub(256) / 2).unwrap_or(usize::MAX)
+        }
+        _ => 0,
+    }
 }
 
 impl Config {
@@ -119,6 +134,10 @@ impl Config {
         c.event_buffer = env.parse(EVENT_BUFFER)?.unwrap_or(c.event_buffer);
         c.upstream_connect_timeout =
             env.duration(UPSTREAM_CONNECT_TIMEOUT, c.upstream_connect_timeout)?;
+        c.max_sessions = match env.parse(MAX_SESSIONS)? {
+            Some(n) => n,
+            None => sessions_fitting_open_files_limit(),
+        };
         c.gateway_id = env
             .var(GATEWAY_ID)
             .or_else(|| env.var("HOSTNAME"))
@@ -147,6 +166,7 @@ impl Config {
             event_buffer: 100_000,
             upstream_connect_timeout: Duration::from_secs(10),
             gateway_id: "gateway".to_string(),
+            max_sessions: 0,
             stream: subjects::STREAM.to_string(),
             keys_bucket: subjects::KEYS_BUCKET.to_string(),
             spend_bucket: subjects::SPEND_BUCKET.to_string(),

@@ -19,6 +19,8 @@ const EX_USAGE: u8 = 64;
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    // Each session holds two sockets: use the hard open-files limit, not the soft one.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     // google-cloud-auth and tonic pull different rustls providers: pick one explicitly.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let env = ProcessEnv;

@@ -186,6 +186,13 @@ fn upgrade(
             "gateway draining; reconnect to another replica\n",
         );
     }
+    let cap = app.config.max_sessions;
+    if cap > 0 && app.tracker.len() >= cap {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("gateway at capacity ({cap} sessions); try another replica\n"),
+        );
+    }
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
     let is_ws = header_has(&req, header::CONNECTION, "upgrade")
         && header_has(&req, header::UPGRADE, "websocket")

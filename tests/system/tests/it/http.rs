@@ -176,3 +176,25 @@ async fn tls_serves_wss() {
     ws.send(text_turn("over TLS")).await.unwrap();
     assert_eq!(turn_text(&read_turn(&mut ws).await), "You said: over TLS");
 }
+
+#[tokio::test]
+async fn a_full_gateway_refuses_upgrades_with_503() {
+    let stack = Stack::start_with(Options {
+        gateway: Box::new(|g| g.max_sessions = 1),
+        ..Options::default()
+    })
+    .await;
+    let key = stack.key().await;
+    let mut first = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
+    open_session(&mut first, MODEL).await;
+    let mut req = stack
+        .url("/v1/vertex-ai/live")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 503),
+        other => panic!("expected 503, got {other:?}"),
+    }
+}
