@@ -25,6 +25,7 @@
 # The table goes to stdout; progress to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 BENCH_EVENTS=${BENCH_EVENTS:-200000}
 BENCH_RATE=${BENCH_RATE:-0}
@@ -115,49 +116,19 @@ wait_log() {
 export NO_COLOR=1
 
 # --- NATS (JetStream) ---
-nats_bin=${NATS_SERVER_BIN:-$(command -v nats-server || true)}
-[ -n "$nats_bin" ] || die "nats-server not found (scripts/install-deps.sh installs it)"
-# A pyenv shim would stand between us and the server's pid.
-if command -v pyenv >/dev/null 2>&1 && real=$(pyenv which nats-server 2>/dev/null); then nats_bin=$real; fi
+nats_bin=$(find_nats_server) || die "nats-server not found (scripts/install-deps.sh installs it)"
 start nats "$nats_bin" -js -sd "$work/nats" -a 127.0.0.1 -p -1 -n livegate-bench-metering
 nats_pid=$last_pid
 nats_addr=$(wait_log nats "$nats_pid" 20 'Listening for client connections on 127\.0\.0\.1:[0-9]+' |
   grep -oE '127\.0\.0\.1:[0-9]+')
 
 # --- ClickHouse ---
-ch_bin=${CLICKHOUSE_SERVER_BIN:-$(command -v clickhouse-server || echo /usr/sbin/clickhouse-server)}
-[ -x "$ch_bin" ] || die "clickhouse-server not found (scripts/install-deps.sh installs it)"
+ch_bin=$(find_clickhouse_server) || die "clickhouse-server not found (scripts/install-deps.sh installs it)"
 ch="$work/clickhouse"
 ch_http=$(free_port)
 ch_tcp=$(free_port)
 while [ "$ch_tcp" = "$ch_http" ]; do ch_tcp=$(free_port); done
-cat >"$ch/config.xml" <<XML
-<?xml version="1.0"?>
-<yandex>
-    <logger><level>information</level><log>$ch/log/server.log</log><errorlog>$ch/log/server.err.log</errorlog><size>50M</size><count>2</count></logger>
-    <listen_host>127.0.0.1</listen_host>
-    <http_port>$ch_http</http_port>
-    <tcp_port>$ch_tcp</tcp_port>
-    <path>$ch/data/</path>
-    <tmp_path>$ch/tmp/</tmp_path>
-    <user_files_path>$ch/user_files/</user_files_path>
-    <format_schema_path>$ch/format_schemas/</format_schema_path>
-    <users_config>$ch/users.xml</users_config>
-    <default_profile>default</default_profile>
-    <default_database>default</default_database>
-    <timezone>UTC</timezone>
-    <mark_cache_size>268435456</mark_cache_size>
-    <mlock_executable>false</mlock_executable>
-</yandex>
-XML
-cat >"$ch/users.xml" <<XML
-<?xml version="1.0"?>
-<yandex>
-    <profiles><default></default></profiles>
-    <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default></users>
-    <quotas><default></default></quotas>
-</yandex>
-XML
+write_clickhouse_config "$ch" "$ch_http" "$ch_tcp"
 start clickhouse "$ch_bin" --config-file="$ch/config.xml"
 ch_pid=$last_pid
 ch_url="http://127.0.0.1:$ch_http"

@@ -32,6 +32,7 @@
 # The comparison table goes to stdout; per-run tables and progress go to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 BENCH_SCENARIOS=${BENCH_SCENARIOS:-idle text audio setup}
 BENCH_IDLE=${BENCH_IDLE:-5000}
@@ -123,10 +124,7 @@ wait_listen() {
 export NO_COLOR=1
 
 # --- NATS (JetStream) ---
-nats_bin=${NATS_SERVER_BIN:-$(command -v nats-server || true)}
-[ -n "$nats_bin" ] || die "nats-server not found (scripts/install-deps.sh installs it)"
-# A pyenv shim would stand between us and the server's pid.
-if command -v pyenv >/dev/null 2>&1 && real=$(pyenv which nats-server 2>/dev/null); then nats_bin=$real; fi
+nats_bin=$(find_nats_server) || die "nats-server not found (scripts/install-deps.sh installs it)"
 start nats "$nats_bin" -js -sd "$work/nats" -a 127.0.0.1 -p -1 -n livegate-bench
 nats_pid=$last_pid
 nats_addr=$(wait_listen nats "$nats_pid" 20)

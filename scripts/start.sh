@@ -12,6 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+. scripts/lib.sh
 
 GATEWAY_PORT=${GATEWAY_PORT:-4000}
 AUTH_PORT=${AUTH_PORT:-50051}
@@ -51,7 +52,7 @@ for p in "$GATEWAY_PORT" "$AUTH_PORT" "$METERING_PORT" "$NATS_PORT" "$CLICKHOUSE
 done
 
 state="${LIVEGATE_STATE_DIR:-$root/.livegate}"
-mkdir -p "$state/logs" "$state/nats" "$state/clickhouse"/{data,tmp,user_files,format_schemas,log}
+mkdir -p "$state/logs" "$state/nats"
 [ -f "$state/master-key" ] || head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$state/master-key"
 [ -f "$state/internal-token" ] || head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$state/internal-token"
 export LIVEGATE_MASTER_KEY=${LIVEGATE_MASTER_KEY:-$(cat "$state/master-key")}
@@ -83,41 +84,14 @@ start() { # name command...
 }
 
 # --- NATS (JetStream) ---
-nats_bin=${NATS_SERVER_BIN:-$(command -v nats-server || true)}
-[ -n "$nats_bin" ] || die "nats-server not found (scripts/install-deps.sh installs it)"
+nats_bin=$(find_nats_server) || die "nats-server not found (scripts/install-deps.sh installs it)"
 start nats "$nats_bin" -js -sd "$state/nats" -a 127.0.0.1 -p "$NATS_PORT" -n livegate-local
 wait_port "$NATS_PORT" nats-server 20
 
 # --- ClickHouse ---
-ch_bin=${CLICKHOUSE_SERVER_BIN:-$(command -v clickhouse-server || echo /usr/sbin/clickhouse-server)}
+ch_bin=$(find_clickhouse_server) || die "clickhouse-server not found (scripts/install-deps.sh installs it)"
 ch="$state/clickhouse"
-cat >"$ch/config.xml" <<XML
-<?xml version="1.0"?>
-<yandex>
-    <logger><level>information</level><log>$ch/log/server.log</log><errorlog>$ch/log/server.err.log</errorlog><size>50M</size><count>2</count></logger>
-    <listen_host>127.0.0.1</listen_host>
-    <http_port>$CLICKHOUSE_HTTP_PORT</http_port>
-    <tcp_port>$CLICKHOUSE_TCP_PORT</tcp_port>
-    <path>$ch/data/</path>
-    <tmp_path>$ch/tmp/</tmp_path>
-    <user_files_path>$ch/user_files/</user_files_path>
-    <format_schema_path>$ch/format_schemas/</format_schema_path>
-    <users_config>$ch/users.xml</users_config>
-    <default_profile>default</default_profile>
-    <default_database>default</default_database>
-    <timezone>UTC</timezone>
-    <mark_cache_size>268435456</mark_cache_size>
-    <mlock_executable>false</mlock_executable>
-</yandex>
-XML
-cat >"$ch/users.xml" <<XML
-<?xml version="1.0"?>
-<yandex>
-    <profiles><default></default></profiles>
-    <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default></users>
-    <quotas><default></default></quotas>
-</yandex>
-XML
+write_clickhouse_config "$ch" "$CLICKHOUSE_HTTP_PORT" "$CLICKHOUSE_TCP_PORT"
 start clickhouse "$ch_bin" --config-file="$ch/config.xml"
 wait_port "$CLICKHOUSE_HTTP_PORT" clickhouse-server 60
 
