@@ -116,7 +116,13 @@ async fn serve<S>(
 {
     // Everything before the relay either yields what the relay needs or a close for the client.
     let prepared = prepare(&app, &mut client, &req, &span).await;
-    let (grant, setup, upstream, _slot) = match prepared {
+    let Prepared {
+        grant,
+        setup,
+        setup_bytes,
+        upstream,
+        slot: _slot,
+    } = match prepared {
         Ok(p) => p,
         Err(c) => {
             tracing::info!(close.code = c.code, close.reason = %c.reason, "session refused");
@@ -166,7 +172,7 @@ async fn serve<S>(
     counters.frames_in.store(1, Ordering::Relaxed);
     counters
         .bytes_in
-        .store(setup.frame.len() as u64, Ordering::Relaxed);
+        .store(setup_bytes as u64, Ordering::Relaxed);
 
     let (mut up_tx, mut up_rx) = upstream.split();
     let (mut client_tx, mut client_rx) = client.split();
@@ -280,20 +286,24 @@ async fn serve<S>(
 
 type Upstream = WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// What a session needs once the upstream has its setup.
+struct Prepared {
+    grant: std::sync::Arc<Grant>,
+    /// The rewritten setup (its frame already sent and released).
+    setup: setup::Setup,
+    /// Size of the setup frame sent upstream.
+    setup_bytes: usize,
+    upstream: Upstream,
+    /// The key's concurrent-session slot, released when the session ends.
+    slot: crate::limits::Slot,
+}
+
 async fn prepare<S>(
     app: &App,
     client: &mut WebSocketStream<S>,
     req: &Request,
     span: &tracing::Span,
-) -> Result<
-    (
-        std::sync::Arc<Grant>,
-        setup::Setup,
-        Upstream,
-        crate::limits::Slot,
-    ),
-    Close,
->
+) -> Result<Prepared, Close>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -377,7 +387,8 @@ where
         config_project: app.config.default_project.clone(),
         config_location: app.config.default_location.clone(),
     };
-    let setup = setup::rewrite(&first, &placement)?;
+    let mut setup = setup::rewrite(&first, &placement)?;
+    drop(first);
     if !key.allowed_projects.is_empty() && !key.allowed_projects.iter().any(|p| p == &setup.project)
     {
         return Err(Close::new(
@@ -414,8 +425,10 @@ where
         req.version,
     );
     let mut upstream = connect_upstream(app, &url, &token, &setup.project).await?;
+    // Sent, then forgotten: a long system instruction should not stay in every session's memory.
+    let setup_bytes = setup.frame.len();
     upstream
-        .send(Message::binary(setup.frame.clone()))
+        .send(Message::binary(std::mem::take(&mut setup.frame)))
         .await
         .map_err(|e| {
             Close::new(
@@ -423,7 +436,13 @@ where
                 format!("upstream failed during setup: {e}"),
             )
         })?;
-    Ok((grant, setup, upstream, slot))
+    Ok(Prepared {
+        grant,
+        setup,
+        setup_bytes,
+        upstream,
+        slot,
+    })
 }
 
 async fn connect_upstream(
