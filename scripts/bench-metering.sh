@@ -49,69 +49,13 @@ fi
 bin="$CARGO_TARGET_DIR/release"
 for b in livegate-metering livegate-loadgen; do [ -x "$bin/$b" ] || die "no $b in $bin"; done
 
-if [ -n "${BENCH_OUT:-}" ]; then
-  work=$BENCH_OUT
-  mkdir -p "$work"
-  keep=1
-else
-  work=$(mktemp -d "${TMPDIR:-/tmp}/livegate-bench-metering.XXXXXX")
-  keep=0
-fi
+bench_workdir livegate-bench-metering
 rm -rf "$work/nats" "$work/clickhouse"
 mkdir -p "$work/logs" "$work/nats" "$work/clickhouse"/{data,tmp,user_files,format_schemas,log}
 
-pids=()
-# Stops one process: SIGTERM, up to $2 seconds to exit, then SIGKILL.
-stop_one() {
-  local pid=$1 j
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for ((j = 0; j < $2 * 10; j++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    say "pid $pid still running $2 s after SIGTERM; killing it"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-}
-stop_all() {
-  trap - INT TERM EXIT
-  local i
-  # Newest first, one at a time: metering finishes its batch while NATS and ClickHouse are
-  # still up (stopped together, its shutdown can hang on them).
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do stop_one "${pids[i]}" 30; done
-  if [ "$keep" = 1 ]; then say "report and logs kept in $work"; else rm -rf "$work"; fi
-}
 trap stop_all EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# start NAME COMMAND...: runs in the background, output to logs/NAME.log, pid in $last_pid.
-start() {
-  local name=$1; shift
-  "$@" >"$work/logs/$name.log" 2>&1 &
-  last_pid=$!
-  pids+=("$last_pid")
-}
-
-# free_port: a loopback port nobody listens on right now (bind to 0, read, release).
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-# wait_log NAME PID SECONDS REGEX: the first match of REGEX in logs/NAME.log.
-wait_log() {
-  local i m
-  for ((i = 0; i < $3 * 10; i++)); do
-    m=$(grep -aoE "$4" "$work/logs/$1.log" 2>/dev/null | head -n 1 || true)
-    if [ -n "$m" ]; then printf '%s\n' "$m"; return 0; fi
-    kill -0 "$2" 2>/dev/null || { tail -n 20 "$work/logs/$1.log" >&2; die "$1 exited during start-up"; }
-    sleep 0.1
-  done
-  tail -n 20 "$work/logs/$1.log" >&2
-  die "$1 not ready within $3 s"
-}
 
 export NO_COLOR=1
 
@@ -119,8 +63,7 @@ export NO_COLOR=1
 nats_bin=$(find_nats_server) || die "nats-server not found (scripts/install-deps.sh installs it)"
 start nats "$nats_bin" -js -sd "$work/nats" -a 127.0.0.1 -p -1 -n livegate-bench-metering
 nats_pid=$last_pid
-nats_addr=$(wait_log nats "$nats_pid" 20 'Listening for client connections on 127\.0\.0\.1:[0-9]+' |
-  grep -oE '127\.0\.0\.1:[0-9]+')
+nats_addr=$(wait_listen nats "$nats_pid" 20)
 
 # --- ClickHouse ---
 ch_bin=$(find_clickhouse_server) || die "clickhouse-server not found (scripts/install-deps.sh installs it)"

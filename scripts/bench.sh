@@ -69,25 +69,10 @@ bin="$CARGO_TARGET_DIR/release"
 gateway_bin=${BENCH_GATEWAY_BIN:-$bin/livegate-gateway}
 [ -x "$gateway_bin" ] || die "no gateway binary at $gateway_bin"
 
-if [ -n "${BENCH_OUT:-}" ]; then
-  work=$BENCH_OUT
-  mkdir -p "$work"
-  keep=1
-else
-  work=$(mktemp -d "${TMPDIR:-/tmp}/livegate-bench.XXXXXX")
-  keep=0
-fi
+bench_workdir livegate-bench
 rm -rf "$work/nats" "$work/reports"
 mkdir -p "$work/logs" "$work/reports" "$work/nats"
 
-pids=()
-stop_all() {
-  trap - INT TERM EXIT
-  local i
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[i]}" 2>/dev/null || true; done
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do wait "${pids[i]}" 2>/dev/null || true; done
-  if [ "$keep" = 1 ]; then say "reports and logs kept in $work"; else rm -rf "$work"; fi
-}
 trap stop_all EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
@@ -99,27 +84,7 @@ if [ "$nofile" != unlimited ] && [ $((BENCH_IDLE * 2 + 100)) -gt "$nofile" ]; th
   say "warning: RLIMIT_NOFILE is $nofile; the gateway needs 2 descriptors per session, so it can hold about $(((nofile - 100) / 2)) of the $BENCH_IDLE idle sessions (raise the hard limit: ulimit -Hn as root with CAP_SYS_RESOURCE)"
 fi
 
-# start NAME COMMAND...: runs in the background, output to logs/NAME.log, pid in $last_pid.
-start() {
-  local name=$1; shift
-  "$@" >"$work/logs/$name.log" 2>&1 &
-  last_pid=$!
-  pids+=("$last_pid")
-}
 
-# wait_listen NAME PID SECONDS: the address in the process's "listening on ADDR" log line.
-wait_listen() {
-  local i addr
-  for ((i = 0; i < $3 * 10; i++)); do
-    addr=$(grep -aoE '[Ll]istening (for client connections )?on 127\.0\.0\.1:[0-9]+' "$work/logs/$1.log" 2>/dev/null |
-      head -n 1 | grep -oE '127\.0\.0\.1:[0-9]+' || true)
-    if [ -n "$addr" ]; then printf '%s\n' "$addr"; return 0; fi
-    kill -0 "$2" 2>/dev/null || { tail -n 20 "$work/logs/$1.log" >&2; die "$1 exited during start-up"; }
-    sleep 0.1
-  done
-  tail -n 20 "$work/logs/$1.log" >&2
-  die "$1 did not report its address within $3 s"
-}
 
 export NO_COLOR=1
 

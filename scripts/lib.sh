@@ -52,3 +52,77 @@ XML
 </yandex>
 XML
 }
+
+# --- background processes (benchmarks) ---------------------------------------------------
+# Callers set $work (a directory with logs/) and define `die`; pids accumulate in $pids.
+pids=()
+
+# bench_workdir PREFIX: sets $work to $BENCH_OUT (kept afterwards, $keep=1) or a new temp dir
+# (removed by stop_all).
+bench_workdir() {
+  if [ -n "${BENCH_OUT:-}" ]; then
+    work=$BENCH_OUT
+    keep=1
+  else
+    work=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
+    keep=0
+  fi
+  mkdir -p "$work/logs"
+}
+
+# start NAME COMMAND...: runs in the background, output to logs/NAME.log, pid in $last_pid.
+start() {
+  local name=$1; shift
+  "$@" >"$work/logs/$name.log" 2>&1 &
+  last_pid=$!
+  pids+=("$last_pid")
+}
+
+# stop_one PID SECONDS: SIGTERM, up to SECONDS to exit, then SIGKILL.
+stop_one() {
+  local pid=$1 j
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((j = 0; j < $2 * 10; j++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    printf 'pid %s still running %s s after SIGTERM; killing it\n' "$pid" "$2" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+# stop_all: stops what `start` started, newest first and one at a time (a service finishes
+# its work while NATS and ClickHouse are still up), then removes or keeps $work.
+stop_all() {
+  trap - INT TERM EXIT
+  local i
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do stop_one "${pids[i]}" 30; done
+  if [ "$keep" = 1 ]; then printf 'logs kept in %s\n' "$work/logs" >&2; else rm -rf "$work"; fi
+}
+
+# wait_log NAME PID SECONDS REGEX: prints the first match of REGEX in logs/NAME.log; dies if
+# the process exits first or nothing matches in time.
+wait_log() {
+  local i m
+  for ((i = 0; i < $3 * 10; i++)); do
+    m=$(grep -aoE "$4" "$work/logs/$1.log" 2>/dev/null | head -n 1 || true)
+    if [ -n "$m" ]; then printf '%s\n' "$m"; return 0; fi
+    kill -0 "$2" 2>/dev/null || { tail -n 20 "$work/logs/$1.log" >&2; die "$1 exited during start-up"; }
+    sleep 0.1
+  done
+  tail -n 20 "$work/logs/$1.log" >&2
+  die "$1 not ready within $3 s"
+}
+
+# wait_listen NAME PID SECONDS: the loopback address from the process's "listening on" line.
+wait_listen() {
+  wait_log "$1" "$2" "$3" '[Ll]istening (for client connections )?on 127\.0\.0\.1:[0-9]+' |
+    grep -oE '127\.0\.0\.1:[0-9]+'
+}
+
+# free_port: a loopback port nobody listens on right now (bind to 0, read, release).
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}

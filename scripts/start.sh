@@ -64,24 +64,18 @@ export AUTH_LISTEN="127.0.0.1:$AUTH_PORT"
 export METERING_LISTEN="127.0.0.1:$METERING_PORT"
 export GATEWAY_LISTEN="127.0.0.1:$GATEWAY_PORT"
 
-pids=()
-stop_all() {
-  trap - INT TERM EXIT
+# lib.sh's start/stop_all keep their processes under $work; here that is the state dir, kept.
+work=$state
+keep=1
+stop_everything() {
   say "stopping…"
-  local i
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[i]}" 2>/dev/null || true; done
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do wait "${pids[i]}" 2>/dev/null || true; done
+  stop_all
   say "stopped"
 }
-trap stop_all EXIT
+trap stop_everything EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-start() { # name command...
-  local name=$1; shift
-  "$@" >"$state/logs/$name.log" 2>&1 &
-  pids+=($!)
-}
 
 # --- NATS (JetStream) ---
 nats_bin=$(find_nats_server) || die "nats-server not found (scripts/install-deps.sh installs it)"

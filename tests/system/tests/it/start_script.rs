@@ -64,6 +64,7 @@ async fn the_start_command_serves_a_session_and_bills_it_in_clickhouse() {
         ))
         .kill_on_drop(true);
     let mut child = cmd.spawn().unwrap();
+    let _stop_on_failure = StopOnDrop(child.id().unwrap());
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut url, mut key) = (String::new(), String::new());
     let printed = tokio::time::timeout(Duration::from_secs(180), async {
@@ -163,4 +164,37 @@ async fn ch_query(port: u16, sql: &str) -> String {
     text.split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default()
+}
+
+/// Stops start.sh with SIGINT when the test ends early (a failed assertion): SIGKILL from
+/// `kill_on_drop` alone would skip the script's trap and leave NATS, ClickHouse and the
+/// services running. Waits (bounded) for the script to exit.
+struct StopOnDrop(u32);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let pid = self.0.to_string();
+        // Gone, or a zombie waiting for the (dropped) child handle to reap it.
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|st| {
+                    st.rsplit(')')
+                        .next()
+                        .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+                })
+                .unwrap_or(false)
+        };
+        if !alive() {
+            return;
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status();
+        for _ in 0..600 {
+            if !alive() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
