@@ -1,8 +1,11 @@
 //! Publishing usage and session events to JetStream without ever blocking a session.
 //!
 //! Sessions hand events to [`Bus::send`], which never waits: events go into a bounded queue
-//! ([`Config::event_buffer`](crate::Config)). One publisher task drains it in order, publishes
-//! batches with `Nats-Msg-Id` = the event id (so JetStream drops duplicates of a retry) and
+//! ([`Config::event_buffer`](crate::Config)). One publisher task drains it in order: when an
+//! event arrives at an idle publisher it lets more gather for
+//! [`Config::bus_linger`](crate::Config) (a few milliseconds; metering batches far longer), so
+//! a busy gateway makes one NATS round trip per batch instead of one per model turn. It
+//! publishes batches with `Nats-Msg-Id` = the event id (so JetStream drops duplicates of a retry) and
 //! waits for the acks; a failed batch is retried from its first unacknowledged event with
 //! backoff until NATS is back. When the queue is full the event is dropped, counted in
 //! `livegate_gateway_bus_dropped_total` and logged: never silently.
@@ -78,6 +81,7 @@ pub fn start(
     js: jetstream::Context,
     stream: String,
     capacity: usize,
+    linger: Duration,
     metrics: Metrics,
 ) -> (Bus, Publisher) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
@@ -91,6 +95,7 @@ pub fn start(
             js,
             stream,
             rx,
+            linger,
             metrics,
         },
     )
@@ -101,6 +106,7 @@ pub struct Publisher {
     js: jetstream::Context,
     stream: String,
     rx: mpsc::Receiver<Outgoing>,
+    linger: Duration,
     metrics: Metrics,
 }
 
@@ -132,6 +138,12 @@ impl Publisher {
                         None => return,
                     },
                     () = stop.cancelled(), if !stop.is_cancelled() => continue,
+                }
+                if !self.linger.is_zero() && !stop.is_cancelled() {
+                    tokio::select! {
+                        () = tokio::time::sleep(self.linger) => {}
+                        () = stop.cancelled() => {}
+                    }
                 }
             }
             while pending.len() < BATCH {

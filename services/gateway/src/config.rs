@@ -40,6 +40,8 @@ pub const DRAIN_GRACE: &str = "GATEWAY_DRAIN_GRACE";
 pub const AUTH_CACHE_TTL: &str = "GATEWAY_AUTH_CACHE_TTL";
 /// Usage events held while NATS is unreachable.
 pub const EVENT_BUFFER: &str = "GATEWAY_EVENT_BUFFER";
+/// How long the usage publisher lets events gather before a round trip to NATS.
+pub const BUS_LINGER: &str = "GATEWAY_BUS_LINGER";
 /// Upstream connect (TCP + TLS + WebSocket handshake) timeout.
 pub const UPSTREAM_CONNECT_TIMEOUT: &str = "GATEWAY_UPSTREAM_CONNECT_TIMEOUT";
 /// Most concurrent sessions (each holds two sockets); default: what the open-files limit allows.
@@ -80,6 +82,9 @@ pub struct Config {
     pub drain_grace: Duration,
     pub auth_cache_ttl: Duration,
     pub event_buffer: usize,
+    /// Events gather this long before a publish round trip (fewer, fuller batches: less CPU
+    /// in the gateway and NATS, off the relay's hot moments); 0 publishes each at once.
+    pub bus_linger: Duration,
     pub upstream_connect_timeout: Duration,
     pub gateway_id: String,
     /// Most concurrent sessions; 0 = unlimited. Beyond it, upgrades get a fast 503 instead of
@@ -132,6 +137,7 @@ impl Config {
         c.drain_grace = env.duration(DRAIN_GRACE, c.drain_grace)?;
         c.auth_cache_ttl = env.duration(AUTH_CACHE_TTL, c.auth_cache_ttl)?;
         c.event_buffer = env.parse(EVENT_BUFFER)?.unwrap_or(c.event_buffer);
+        c.bus_linger = env.duration(BUS_LINGER, c.bus_linger)?;
         c.upstream_connect_timeout =
             env.duration(UPSTREAM_CONNECT_TIMEOUT, c.upstream_connect_timeout)?;
         c.max_sessions = match env.parse(MAX_SESSIONS)? {
@@ -164,6 +170,7 @@ impl Config {
             drain_grace: Duration::from_secs(10),
             auth_cache_ttl: Duration::from_secs(5),
             event_buffer: 100_000,
+            bus_linger: Duration::from_millis(5),
             upstream_connect_timeout: Duration::from_secs(10),
             gateway_id: "gateway".to_string(),
             max_sessions: 0,

@@ -99,6 +99,7 @@ pub async fn run(
         js,
         config.stream.clone(),
         config.event_buffer,
+        config.bus_linger,
         metrics.clone(),
     );
     let flush = CancellationToken::new();

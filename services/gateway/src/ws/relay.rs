@@ -1,17 +1,25 @@
 //! The relay loop, generic over `Sink + Stream` so unit tests can drive it with channels.
 //!
 //! Two directions run concurrently inside one task, each reading one frame, handing it to
-//! the meter, and awaiting the write before it reads the next: a slow reader slows its
-//! writer (back-pressure) and nothing is buffered beyond tungstenite's write buffer. A third
-//! branch watches the idle timer, the session deadline and the drain signal. Whichever branch
-//! finishes first decides how the session ends ([`End`]); the caller then sends the closes.
+//! the meter, and feeding it to the other side before it reads the next. Fed frames are
+//! flushed as soon as the reading side has nothing more ready ([`next_or_flush`]): frames that
+//! arrive together (a model turn's chunks, `generationComplete` and `turnComplete` with usage
+//! usually come in one read) leave in one write instead of one write and one wake-up of the
+//! peer each, and nothing waits in a buffer while the relay waits for input. A slow reader
+//! still slows its writer (back-pressure): `feed` waits for the socket once tungstenite's
+//! write buffer is full, so nothing is buffered beyond it. A third branch watches the idle
+//! timer, the session deadline and the drain signal. Whichever branch finishes first decides
+//! how the session ends ([`End`]); the caller then sends the closes, which flush anything fed
+//! before them.
 
 use super::close::{self, Close};
 use super::inspect::{self, Media};
 use crate::metrics::{DirLabel, Metrics};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use std::future::poll_fn;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -84,6 +92,34 @@ fn too_big(limit: usize) -> Close {
     Close::new(close::TOO_BIG, format!("frame larger than {limit} bytes"))
 }
 
+/// The next frame from `rx`. When `rx` has nothing ready and frames fed to `tx` are not
+/// flushed yet (`unflushed`), they are flushed now, while waiting; a flush error is returned
+/// as `Err`.
+async fn next_or_flush<R, T>(
+    rx: &mut R,
+    tx: &mut T,
+    unflushed: &mut bool,
+) -> Result<Option<Result<Message, WsError>>, WsError>
+where
+    R: Stream<Item = Result<Message, WsError>> + Unpin,
+    T: Sink<Message, Error = WsError> + Unpin,
+{
+    poll_fn(|cx| {
+        if let Poll::Ready(m) = rx.poll_next_unpin(cx) {
+            return Poll::Ready(Ok(m));
+        }
+        if *unflushed {
+            match tx.poll_flush_unpin(cx) {
+                Poll::Ready(Ok(())) => *unflushed = false,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
 /// `{"goAway":{"timeLeft":"10s"}}`, as Google sends it (binary frame).
 pub fn go_away(time_left: Duration) -> Message {
     Message::Binary(format!(r#"{{"goAway":{{"timeLeft":"{}s"}}}}"#, time_left.as_secs()).into())
@@ -131,14 +167,17 @@ impl<U: UsageSink> Relay<'_, U> {
         let drain = &mut self.drain;
 
         let client_to_upstream = async {
+            let mut unflushed = false;
             loop {
-                let msg = match client_rx.next().await {
-                    None => {
+                let next = next_or_flush(client_rx, up_tx, &mut unflushed).await;
+                let msg = match next {
+                    Err(e) => return End::UpstreamGone(format!("upstream write failed: {e}")),
+                    Ok(None) => {
                         return End::ClientGone("connection closed without a close frame".into());
                     }
-                    Some(Err(WsError::Capacity(_))) => return End::Gateway(too_big(max)),
-                    Some(Err(e)) => return End::ClientGone(e.to_string()),
-                    Some(Ok(m)) => m,
+                    Ok(Some(Err(WsError::Capacity(_)))) => return End::Gateway(too_big(max)),
+                    Ok(Some(Err(e))) => return End::ClientGone(e.to_string()),
+                    Ok(Some(Ok(m))) => m,
                 };
                 touch();
                 match &msg {
@@ -158,33 +197,37 @@ impl<U: UsageSink> Relay<'_, U> {
                     frames_c2u.inc();
                     bytes_c2u.inc_by(p.len() as u64);
                 }
-                if let Err(e) = up_tx.send(msg).await {
+                if let Err(e) = up_tx.feed(msg).await {
                     return End::UpstreamGone(format!("upstream write failed: {e}"));
                 }
+                unflushed = true;
             }
         };
 
         let upstream_to_client = async {
+            let mut unflushed = false;
             loop {
-                let msg = tokio::select! {
+                let next = tokio::select! {
                     biased;
                     Some(m) = inject_rx.recv() => {
                         if let Err(e) = client_tx.send(m).await {
                             return End::ClientGone(format!("client write failed: {e}"));
                         }
+                        unflushed = false;
                         continue;
                     }
-                    m = up_rx.next() => m,
+                    m = next_or_flush(up_rx, client_tx, &mut unflushed) => m,
                 };
-                let msg = match msg {
-                    None => {
+                let msg = match next {
+                    Err(e) => return End::ClientGone(format!("client write failed: {e}")),
+                    Ok(None) => {
                         return End::UpstreamGone(
                             "upstream closed the connection without a close frame".into(),
                         );
                     }
-                    Some(Err(WsError::Capacity(_))) => return End::Gateway(too_big(max)),
-                    Some(Err(e)) => return End::UpstreamGone(e.to_string()),
-                    Some(Ok(m)) => m,
+                    Ok(Some(Err(WsError::Capacity(_)))) => return End::Gateway(too_big(max)),
+                    Ok(Some(Err(e))) => return End::UpstreamGone(e.to_string()),
+                    Ok(Some(Ok(m))) => m,
                 };
                 touch();
                 let mut turn_complete = false;
@@ -213,10 +256,15 @@ impl<U: UsageSink> Relay<'_, U> {
                     frames_u2c.inc();
                     bytes_u2c.inc_by(p.len() as u64);
                 }
-                if let Err(e) = client_tx.send(msg).await {
+                if let Err(e) = client_tx.feed(msg).await {
                     return End::ClientGone(format!("client write failed: {e}"));
                 }
+                unflushed = true;
                 if turn_complete && usage.budget_spent() {
+                    // The turn reaches the client before the close.
+                    if let Err(e) = client_tx.flush().await {
+                        return End::ClientGone(format!("client write failed: {e}"));
+                    }
                     return End::Gateway(Close::new(
                         close::BUDGET_SPENT,
                         "budget spent for this API key",

@@ -3,18 +3,71 @@
 use super::*;
 use futures_util::stream::BoxStream;
 use livegate_proto::usage::TokenUsage;
-use std::sync::atomic::AtomicBool;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::task::Poll;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::PollSender;
 
-type Tx = futures_util::sink::SinkMapErr<
-    PollSender<Message>,
-    fn(tokio_util::sync::PollSendError<Message>) -> WsError,
->;
 type Rx = BoxStream<'static, Result<Message, WsError>>;
 
 fn closed(_: tokio_util::sync::PollSendError<Message>) -> WsError {
     WsError::ConnectionClosed
+}
+
+/// The relay's sink, behaving like a socket with a write buffer: fed frames are held until a
+/// flush, which delivers them to the test (through a bounded channel: back-pressure) and
+/// counts as one write.
+struct Tx {
+    out: PollSender<Message>,
+    held: std::collections::VecDeque<Message>,
+    writes: Arc<AtomicUsize>,
+}
+
+impl Sink<Message> for Tx {
+    type Error = WsError;
+
+    fn poll_ready(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> Poll<Result<(), WsError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), WsError> {
+        self.get_mut().held.push_back(item);
+        Ok(())
+    }
+
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Result<(), WsError>> {
+        let this = self.get_mut();
+        if this.held.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        while let Some(m) = this.held.pop_front() {
+            match this.out.poll_reserve(cx) {
+                Poll::Ready(Ok(())) => this.out.send_item(m).map_err(closed)?,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(closed(e))),
+                Poll::Pending => {
+                    this.held.push_front(m);
+                    return Poll::Pending;
+                }
+            }
+        }
+        this.writes.fetch_add(1, Ordering::Relaxed);
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Result<(), WsError>> {
+        self.poll_flush(cx)
+    }
 }
 
 /// One end of a fake socket: the relay's sink/stream, and the test's handles.
@@ -23,16 +76,24 @@ struct Pipe {
     relay_rx: Rx,
     test_tx: mpsc::Sender<Result<Message, WsError>>,
     test_rx: mpsc::Receiver<Message>,
+    /// Flushes of the relay's sink that delivered frames.
+    writes: Arc<AtomicUsize>,
 }
 
 fn pipe() -> Pipe {
     let (to_relay, relay_in) = mpsc::channel(16);
     let (relay_out, from_relay) = mpsc::channel(16);
+    let writes = Arc::new(AtomicUsize::new(0));
     Pipe {
-        relay_tx: PollSender::new(relay_out).sink_map_err(closed as fn(_) -> _),
+        relay_tx: Tx {
+            out: PollSender::new(relay_out),
+            held: std::collections::VecDeque::new(),
+            writes: writes.clone(),
+        },
         relay_rx: Box::pin(ReceiverStream::new(relay_in)),
         test_tx: to_relay,
         test_rx: from_relay,
+        writes,
     }
 }
 
@@ -144,6 +205,54 @@ async fn frames_flow_in_order_and_usage_is_reported_with_media() {
     assert_eq!(reports[0].1.output_characters, 8);
     assert_eq!(h.counters.frames_in.load(Ordering::Relaxed), 2);
     assert_eq!(h.counters.frames_out.load(Ordering::Relaxed), 2);
+}
+
+fn chunk(i: usize) -> Message {
+    Message::binary(format!(
+        r#"{{"serverContent":{{"modelTurn":{{"parts":[{{"text":"{i}"}}]}}}}}}"#
+    ))
+}
+
+#[tokio::test]
+async fn frames_that_arrive_together_leave_in_one_write_and_none_is_held_back() {
+    let h = Harness::new();
+    let (mut c, mut u) = (pipe(), pipe());
+    let mut relay = h.relay();
+    // Five frames ready before the relay reads (one socket read, in real life), both ways.
+    for i in 0..5 {
+        u.test_tx.send(Ok(chunk(i))).await.unwrap();
+        c.test_tx.send(Ok(chunk(i))).await.unwrap();
+    }
+    let (c_in, c_out, u_in, u_out) = (&c.test_tx, &mut c.test_rx, &u.test_tx, &mut u.test_rx);
+    let (c_writes, u_writes) = (c.writes.clone(), u.writes.clone());
+    let driver = async {
+        for i in 0..5 {
+            assert_eq!(c_out.recv().await.unwrap(), chunk(i));
+            assert_eq!(u_out.recv().await.unwrap(), chunk(i));
+        }
+        assert_eq!(c_writes.load(Ordering::Relaxed), 1, "to the client");
+        assert_eq!(u_writes.load(Ordering::Relaxed), 1, "upstream");
+        // A frame arriving alone is written as soon as nothing else is ready.
+        u_in.send(Ok(chunk(5))).await.unwrap();
+        assert_eq!(c_out.recv().await.unwrap(), chunk(5));
+        c_in.send(Ok(chunk(6))).await.unwrap();
+        assert_eq!(u_out.recv().await.unwrap(), chunk(6));
+        assert_eq!(c_writes.load(Ordering::Relaxed), 2);
+        assert_eq!(u_writes.load(Ordering::Relaxed), 2);
+        u_in.send(Ok(Message::Close(None))).await.unwrap();
+    };
+    let relay = relay.run(
+        &mut c.relay_tx,
+        &mut c.relay_rx,
+        &mut u.relay_tx,
+        &mut u.relay_rx,
+    );
+    let (end, ()) = tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::join!(relay, driver)
+    })
+    .await
+    .expect("frames were held back");
+    assert!(matches!(end, End::UpstreamClosed(None)), "{end:?}");
 }
 
 #[tokio::test]
