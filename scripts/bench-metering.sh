@@ -21,6 +21,7 @@
 #                          passed to livegate-metering when set
 #   BENCH_OUT              keep the report and logs in this directory (default: temp, removed)
 #   BENCH_SKIP_BUILD=1     use the release binaries already built
+#   BENCH_METERING_BIN     metering binary to measure (e.g. an experimental build)  the release build
 #
 # The table goes to stdout; progress to stderr.
 set -euo pipefail
@@ -88,7 +89,7 @@ m_env=(NATS_URL="nats://$nats_addr" CLICKHOUSE_URL="$ch_url" CLICKHOUSE_DATABASE
 for v in METERING_BATCH_SIZE METERING_FLUSH_INTERVAL METERING_MAX_ACK_PENDING METERING_ACK_WAIT; do
   [ -z "${!v:-}" ] || m_env+=("$v=${!v}")
 done
-start metering env "${m_env[@]}" "$bin/livegate-metering"
+start metering env "${m_env[@]}" "${BENCH_METERING_BIN:-$bin/livegate-metering}"
 m_pid=$last_pid
 wait_log metering "$m_pid" 60 'consuming usage events' >/dev/null
 m_addr=$(grep -aoE 'listening on 127\.0\.0\.1:[0-9]+' "$work/logs/metering.log" | head -n 1 | grep -oE '127\.0\.0\.1:[0-9]+' || true)

@@ -10,10 +10,16 @@
 //! JetStream delivers at least once: after a crash, a lost ack or an ack-wait expiry an event
 //! comes again, possibly to another replica, and a gateway may republish an event under a new
 //! `Nats-Msg-Id`. Every write is therefore idempotent:
-//! - before inserting, the batch's event ids already stored (in `usage_events` and in the
-//!   `spend_daily` materialized view) are dropped, so the common redelivery writes nothing;
+//! - before inserting, the events that may be stored already are looked up and those stored
+//!   (in `usage_events` and in the `spend_daily` materialized view) are dropped, so the common
+//!   redelivery writes nothing. "May be stored" means redelivered by JetStream (an earlier
+//!   delivery may have been written before its ack was lost, or before a crash), or any event
+//!   of a batch whose previous write attempt failed (the failure may have come after the rows
+//!   were in). A first delivery in a first attempt cannot have been written by us, so the
+//!   steady state costs no lookup at all;
 //! - what slips past that check (two replicas racing with copies of one event, an insert cut
-//!   between table and view) lands in `ReplacingMergeTree`s keyed by the event id (session id
+//!   between table and view, a gateway republishing an event after JetStream's duplicate
+//!   window) lands in `ReplacingMergeTree`s keyed by the event id (session id
 //!   for `sessions`), which `FINAL` reads and background merges collapse;
 //! - spend is recomputed from ClickHouse, never incremented (see [`crate::spend`]).
 //!
@@ -209,6 +215,8 @@ impl Pipeline {
         // The rows to write, one per event id (a batch may hold two copies of one event).
         let mut seen = HashSet::new();
         let mut rows: Vec<UsageRow> = Vec::new();
+        // Event ids JetStream delivered before: maybe written by an earlier delivery.
+        let mut redelivered: HashSet<String> = HashSet::new();
         let mut copies = 0u64;
         let mut ended: Vec<(&Ended, u64)> = Vec::new();
         let mut ended_ids = HashSet::new();
@@ -224,6 +232,9 @@ impl Pipeline {
                 _ => None,
             };
             if let Some(row) = row {
+                if item.delivered > 1 {
+                    redelivered.insert(row.event_id.clone());
+                }
                 if seen.insert(row.event_id.clone()) {
                     rows.push(row.clone());
                 } else {
@@ -236,8 +247,16 @@ impl Pipeline {
         let mut attempt = 0;
         let written = loop {
             attempt += 1;
+            // After a failed attempt any row may be in: check them all.
+            let suspects = if attempt == 1 {
+                Suspects::Only(&redelivered)
+            } else {
+                Suspects::All
+            };
             let result =
-                match tokio::time::timeout(ATTEMPT_TIMEOUT, self.write(&rows, &ended)).await {
+                match tokio::time::timeout(ATTEMPT_TIMEOUT, self.write(&rows, suspects, &ended))
+                    .await
+                {
                     Ok(r) => r,
                     Err(_) => Err(WriteError::Timeout),
                 };
@@ -387,12 +406,14 @@ impl Pipeline {
     async fn write(
         &self,
         rows: &[UsageRow],
+        suspects: Suspects<'_>,
         ended: &[(&Ended, u64)],
     ) -> Result<Written, WriteError> {
-        let stored = if rows.is_empty() {
+        let check: Vec<&UsageRow> = rows.iter().filter(|r| suspects.has(&r.event_id)).collect();
+        let stored = if check.is_empty() {
             HashSet::new()
         } else {
-            self.store.stored_events(rows).await?
+            self.store.stored_events(&check).await?
         };
         let fresh: Vec<&UsageRow> = rows
             .iter()
@@ -445,6 +466,24 @@ impl Pipeline {
             skipped: rows.len() - fresh.len(),
             sessions,
         })
+    }
+}
+
+/// Which rows of a batch may be stored already (and are looked up before inserting).
+#[derive(Clone, Copy)]
+enum Suspects<'a> {
+    /// These event ids (redelivered by JetStream).
+    Only(&'a HashSet<String>),
+    /// Every row (an earlier attempt failed, perhaps after inserting).
+    All,
+}
+
+impl Suspects<'_> {
+    fn has(self, event_id: &str) -> bool {
+        match self {
+            Self::Only(ids) => ids.contains(event_id),
+            Self::All => true,
+        }
     }
 }
 

@@ -318,7 +318,7 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError`] when a query fails.
-    pub async fn stored_events(&self, rows: &[UsageRow]) -> Result<HashSet<String>, StoreError> {
+    pub async fn stored_events(&self, rows: &[&UsageRow]) -> Result<HashSet<String>, StoreError> {
         let mut in_usage: Vec<&UsageRow> = Vec::new();
         for chunk in rows.chunks(IN_CHUNK) {
             let sessions: Vec<&str> = chunk

@@ -1,6 +1,8 @@
 //! The same event delivered twice is counted once, in every table and in KV.
 
 use crate::helpers::*;
+use async_nats::jetstream::{AckKind, consumer::PullConsumer};
+use futures_util::StreamExt;
 use livegate_common::subjects;
 use livegate_proto::prost::Message as _;
 use livegate_proto::usage::*;
@@ -87,8 +89,8 @@ async fn a_duplicate_delivery_is_counted_once_everywhere() {
         .then_some(())
     })
     .await;
-    // Whether the copy came in the same batch or a later one, it was never inserted.
-    assert_eq!(w.scalar("SELECT count() FROM {db}.usage_events").await, "2");
+    // A copy in the same batch is collapsed before the insert; one in a later batch is a first
+    // delivery (nothing looks it up) and lands as a physical copy that `FINAL` reads once.
     assert_counted_once(&w).await;
     w.wait_spend("key.kd", "0.000175").await;
     w.wait_spend("team.td", "0.000175").await;
@@ -129,22 +131,61 @@ async fn a_duplicate_delivery_is_counted_once_everywhere() {
     assert_eq!(raw("spend_daily").await, daily_before + 2);
     assert_counted_once(&w).await;
 
-    // A third delivery after that: still once, and the KV total does not move.
+    // A third copy after that (a first delivery, so written as it is): still once, and the KV
+    // total does not move.
+    let usage_before = raw("usage_events").await;
     w.publish(subjects::USAGE_REPORT, "dup:1#third", r1.encode_to_vec())
         .await;
-    eventually("the third copy processed", || async {
-        (m.metric("livegate_metering_events_consumed_total{kind=\"report\"}")
-            .await
-            == 4.0)
-            .then_some(())
-    })
-    .await;
-    // Consumed is counted on arrival, duplicates once the batch is written.
-    eventually("the copy skipped", || async {
-        (m.metric("livegate_metering_duplicates_skipped_total").await >= 2.0).then_some(())
+    eventually("the third copy written", || async {
+        (raw("usage_events").await == usage_before + 1).then_some(())
     })
     .await;
     assert_counted_once(&w).await;
     m.stop().await;
     assert_eq!(w.spend("key.kd").await, Some(dec("0.000175")));
+}
+
+#[tokio::test]
+async fn a_redelivered_event_already_stored_is_not_written_again() {
+    let w = World::new().await;
+    let s = context("redo", "kr", "tr", "gemini-live-2.5-flash");
+    let r1 = text_report(&s, 1, 100, 50);
+    // The first delivery is written and acknowledged.
+    let m = spawn_metering(w.config()).await;
+    w.publish_report(&r1).await;
+    w.wait_usage_rows(1).await;
+    m.stop().await;
+
+    // A copy comes back as a redelivery, as after a lost ack: it is taken once from the shared
+    // durable consumer and handed back unacknowledged.
+    w.publish(subjects::USAGE_REPORT, "redo:1#again", r1.encode_to_vec())
+        .await;
+    let consumer: PullConsumer =
+        w.js.get_stream(&w.stream)
+            .await
+            .unwrap()
+            .get_consumer(&w.consumer)
+            .await
+            .unwrap();
+    let mut fetched = consumer.fetch().max_messages(1).messages().await.unwrap();
+    let msg = fetched.next().await.unwrap().unwrap();
+    msg.ack_with(AckKind::Nak(None)).await.unwrap();
+    drop(fetched);
+
+    let m = spawn_metering(w.config()).await;
+    eventually("the redelivered copy looked up and skipped", || async {
+        (m.metric("livegate_metering_duplicates_skipped_total").await == 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        m.metric("livegate_metering_events_redelivered_total").await,
+        1.0
+    );
+    assert_eq!(
+        m.metric("livegate_metering_events_inserted_total").await,
+        0.0
+    );
+    assert_eq!(w.scalar("SELECT count() FROM {db}.usage_events").await, "1");
+    assert_eq!(w.scalar("SELECT count() FROM {db}.spend_daily").await, "1");
+    m.stop().await;
 }
