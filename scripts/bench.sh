@@ -1,7 +1,17 @@
 #!/usr/bin/env bash
-# Benchmarks the gateway against the Live API emulator: the same load goes once straight to
-# the emulator ("direct") and once through the gateway ("gateway"), and a side-by-side table
-# shows what the gateway adds (latency per turn, setups/s, memory per idle session, CPU).
+# Benchmarks the gateway against the Live API emulator: the same load goes straight to the
+# emulator ("direct") and through the gateway ("gateway"), and a side-by-side table shows
+# what the gateway adds (latency per turn, setups/s, memory per idle session, CPU).
+#
+# Turn latency drifts by about ±0.1 ms between runs of the same binaries on a small machine,
+# more than the +0.05 ms target, so `text` and `audio` run BENCH_ROUNDS rounds, alternating
+# direct r1, gateway r1, direct r2, gateway r2, … (reports/SCENARIO-LABEL-rN.json). The
+# table then shows the median of each figure over the rounds, and what the gateway adds is
+# the median of the rounds' own gateway − direct (round n's gateway run minus round n's
+# direct run), with each round's added p50/p99 listed under the table. `idle` and `setup`
+# run once each (reports/SCENARIO-LABEL.json): they are long (thousands of sessions ramped
+# up and held; a timed setup loop), and what they measure (memory per session, setups per
+# CPU-second) is not a small latency difference between paired runs.
 #
 # Starts its own stack in a temp dir, each process on a free loopback port: nats-server
 # (JetStream), livegate-auth (with a throw-away service account), livegate-emulator (which
@@ -10,6 +20,7 @@
 #
 # Sizes (environment):
 #   BENCH_SCENARIOS        scenarios, in order                        "idle text audio setup"
+#   BENCH_ROUNDS           direct/gateway rounds of text and audio     3
 #   BENCH_IDLE             idle sessions held (full target: 20000)     5000
 #   BENCH_IDLE_HOLD        how long they are held                      10s
 #   BENCH_TEXT_SESSIONS    concurrent text sessions                    1000
@@ -35,6 +46,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 BENCH_SCENARIOS=${BENCH_SCENARIOS:-idle text audio setup}
+BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 BENCH_IDLE=${BENCH_IDLE:-5000}
 BENCH_IDLE_HOLD=${BENCH_IDLE_HOLD:-10s}
 BENCH_TEXT_SESSIONS=${BENCH_TEXT_SESSIONS:-1000}
@@ -53,6 +65,8 @@ BENCH_GATEWAY_BIN=${BENCH_GATEWAY_BIN:-}
 
 say() { printf '[bench] %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
+
+[[ $BENCH_ROUNDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive whole number, not '$BENCH_ROUNDS'"
 
 scripts/install-deps.sh
 
@@ -125,8 +139,8 @@ key=$(AUTH_URL="http://$auth_addr" LIVEGATE_MASTER_KEY="$master" \
 [ -n "$key" ] || die "could not create an API key"
 say "stack up: nats $nats_addr (pid $nats_pid), emulator $emu_addr (pid $emu_pid), auth $auth_addr (pid $auth_pid), gateway $gw_addr (pid $gw_pid)"
 
-loadgen() { # MODE LABEL ARGS...: one run; its table to stderr, its JSON to reports/
-  local mode=$1 label=$2; shift 2
+loadgen() { # MODE LABEL REPORT ARGS...: one run; its table to stderr, its JSON to REPORT
+  local mode=$1 label=$2 report=$3; shift 3
   local url key_arg pid_args
   if [ "$label" = direct ]; then
     url=$emu_url; key_arg=bench-direct
@@ -137,9 +151,25 @@ loadgen() { # MODE LABEL ARGS...: one run; its table to stderr, its JSON to repo
   fi
   local bind=()
   [ -z "$BENCH_BIND_IPS" ] || bind=(--bind-ips "$BENCH_BIND_IPS")
-  say "run: $mode via $label"
+  say "run: $mode via $label -> ${report#"$work/"}"
   LOADGEN_KEY=$key_arg "$bin/livegate-loadgen" "$mode" --url "$url" --label "$label" \
-    "${pid_args[@]}" "${bind[@]}" --json-out "$work/reports/$mode-$label.json" "$@" >&2
+    "${pid_args[@]}" "${bind[@]}" --json-out "$report" "$@" >&2
+}
+
+scenario() { # SCENARIO LABEL REPORT: one run of a scenario at its BENCH_* sizes
+  local label=$2 report=$3
+  case $1 in
+    idle) loadgen idle "$label" "$report" --sessions "$BENCH_IDLE" --hold "$BENCH_IDLE_HOLD" \
+      --connect-rate "$BENCH_CONNECT_RATE" --timeout 600s ;;
+    text) loadgen text "$label" "$report" --sessions "$BENCH_TEXT_SESSIONS" --turns "$BENCH_TEXT_TURNS" \
+      --turn-interval "$BENCH_TEXT_INTERVAL" --connect-rate "$BENCH_CONNECT_RATE" --timeout 600s ;;
+    audio) loadgen audio "$label" "$report" --sessions "$BENCH_AUDIO_SESSIONS" --turns "$BENCH_AUDIO_TURNS" \
+      --audio-seconds "$BENCH_AUDIO_SECONDS" --speed "$BENCH_AUDIO_SPEED" \
+      --connect-rate "$BENCH_CONNECT_RATE" --timeout 600s ;;
+    setup) loadgen setup "$label" "$report" --concurrency "$BENCH_SETUP_CONCURRENCY" \
+      --duration "$BENCH_SETUP_DURATION" --timeout 600s ;;
+    *) die "unknown scenario $1 (idle, text, audio, setup)" ;;
+  esac
 }
 
 # Warm-up (not reported): first connections, the auth cache, the Google token, the stream.
@@ -152,29 +182,30 @@ for label in direct gateway; do
 done
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-files=()
-for scenario in $BENCH_SCENARIOS; do
-  for label in direct gateway; do
-    case $scenario in
-      idle) loadgen idle "$label" --sessions "$BENCH_IDLE" --hold "$BENCH_IDLE_HOLD" \
-        --connect-rate "$BENCH_CONNECT_RATE" --timeout 600s ;;
-      text) loadgen text "$label" --sessions "$BENCH_TEXT_SESSIONS" --turns "$BENCH_TEXT_TURNS" \
-        --turn-interval "$BENCH_TEXT_INTERVAL" --connect-rate "$BENCH_CONNECT_RATE" --timeout 600s ;;
-      audio) loadgen audio "$label" --sessions "$BENCH_AUDIO_SESSIONS" --turns "$BENCH_AUDIO_TURNS" \
-        --audio-seconds "$BENCH_AUDIO_SECONDS" --speed "$BENCH_AUDIO_SPEED" \
-        --connect-rate "$BENCH_CONNECT_RATE" --timeout 600s ;;
-      setup) loadgen setup "$label" --concurrency "$BENCH_SETUP_CONCURRENCY" \
-        --duration "$BENCH_SETUP_DURATION" --timeout 600s ;;
-      *) die "unknown scenario $scenario (idle, text, audio, setup)" ;;
-    esac
-    files+=("$work/reports/$scenario-$label.json")
-  done
+files=() # in run order: `compare` pairs round n's direct and gateway reports by it
+for name in $BENCH_SCENARIOS; do
+  case $name in
+    text | audio)
+      for round in $(seq 1 "$BENCH_ROUNDS"); do
+        say "$name: round $round of $BENCH_ROUNDS"
+        for label in direct gateway; do
+          files+=("$work/reports/$name-$label-r$round.json")
+          scenario "$name" "$label" "${files[-1]}"
+        done
+      done ;;
+    *)
+      for label in direct gateway; do
+        files+=("$work/reports/$name-$label.json")
+        scenario "$name" "$label" "${files[-1]}"
+      done ;;
+  esac
 done
 
 cat <<HEADER
 
 livegate bench — $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(nproc) cores, $(uname -r), RLIMIT_NOFILE $nofile
 direct = load generator -> emulator; gateway = load generator -> gateway -> emulator (auth, NATS live)
+text and audio: $BENCH_ROUNDS round(s) of direct then gateway; columns are medians over the rounds, gateway−direct is the median of the rounds' own
 gateway binary: $gateway_bin
 load average before the runs: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews the figures)
 

@@ -86,9 +86,12 @@ pub enum Command {
         args: EventsArgs,
     },
     /// Side-by-side table of saved `--json` reports (runs labelled `direct` and `gateway`
-    /// of the same mode are paired).
+    /// of the same mode are paired). Several runs of a mode and label are rounds: round n is
+    /// the n-th `direct` and the n-th `gateway` file given; the columns show each figure's
+    /// median over the rounds, the added latency is the median of the rounds' own
+    /// gateway − direct, and a line under the table lists each round's added p50 and p99.
     Compare {
-        /// Report files.
+        /// Report files (for rounds: in the order they ran).
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },

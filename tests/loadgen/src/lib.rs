@@ -11,7 +11,7 @@
 //! - `events`: the metering throughput benchmark (NATS → metering → ClickHouse).
 //! - `procstat`: `/proc/PID/status` and `/proc/PID/stat` readings.
 //! - `report`: [`Report`] (the `--json` form), its table, and the side-by-side comparison
-//!   `scripts/bench.sh` prints.
+//!   `scripts/bench.sh` prints (medians and paired deltas when there are several rounds).
 
 pub mod cli;
 pub mod client;
@@ -60,7 +60,7 @@ pub async fn main_with(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                     .with_context(|| format!("parsing {}", f.display()))?;
                 reports.push(r);
             }
-            write!(out, "{}", report::render_all(&reports))?;
+            write!(out, "{}", report::render_all(&reports)?)?;
         }
         Command::Events { args } => {
             let (json, json_out) = (args.json, args.json_out.clone());
