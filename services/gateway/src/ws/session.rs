@@ -115,7 +115,10 @@ async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     // Everything before the relay either yields what the relay needs or a close for the client.
-    let prepared = prepare(&app, &mut client, &req, &span).await;
+    // Boxed: its state (key check, token, upstream connect) is large and only needed until the
+    // relay starts, so it lives on the heap and is freed then instead of sizing every
+    // session's task for the whole session.
+    let prepared = Box::pin(prepare(&app, &mut client, &req, &span)).await;
     let Prepared {
         grant,
         setup,
