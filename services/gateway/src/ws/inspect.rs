@@ -2,15 +2,47 @@
 //!
 //! Client frames are measured (text characters, PCM audio seconds, video frames, images);
 //! server frames are measured (output characters, output audio seconds) and their
-//! `usageMetadata` is extracted. A cheap substring scan decides first whether a frame can carry
-//! anything of interest, so frames that cannot (e.g. `setupComplete`, `goAway`, tool calls)
-//! are never parsed. When parsing is needed, borrowed `serde` structs skip everything else
+//! `usageMetadata` is extracted. One multi-pattern scan (Aho-Corasick, stopping at the first
+//! hit) decides first whether a frame can carry anything of interest, so frames that cannot
+//! (e.g. `setupComplete`, `goAway`, tool calls) are never parsed. When parsing is needed, borrowed `serde` structs skip everything else
 //! and base64 payloads are measured by length, never decoded.
 
+use aho_corasick::AhoCorasick;
 use livegate_proto::usage::{MediaMeasurements, Modality, ModalityTokens, TokenUsage};
-use memchr::memmem;
 use serde::Deserialize;
 use std::borrow::Cow;
+use std::sync::LazyLock;
+
+/// Keys only metered client messages carry (camelCase and snake_case, first letter cut so
+/// either case of it matches): `clientContent`, `realtimeInput`.
+static CLIENT_KEYS: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
+    AhoCorasick::new([
+        "lientContent",
+        "lient_content",
+        "ealtimeInput",
+        "ealtime_input",
+    ])
+    .ok()
+});
+
+/// Keys of server messages worth parsing: `usageMetadata`, `modelTurn`, `turnComplete`.
+static SERVER_KEYS: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
+    AhoCorasick::new([
+        "sageMetadata",
+        "sage_metadata",
+        "odelTurn",
+        "odel_turn",
+        "urnComplete",
+        "urn_complete",
+    ])
+    .ok()
+});
+
+/// Whether `frame` mentions one of `keys` (true if the matcher could not be built: then every
+/// frame is parsed, which is slower but measures the same).
+fn mentions(keys: &LazyLock<Option<AhoCorasick>>, frame: &[u8]) -> bool {
+    keys.as_ref().is_none_or(|k| k.is_match(frame))
+}
 
 /// Sample rate assumed for `audio/pcm` without a `rate=` parameter (Google's input default).
 pub const DEFAULT_INPUT_RATE: u32 = 16_000;
@@ -145,11 +177,7 @@ struct ClientMessage<'a> {
 /// metered messages) add nothing; they are still relayed and upstream judges them.
 pub fn measure_client(frame: &[u8], media: &mut Media) {
     // Only clientContent and realtimeInput carry media; toolResponse and the rest do not.
-    let f = memmem::find(frame, b"lientContent").is_some()
-        || memmem::find(frame, b"lient_content").is_some()
-        || memmem::find(frame, b"ealtimeInput").is_some()
-        || memmem::find(frame, b"ealtime_input").is_some();
-    if !f {
+    if !mentions(&CLIENT_KEYS, frame) {
         return;
     }
     let Ok(msg) = serde_json::from_slice::<ClientMessage<'_>>(frame) else {
@@ -321,13 +349,7 @@ impl UsageMetadata<'_> {
 
 /// Measures a server frame into `media` and extracts its usage and turn boundary.
 pub fn inspect_server(frame: &[u8], media: &mut Media) -> ServerFrame {
-    let has_usage = memmem::find(frame, b"sageMetadata").is_some()
-        || memmem::find(frame, b"sage_metadata").is_some();
-    let has_turn =
-        memmem::find(frame, b"odelTurn").is_some() || memmem::find(frame, b"odel_turn").is_some();
-    let has_complete = memmem::find(frame, b"urnComplete").is_some()
-        || memmem::find(frame, b"urn_complete").is_some();
-    if !(has_usage || has_turn || has_complete) {
+    if !mentions(&SERVER_KEYS, frame) {
         return ServerFrame::default();
     }
     let Ok(msg) = serde_json::from_slice::<ServerMessage<'_>>(frame) else {
