@@ -5,7 +5,7 @@
 //!
 //! - [`config`]: [`Config`], loaded once by `main`.
 //! - [`pricing`]: the LiteLLM-format price table and the per-modality cost rules.
-//! - `schema`: ClickHouse DDL and versioned migrations.
+//! - `schema`: ClickHouse DDL and versioned migrations ([`schema_statements`] renders them).
 //! - `writer`: ClickHouse rows, inserts and the reads that keep them idempotent.
 //! - `events`: bus protobufs → priced rows.
 //! - `consumer`: the pull consumer and the batch pipeline (ack only after the insert).
@@ -40,6 +40,39 @@ use tokio_util::sync::CancellationToken;
 const MAX_STARTUP_BACKOFF: Duration = Duration::from_secs(5);
 /// Bound on each step after the consumer stopped (background tasks, the final NATS flush).
 const SHUTDOWN_TAIL: Duration = Duration::from_secs(5);
+
+/// Every statement metering runs to create its ClickHouse schema in `database`, in order: the
+/// `CREATE DATABASE`, the `schema_migrations` table, then each migration's statements, rendered
+/// exactly as [`Store::migrate`] renders them (each is idempotent, `IF NOT EXISTS`). For
+/// operators who review or apply the DDL themselves (`livegate-metering --print-schema`).
+///
+/// # Errors
+/// When `database` is not a plain identifier (`[A-Za-z_][A-Za-z0-9_]*`), which is all
+/// `CLICKHOUSE_DATABASE` accepts.
+pub fn schema_statements(database: &str) -> anyhow::Result<Vec<String>> {
+    check_database(database)?;
+    Ok(schema::statements(database))
+}
+
+/// [`schema_statements`] as one script: each statement followed by `;`, separated by a blank
+/// line (what `livegate-metering --print-schema` prints; `clickhouse-client --multiquery`
+/// reads it).
+///
+/// # Errors
+/// As [`schema_statements`].
+pub fn schema_script(database: &str) -> anyhow::Result<String> {
+    check_database(database)?;
+    Ok(schema::script(database))
+}
+
+fn check_database(database: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        config::is_identifier(database),
+        "invalid database name {database:?}: must be letters, digits and underscores, not \
+         starting with a digit"
+    );
+    Ok(())
+}
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener`, applies the ClickHouse
 /// migrations (retrying until ClickHouse answers), and consumes usage events until `shutdown`
@@ -263,5 +296,32 @@ struct AbortOnDrop(tokio::task::AbortHandle);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_statements_are_what_migrate_runs() {
+        let got = schema_statements("livegate").unwrap();
+        assert_eq!(got, schema::statements("livegate"));
+        assert_eq!(got[0], "CREATE DATABASE IF NOT EXISTS livegate");
+        assert!(got[1].contains("livegate.schema_migrations"));
+        assert!(
+            got.iter()
+                .any(|s| s.contains("livegate.spend_daily_sessions_mv"))
+        );
+        assert_eq!(schema_script("x_1").unwrap(), schema::script("x_1"));
+    }
+
+    #[test]
+    fn schema_statements_refuse_a_database_name_that_is_not_an_identifier() {
+        for bad in ["", "1db", "live-gate", "db; DROP TABLE x", "a.b", "`x`"] {
+            let e = schema_statements(bad).unwrap_err().to_string();
+            assert!(e.contains("invalid database name"), "{bad}: {e}");
+            assert!(schema_script(bad).is_err(), "{bad}");
+        }
     }
 }

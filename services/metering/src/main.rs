@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use livegate_common::{config::FileConfig, env::ProcessEnv, shutdown, telemetry};
-use std::{path::PathBuf, process::ExitCode};
+use std::{io::Write as _, path::PathBuf, process::ExitCode};
 
 /// livegate's metering service.
 #[derive(Debug, Parser)]
@@ -11,6 +11,20 @@ struct Args {
     /// YAML config file (LiteLLM keys accepted); also `LIVEGATE_CONFIG`.
     #[arg(long)]
     config: Option<PathBuf>,
+
+    /// Print the ClickHouse schema (every migration statement, in order, each followed by `;`
+    /// and a blank line) and exit, without reading the configuration or connecting anywhere.
+    #[arg(long)]
+    print_schema: bool,
+
+    /// The database `--print-schema` renders the statements for.
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "print_schema",
+        default_value = livegate_metering::config::DEFAULT_CLICKHOUSE_DATABASE
+    )]
+    database: String,
 }
 
 /// sysexits' EX_USAGE: the configuration is wrong.
@@ -19,6 +33,9 @@ const EX_USAGE: u8 = 64;
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if args.print_schema {
+        return print_schema(&args.database);
+    }
     // With the whole workspace built, rustls has two providers compiled in and cannot pick
     // one itself (a `tls://` NATS URL would panic): pick ring explicitly, as every binary does.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -45,6 +62,25 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error.message = %e, error.cause_chain = ?e, "livegate-metering failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--print-schema`: the schema script on stdout; `EX_USAGE` for an invalid database name.
+fn print_schema(database: &str) -> ExitCode {
+    let script = match livegate_metering::schema_script(database) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("livegate-metering: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(script.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("livegate-metering: writing the schema: {e}");
             ExitCode::FAILURE
         }
     }

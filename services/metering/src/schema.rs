@@ -195,6 +195,35 @@ pub(crate) fn render(sql: &str, database: &str) -> String {
     sql.replace("{db}", database)
 }
 
+/// The statement `Store::migrate` runs first (kept identical to the one in `writer.rs`; the
+/// test `create_database_matches_what_migrate_runs` holds them together).
+pub(crate) fn create_database(database: &str) -> String {
+    format!("CREATE DATABASE IF NOT EXISTS {database}")
+}
+
+/// Every statement `Store::migrate` may run to create the schema, in order and rendered for
+/// `database`: the database, `schema_migrations`, then each migration's statements. (Not the
+/// `INSERT`s recording applied versions: metering adds those itself, and the statements are
+/// idempotent, so a schema applied by hand is simply recorded at metering's next start.)
+pub(crate) fn statements(database: &str) -> Vec<String> {
+    let mut out = vec![
+        create_database(database),
+        render(SCHEMA_MIGRATIONS, database),
+    ];
+    for m in MIGRATIONS {
+        out.extend(m.statements.iter().map(|s| render(s, database)));
+    }
+    out
+}
+
+/// [`statements`] as one script: each statement followed by `;`, statements separated by a
+/// blank line, ending with a newline (what `clickhouse-client --multiquery` reads).
+pub(crate) fn script(database: &str) -> String {
+    let mut out = statements(database).join(";\n\n");
+    out.push_str(";\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +238,48 @@ mod tests {
                 assert!(s.contains("IF NOT EXISTS"), "not idempotent: {s}");
             }
         }
+    }
+
+    #[test]
+    fn statements_are_rendered_in_migration_order() {
+        let got = statements("usage_2");
+        let wanted = 2 + MIGRATIONS.iter().map(|m| m.statements.len()).sum::<usize>();
+        assert_eq!(got.len(), wanted);
+        assert_eq!(got[0], "CREATE DATABASE IF NOT EXISTS usage_2");
+        assert!(
+            got[1].starts_with("CREATE TABLE IF NOT EXISTS usage_2.schema_migrations ("),
+            "{}",
+            got[1]
+        );
+        let from_migrations: Vec<String> = MIGRATIONS
+            .iter()
+            .flat_map(|m| m.statements.iter().map(|s| s.replace("{db}", "usage_2")))
+            .collect();
+        assert_eq!(got[2..], from_migrations[..]);
+        for s in &got {
+            assert!(!s.contains("{db}"), "unrendered: {s}");
+            assert!(s.contains("IF NOT EXISTS usage_2"), "{s}");
+            assert!(!s.trim_end().ends_with(';'), "{s}");
+            // The script splits on `;` + blank line: no statement may hold either.
+            assert!(!s.contains(';') && !s.contains("\n\n"), "{s}");
+        }
+        // The views read and write the rendered database only.
+        assert!(got.iter().any(
+            |s| s.contains("spend_daily_usage_mv TO usage_2.spend_daily AS")
+                && s.contains("FROM usage_2.usage_events")
+        ));
+    }
+
+    #[test]
+    fn script_separates_statements_with_semicolon_and_blank_line() {
+        let text = script("livegate");
+        assert!(text.starts_with("CREATE DATABASE IF NOT EXISTS livegate;\n\nCREATE TABLE"));
+        assert!(text.ends_with("FROM livegate.sessions;\n"), "{text}");
+        let parts: Vec<&str> = text
+            .split(";\n\n")
+            .map(|s| s.trim_end().trim_end_matches(';'))
+            .collect();
+        assert_eq!(parts, statements("livegate"));
     }
 
     #[test]

@@ -259,7 +259,7 @@ impl Store {
     /// [`StoreError`] when a statement fails.
     pub async fn migrate(&self) -> Result<Vec<u32>, StoreError> {
         self.client
-            .query(&format!("CREATE DATABASE IF NOT EXISTS {}", self.db))
+            .query(&schema::create_database(&self.db))
             .execute()
             .await
             .map_err(err("create database"))?;

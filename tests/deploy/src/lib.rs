@@ -10,6 +10,7 @@
 //! - [`interpolate`]: Docker Compose variable interpolation (`${VAR:-default}`, `${VAR:?err}`…);
 //! - [`known_env_vars`]: every variable name the services read, taken from their sources;
 //! - [`dockerfile_stages`]: a Dockerfile's stages and instructions;
+//! - [`markdown_sql`]: the SQL queries a README section shows;
 //! - [`grafana`]: the dashboard's queries, with Grafana's macros and variables substituted
 //!   the way Grafana and the ClickHouse plugin substitute them.
 
@@ -372,6 +373,55 @@ pub fn compose_environment(service: &Value) -> Vec<(String, String)> {
     }
 }
 
+/// The SQL queries of the ```` ```sql ```` blocks in the section of `markdown` whose heading
+/// line is `heading` (e.g. `"## Cost tracking"`), up to the next heading of the same or a
+/// higher level: each block split on `;`, `--` comment lines dropped, empty pieces skipped.
+///
+/// # Errors
+/// When there is no such heading.
+pub fn markdown_sql(markdown: &str, heading: &str) -> Result<Vec<String>> {
+    let level = heading.chars().take_while(|&c| c == '#').count();
+    let mut lines = markdown.lines();
+    lines
+        .by_ref()
+        .find(|l| l.trim_end() == heading)
+        .with_context(|| format!("no heading {heading:?}"))?;
+    let mut queries = Vec::new();
+    let mut block: Option<String> = None;
+    let mut fenced = false;
+    for line in lines {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("```") {
+            if let Some(sql) = block.take() {
+                queries.extend(
+                    sql.split(';')
+                        .map(str::trim)
+                        .filter(|q| !q.is_empty())
+                        .map(str::to_string),
+                );
+            } else if trimmed.trim_end() == "```sql" {
+                block = Some(String::new());
+            }
+            fenced = !fenced;
+            continue;
+        }
+        if let Some(sql) = block.as_mut() {
+            if !trimmed.starts_with("--") {
+                sql.push_str(line);
+                sql.push('\n');
+            }
+            continue;
+        }
+        if !fenced {
+            let hashes = line.chars().take_while(|&c| c == '#').count();
+            if hashes > 0 && hashes <= level && line[hashes..].starts_with(' ') {
+                break;
+            }
+        }
+    }
+    Ok(queries)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,6 +450,20 @@ mod tests {
         assert_eq!(interpolate("${EMPTY?unset only}", &e)?, "");
         assert!(interpolate("${UNSET?gone}", &e).is_err());
         assert!(interpolate("${oops", &e).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn sql_of_one_markdown_section() -> Result<()> {
+        let md = "# T\n## A\n```sql\nSELECT 0\n```\n## B\ntext\n```sh\n# not a heading\nls\n```\n\
+                  ```sql\n-- one\nSELECT 1\nFROM t;\n\n-- two\nSELECT 2;\n```\n### B.1\n```sql\n\
+                  SELECT 3\n```\n## C\n```sql\nSELECT 4\n```\n";
+        assert_eq!(
+            markdown_sql(md, "## B")?,
+            ["SELECT 1\nFROM t", "SELECT 2", "SELECT 3"]
+        );
+        assert_eq!(markdown_sql(md, "## A")?, ["SELECT 0"]);
+        assert!(markdown_sql(md, "## Z").is_err());
         Ok(())
     }
 

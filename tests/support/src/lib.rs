@@ -10,6 +10,10 @@
 //! - [`google`]: a generated service-account key whose self-signed JWTs the emulator accepts,
 //!   a fake OAuth token endpoint for `authorized_user` files, and a fake GCE metadata server,
 //!   all driven through the real `google-cloud-auth` crate.
+//! - [`python`]: [`python::venv`], the one Python virtualenv (`~/.cache/livegate-py`) the
+//!   tests that run Python share, its packages installed on demand under a lock.
+//! - [`workspace`]: [`workspace::workspace_bin`], the workspace's binaries as built by
+//!   `scripts/test.sh`, for tests of other packages.
 //! - `process` (internal): servers run under a `sh` wrapper that kills them when the test
 //!   process goes away, however it goes; `bin` (internal): finding the executables
 //!   ([`NATS_SERVER_BIN`], [`CLICKHOUSE_SERVER_BIN`], `PATH`, pip's and Debian's locations).
@@ -24,6 +28,8 @@ mod httpio;
 pub mod names;
 pub mod nats;
 mod process;
+pub mod python;
+pub mod workspace;
 
 pub use bin::{CLICKHOUSE_SERVER_BIN, NATS_SERVER_BIN};
 pub use clickhouse::ClickHouseServer;

@@ -19,7 +19,7 @@ const PROVIDER: &str = "deploy/grafana/provisioning/dashboards/livegate.yaml";
 const PLUGIN: &str = "grafana-clickhouse-datasource";
 const TABLES: &[&str] = &["usage_events", "sessions", "spend_daily"];
 
-fn dashboard() -> Result<Value> {
+pub(crate) fn dashboard() -> Result<Value> {
     serde_json::from_str(&read(DASHBOARD)?).context("dashboard JSON")
 }
 

@@ -1,10 +1,12 @@
 //! Deployment checks: docker-compose.yml, the Dockerfile and its health-check script, the
-//! Kubernetes manifests, and the Grafana dashboard (its SQL run on a real ClickHouse).
+//! Kubernetes manifests, the Grafana dashboard (its SQL run on a real ClickHouse), and
+//! metering's schema plus every documented query on current ClickHouse (chdb, in process).
 //! No Docker and no cluster needed; `kubectl kustomize` renders the overlays when kubectl is
 //! installed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod compose;
+mod current_clickhouse;
 mod docker;
 mod grafana;
 mod k8s;

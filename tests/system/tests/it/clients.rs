@@ -10,45 +10,30 @@ pub(crate) fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// A virtualenv with tests/clients/python/requirements.txt, made once per machine.
+/// tests/clients/python/requirements.txt, each with the module whose import shows it is there.
+const CLIENT_PACKAGES: &[(&str, &str)] = &[
+    ("websockets>=13,<18", "websockets"),
+    ("google-genai>=1.30,<4", "google.genai"),
+];
+
+/// The shared test virtualenv (`livegate_test_support::python`) with
+/// tests/clients/python/requirements.txt installed.
 pub(crate) async fn python() -> PathBuf {
     static PY: OnceCell<PathBuf> = OnceCell::const_new();
     PY.get_or_init(|| async {
-        tokio::task::spawn_blocking(|| {
-            let home = std::env::var("HOME").unwrap_or_else(|_| "/tmp".into());
-            let venv = PathBuf::from(home).join(".cache/livegate-py");
-            let py = venv.join("bin/python");
-            if !py.exists() {
-                let ok = Command::new("python3")
-                    .arg("-m")
-                    .arg("venv")
-                    .arg(&venv)
-                    .status()
-                    .unwrap();
-                assert!(ok.success(), "python3 -m venv failed");
-            }
-            let req = repo().join("tests/clients/python/requirements.txt");
-            let out = Command::new(&py)
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "-q",
-                    "--disable-pip-version-check",
-                    "-r",
-                ])
-                .arg(&req)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "pip install failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            py
-        })
-        .await
-        .unwrap()
+        let req = repo().join("tests/clients/python/requirements.txt");
+        let text = std::fs::read_to_string(&req).unwrap();
+        let listed: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        let ours: Vec<&str> = CLIENT_PACKAGES.iter().map(|(r, _)| *r).collect();
+        assert_eq!(listed, ours, "keep CLIENT_PACKAGES in step with {req:?}");
+        tokio::task::spawn_blocking(|| livegate_test_support::python::venv(CLIENT_PACKAGES))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("the Python venv: {e:#}"))
     })
     .await
     .clone()
