@@ -21,6 +21,9 @@
 # Sizes (environment):
 #   BENCH_SCENARIOS        scenarios, in order                        "idle text audio setup"
 #   BENCH_ROUNDS           direct/gateway rounds of text and audio     3
+#   BENCH_RELAY            scenarios also run through a bare TCP relay  "text"
+#                          (`livegate-loadgen relay`: the floor of any user-space proxy
+#                          here; each round runs direct, relay, gateway; "" for none)
 #   BENCH_IDLE             idle sessions held (full target: 20000)     5000
 #   BENCH_IDLE_HOLD        how long they are held                      10s
 #   BENCH_TEXT_SESSIONS    concurrent text sessions                    1000
@@ -47,6 +50,7 @@ cd "$(dirname "$0")/.."
 
 BENCH_SCENARIOS=${BENCH_SCENARIOS:-idle text audio setup}
 BENCH_ROUNDS=${BENCH_ROUNDS:-3}
+BENCH_RELAY=${BENCH_RELAY-text}
 BENCH_IDLE=${BENCH_IDLE:-5000}
 BENCH_IDLE_HOLD=${BENCH_IDLE_HOLD:-10s}
 BENCH_TEXT_SESSIONS=${BENCH_TEXT_SESSIONS:-1000}
@@ -115,6 +119,11 @@ emu_pid=$last_pid
 emu_addr=$(wait_listen emulator "$emu_pid" 20)
 emu_url="ws://$emu_addr/ws/google.cloud.aiplatform.v1.LlmBidiService/BidiGenerateContent"
 
+start relay "$bin/livegate-loadgen" relay --listen 127.0.0.1:0 --to "$emu_addr"
+relay_pid=$last_pid
+relay_addr=$(wait_listen relay "$relay_pid" 20)
+relay_url="ws://$relay_addr/ws/google.cloud.aiplatform.v1.LlmBidiService/BidiGenerateContent"
+
 master=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
 internal=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
 start auth env NATS_URL="nats://$nats_addr" AUTH_LISTEN=127.0.0.1:0 \
@@ -137,7 +146,7 @@ gw_url="ws://$gw_addr/v1/vertex-ai/live"
 key=$(AUTH_URL="http://$auth_addr" LIVEGATE_MASTER_KEY="$master" \
   "$bin/livegate" keys create --alias "bench-$$" --team bench | tail -n 1)
 [ -n "$key" ] || die "could not create an API key"
-say "stack up: nats $nats_addr (pid $nats_pid), emulator $emu_addr (pid $emu_pid), auth $auth_addr (pid $auth_pid), gateway $gw_addr (pid $gw_pid)"
+say "stack up: nats $nats_addr (pid $nats_pid), emulator $emu_addr (pid $emu_pid), relay $relay_addr (pid $relay_pid), auth $auth_addr (pid $auth_pid), gateway $gw_addr (pid $gw_pid)"
 
 loadgen() { # MODE LABEL REPORT ARGS...: one run; its table to stderr, its JSON to REPORT
   local mode=$1 label=$2 report=$3; shift 3
@@ -145,6 +154,9 @@ loadgen() { # MODE LABEL REPORT ARGS...: one run; its table to stderr, its JSON 
   if [ "$label" = direct ]; then
     url=$emu_url; key_arg=bench-direct
     pid_args=(--pid "emulator=$emu_pid")
+  elif [ "$label" = relay ]; then
+    url=$relay_url; key_arg=bench-direct
+    pid_args=(--pid "relay=$relay_pid" --pid "emulator=$emu_pid")
   else
     url=$gw_url; key_arg=$key
     pid_args=(--pid "gateway=$gw_pid" --pid "emulator=$emu_pid" --pid "auth=$auth_pid" --pid "nats=$nats_pid")
@@ -183,14 +195,18 @@ done
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 files=() # in run order: `compare` pairs round n's direct and gateway reports by it
+relay_files=() # the same for the direct and relay reports
 for name in $BENCH_SCENARIOS; do
   case $name in
     text | audio)
+      labels="direct gateway"
+      [[ " $BENCH_RELAY " != *" $name "* ]] || labels="direct relay gateway"
       for round in $(seq 1 "$BENCH_ROUNDS"); do
         say "$name: round $round of $BENCH_ROUNDS"
-        for label in direct gateway; do
+        for label in $labels; do
           files+=("$work/reports/$name-$label-r$round.json")
           scenario "$name" "$label" "${files[-1]}"
+          [ "$label" = gateway ] || [ "$labels" = "direct gateway" ] || relay_files+=("${files[-1]}")
         done
       done ;;
     *)
@@ -205,9 +221,14 @@ cat <<HEADER
 
 livegate bench — $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(nproc) cores, $(uname -r), RLIMIT_NOFILE $nofile
 direct = load generator -> emulator; gateway = load generator -> gateway -> emulator (auth, NATS live)
-text and audio: $BENCH_ROUNDS round(s) of direct then gateway; columns are medians over the rounds, gateway−direct is the median of the rounds' own
+relay = load generator -> bare TCP relay (livegate-loadgen relay: copies bytes, parses nothing) -> emulator: the floor of any proxy here
+text and audio: $BENCH_ROUNDS round(s) of direct (then relay, for ${BENCH_RELAY:-no scenario}) then gateway; columns are medians over the rounds, gateway−direct is the median of the rounds' own
 gateway binary: $gateway_bin
 load average before the runs: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews the figures)
 
 HEADER
 "$bin/livegate-loadgen" compare "${files[@]}"
+if [ ${#relay_files[@]} -gt 0 ]; then
+  printf '%s\n\n' "-- the same rounds through the bare TCP relay instead of the gateway (the floor any proxy adds here; targets shown for scale) --"
+  "$bin/livegate-loadgen" compare --side relay "${relay_files[@]}"
+fi

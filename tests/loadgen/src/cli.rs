@@ -2,7 +2,7 @@
 
 use crate::procstat::Watched;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -94,6 +94,23 @@ pub enum Command {
         /// Report files (for rounds: in the order they ran).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// The label compared with `direct` (bench.sh's `relay` runs: `--side relay`).
+        #[arg(long, default_value = "gateway")]
+        side: String,
+    },
+    /// A bare TCP relay (accept, connect to `--to`, copy bytes both ways, no parsing): the
+    /// floor any user-space proxy adds on this machine, which bench.sh measures next to the
+    /// gateway. Runs until SIGTERM or Ctrl-C.
+    Relay {
+        /// Address to listen on (port 0: any free port; the log says which).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Address every connection is relayed to.
+        #[arg(long)]
+        to: SocketAddr,
+        /// Runtime worker threads (0: one per core, like the gateway).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
     },
 }
 
@@ -250,6 +267,10 @@ impl Command {
             | Self::Setup { common, .. } => common.threads.max(1),
             Self::Events { args } => args.threads.max(1),
             Self::Compare { .. } => 1,
+            Self::Relay { threads, .. } => match threads {
+                0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+                n => *n,
+            },
         }
     }
 
@@ -260,7 +281,8 @@ impl Command {
             | Self::Audio { sessions, .. }
             | Self::Idle { sessions, .. } => sessions.sessions,
             Self::Setup { concurrency, .. } => *concurrency,
-            Self::Events { .. } | Self::Compare { .. } => 0,
+            // The relay holds what its clients open; the limit is raised all the same.
+            Self::Events { .. } | Self::Compare { .. } | Self::Relay { .. } => 0,
         }
     }
 }

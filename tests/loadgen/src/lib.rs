@@ -9,6 +9,7 @@
 //!   [`client::Failure`] kinds errors are counted by.
 //! - `run`: the modes `text`, `audio`, `idle`, `setup`.
 //! - `events`: the metering throughput benchmark (NATS → metering → ClickHouse).
+//! - `relay`: a bare TCP relay, the floor bench.sh compares the gateway with.
 //! - `procstat`: `/proc/PID/status` and `/proc/PID/stat` readings.
 //! - `report`: [`Report`] (the `--json` form), its table, and the side-by-side comparison
 //!   `scripts/bench.sh` prints (medians and paired deltas when there are several rounds).
@@ -18,6 +19,7 @@ pub mod client;
 pub mod events;
 pub mod frames;
 pub mod procstat;
+pub mod relay;
 pub mod report;
 mod run;
 
@@ -51,7 +53,7 @@ pub fn raise_nofile_limit(sockets: u64) {
 /// Unreadable report files, a bad URL, a failed write.
 pub async fn main_with(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
     match cli.command {
-        Command::Compare { files } => {
+        Command::Compare { files, side } => {
             let mut reports = Vec::new();
             for f in &files {
                 let text = std::fs::read_to_string(f)
@@ -60,7 +62,10 @@ pub async fn main_with(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                     .with_context(|| format!("parsing {}", f.display()))?;
                 reports.push(r);
             }
-            write!(out, "{}", report::render_all(&reports)?)?;
+            write!(out, "{}", report::render_all(&reports, &side)?)?;
+        }
+        Command::Relay { listen, to, .. } => {
+            relay::run(listen, to, livegate_common::shutdown::signal()).await?;
         }
         Command::Events { args } => {
             let (json, json_out) = (args.json, args.json_out.clone());
@@ -82,7 +87,9 @@ pub async fn main_with(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                 | Command::Audio { common, .. }
                 | Command::Idle { common, .. }
                 | Command::Setup { common, .. } => (common.json, common.json_out.clone()),
-                Command::Compare { .. } | Command::Events { .. } => (false, None),
+                Command::Compare { .. } | Command::Events { .. } | Command::Relay { .. } => {
+                    (false, None)
+                }
             };
             let r = run(command).await?;
             let text = serde_json::to_string_pretty(&r)?;

@@ -267,11 +267,13 @@ pub mod targets {
     pub const IDLE_SESSIONS: u64 = 20_000;
 }
 
-struct Table {
+struct Table<'a> {
+    /// The compared side's label (`gateway`, or e.g. `relay` for a bare TCP relay).
+    side: &'a str,
     rows: Vec<[String; 5]>,
 }
 
-impl Table {
+impl Table<'_> {
     fn row(&mut self, name: &str, direct: String, gateway: String, delta: String, target: String) {
         self.rows
             .push([name.to_string(), direct, gateway, delta, target]);
@@ -281,8 +283,8 @@ impl Table {
         let header = [
             "metric".to_string(),
             "direct".to_string(),
-            "gateway".to_string(),
-            "gateway−direct".to_string(),
+            self.side.to_string(),
+            format!("{}−direct", self.side),
             "target".to_string(),
         ];
         let mut w = [0usize; 5];
@@ -331,11 +333,12 @@ pub enum CompareError {
     /// Round i pairs the i-th `direct` report of a mode with its i-th `gateway` report, so
     /// when both labels are there each needs as many reports.
     #[error(
-        "{mode}: {direct} `direct` and {gateway} `gateway` reports; rounds pair the i-th \
+        "{mode}: {direct} `direct` and {gateway} `{side}` reports; rounds pair the i-th \
          of each (in the order given), so give as many of each"
     )]
     UnpairedRounds {
         mode: String,
+        side: String,
         direct: usize,
         gateway: usize,
     },
@@ -486,19 +489,21 @@ fn latency_source(mode: &str) -> Option<Source> {
 }
 
 /// The runs of one mode that one table compares, in the order they were given: round i is
-/// the i-th `direct` run and the i-th `gateway` run (bench.sh alternates them). Either label
-/// may be missing.
+/// the i-th `direct` run and the i-th run of the compared side (`gateway`, unless `compare
+/// --side` names another label; bench.sh alternates them). Either label may be missing.
 struct Rounds<'a> {
+    /// The compared side's label.
+    side: &'a str,
     direct: Vec<&'a Report>,
     gateway: Vec<&'a Report>,
 }
 
 impl<'a> Rounds<'a> {
-    /// The `direct` and `gateway` runs of `mode` among `reports`.
+    /// The `direct` and `side` runs of `mode` among `reports`.
     ///
     /// # Errors
     /// Both labels are there, but not as many times each.
-    fn of_mode(reports: &'a [Report], mode: &str) -> Result<Self, CompareError> {
+    fn of_mode(reports: &'a [Report], mode: &str, side: &'a str) -> Result<Self, CompareError> {
         let runs = |label: &str| -> Vec<&'a Report> {
             reports
                 .iter()
@@ -506,13 +511,15 @@ impl<'a> Rounds<'a> {
                 .collect()
         };
         let rounds = Self {
+            side,
             direct: runs("direct"),
-            gateway: runs("gateway"),
+            gateway: runs(side),
         };
         let (direct, gateway) = (rounds.direct.len(), rounds.gateway.len());
         if direct > 0 && gateway > 0 && direct != gateway {
             return Err(CompareError::UnpairedRounds {
                 mode: mode.to_string(),
+                side: side.to_string(),
                 direct,
                 gateway,
             });
@@ -599,6 +606,7 @@ impl<'a> Sides<'a> {
 /// missing). Targets are judged where the mode has one.
 pub fn render_comparison(direct: Option<&Report>, gateway: Option<&Report>) -> String {
     render_sides(&Sides::new(Rounds {
+        side: "gateway",
         direct: direct.into_iter().collect(),
         gateway: gateway.into_iter().collect(),
     }))
@@ -619,7 +627,10 @@ fn render_sides(s: &Sides) -> String {
         String::new()
     };
     let _ = writeln!(out, "== {}: {}{of_rounds} ==", any.mode, any.load_line());
-    let mut t = Table { rows: Vec::new() };
+    let mut t = Table {
+        side: s.rounds.side,
+        rows: Vec::new(),
+    };
     sessions_row(&mut t, s, any);
     match any.mode.as_str() {
         "text" | "audio" => turn_rows(&mut t, s, any),
@@ -849,12 +860,13 @@ fn error_lines(out: &mut String, s: &Sides) {
 }
 
 /// Groups reports by mode (in first-seen order) and renders one comparison per mode, pairing
-/// the runs labelled `direct` and `gateway`. Several runs of a label are rounds, paired by
-/// the order given (see [`render_sides`]).
+/// the runs labelled `direct` with those labelled `side` (`gateway`, or e.g. `relay`); a mode
+/// with neither shows each of its runs on its own. Several runs of a label are rounds, paired by the order
+/// given (see [`render_sides`]).
 ///
 /// # Errors
 /// A mode has both labels, but not as many runs of each.
-pub fn render_all(reports: &[Report]) -> Result<String, CompareError> {
+pub fn render_all(reports: &[Report], side: &str) -> Result<String, CompareError> {
     let mut modes: Vec<&str> = Vec::new();
     for r in reports {
         if !modes.contains(&r.mode.as_str()) {
@@ -863,7 +875,7 @@ pub fn render_all(reports: &[Report]) -> Result<String, CompareError> {
     }
     let mut out = String::new();
     for m in modes {
-        let rounds = Rounds::of_mode(reports, m)?;
+        let rounds = Rounds::of_mode(reports, m, side)?;
         if rounds.count() == 0 {
             for r in reports.iter().filter(|r| r.mode == m) {
                 out.push_str(&render(r));
@@ -966,7 +978,7 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("turn"));
-        let all = render_all(&[r.clone()]).unwrap();
+        let all = render_all(&[r.clone()], "gateway").unwrap();
         assert!(all.contains("gateway−direct"));
     }
 
@@ -1002,11 +1014,35 @@ mod tests {
     }
 
     #[test]
+    fn another_side_is_compared_with_direct_and_the_rest_is_left_out() {
+        let d = text_report("direct", 0.200, 0.900);
+        let relay = text_report("relay", 0.240, 1.000);
+        let g = text_report("gateway", 0.300, 1.500);
+        let runs = [d, relay, g];
+        let out = render_all(&runs, "relay").unwrap();
+        let header = out.lines().nth(1).unwrap_or_default();
+        assert_eq!(
+            header.split_whitespace().collect::<Vec<_>>(),
+            ["metric", "direct", "relay", "relay−direct", "target"]
+        );
+        assert_eq!(
+            cells(&out, "turn latency p50 (ms)"),
+            ["0.200", "0.240", "+0.040", "≤", "+0.05", "met"]
+        );
+        // The same runs judged on the gateway ignore the relay's.
+        let out = render_all(&runs, "gateway").unwrap();
+        assert_eq!(
+            cells(&out, "turn latency p50 (ms)"),
+            ["0.200", "0.300", "+0.100", "≤", "+0.05", "MISSED"]
+        );
+    }
+
+    #[test]
     fn one_run_per_label_renders_as_before() {
         let d = text_report("direct", 0.200, 0.900);
         let g = text_report("gateway", 0.230, 1.300);
         assert_eq!(median_report(&[&d]).as_ref(), Some(&d));
-        let all = render_all(&[d.clone(), g.clone()]).unwrap();
+        let all = render_all(&[d.clone(), g.clone()], "gateway").unwrap();
         assert_eq!(all, format!("{}\n", render_comparison(Some(&d), Some(&g))));
         // p90 = 2 × p50, max = 3 × p99; 1 CPU-second over a 5 s phase is 0.20 cores.
         let expected = "\
@@ -1036,7 +1072,7 @@ errors                                 0                  0
             text_round("direct", 0.250, 0.950, 200.0, 2.0),
             text_round("gateway", 0.400, 1.000, 210.0, 2.5),
         ];
-        let out = render_all(&reports).unwrap();
+        let out = render_all(&reports, "gateway").unwrap();
         assert!(
             out.starts_with(
                 "== text: 1000 sessions × 5 text turns, 1000 ms apart (median of 3 rounds) =="
@@ -1101,7 +1137,7 @@ errors                                 0                  0
         );
         let d1 = text_round("direct", 0.200, 0.900, 0.0, 1.0);
         let d2 = text_round("direct", 0.300, 1.000, 0.0, 1.0);
-        let out = render_all(&[d1, g1, d2, g2]).unwrap();
+        let out = render_all(&[d1, g1, d2, g2], "gateway").unwrap();
         // p50: medians 0.250 and 0.290; added +0.060 and +0.020, median +0.040.
         assert_eq!(
             cells(&out, "turn latency p50 (ms)"),
@@ -1133,15 +1169,16 @@ errors                                 0                  0
         let d = text_report("direct", 0.2, 0.9);
         let g = text_report("gateway", 0.3, 1.0);
         assert_eq!(
-            render_all(&[d.clone(), g, d.clone()]),
+            render_all(&[d.clone(), g, d.clone()], "gateway"),
             Err(CompareError::UnpairedRounds {
                 mode: "text".into(),
+                side: "gateway".into(),
                 direct: 2,
                 gateway: 1,
             })
         );
         // One label alone has nothing to pair: its medians, no added latency.
-        let out = render_all(&[d.clone(), d]).unwrap();
+        let out = render_all(&[d.clone(), d], "gateway").unwrap();
         assert_eq!(
             cells(&out, "turn latency p50 (ms)"),
             ["0.200", "-", "-", "≤", "+0.05"]

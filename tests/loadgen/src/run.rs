@@ -261,6 +261,7 @@ pub async fn run(command: Command) -> anyhow::Result<Report> {
             (plan, common.pids)
         }
         Command::Compare { .. } => anyhow::bail!("compare is not a load run"),
+        Command::Relay { .. } => anyhow::bail!("relay is not a load run"),
         Command::Events { .. } => anyhow::bail!("events runs through events::run"),
     };
     let plan = Arc::new(plan);
