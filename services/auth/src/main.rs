@@ -1,7 +1,7 @@
 //! `livegate-auth`: parses configuration, sets up logging, binds, and calls [`livegate_auth::run`].
 
 use clap::Parser;
-use livegate_common::{config::FileConfig, env::ProcessEnv, shutdown, telemetry};
+use livegate_common::{config::FileConfig, service};
 use std::{path::PathBuf, process::ExitCode};
 
 /// livegate's auth service.
@@ -13,38 +13,20 @@ struct Args {
     config: Option<PathBuf>,
 }
 
-/// sysexits' EX_USAGE: the configuration is wrong.
-const EX_USAGE: u8 = 64;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
     // google-cloud-auth pulls rustls with aws-lc-rs, tonic with ring: pick one explicitly.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let env = ProcessEnv;
-    telemetry::init(&env);
-    let config = match FileConfig::discover(args.config.as_deref(), &env)
-        .map_err(livegate_auth::config::Error::from)
-        .and_then(|file| livegate_auth::Config::load(&file, &env))
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error.message = %e, "invalid configuration");
-            return ExitCode::from(EX_USAGE);
-        }
-    };
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error.message = %e, addr = %config.listen, "cannot bind");
-            return ExitCode::FAILURE;
-        }
-    };
-    match livegate_auth::run(config, listener, shutdown::signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error.message = %e, error.cause_chain = ?e, "livegate-auth failed");
-            ExitCode::FAILURE
-        }
-    }
+    service::main(
+        "livegate-auth",
+        |env| {
+            FileConfig::discover(args.config.as_deref(), env)
+                .map_err(livegate_auth::config::Error::from)
+                .and_then(|file| livegate_auth::Config::load(&file, env))
+        },
+        |config| config.listen,
+        livegate_auth::run,
+    )
+    .await
 }

@@ -7,11 +7,14 @@
 //! - [`telemetry`]: `tracing` set-up from `LIVEGATE_LOG` / `LITELLM_LOG` / `LIVEGATE_LOG_FORMAT`.
 //! - [`kv`]: mirroring a NATS KV bucket into memory with a self-healing watch.
 //! - [`shutdown`]: a future that resolves on SIGTERM or SIGINT.
+//! - [`service`]: the start-up every service binary shares (logging, configuration, bind,
+//!   run until a signal, exit code).
 
 pub mod bus;
 pub mod config;
 pub mod env;
 pub mod kv;
+pub mod service;
 pub mod shutdown;
 pub mod subjects;
 pub mod telemetry;

@@ -148,3 +148,44 @@ async fn the_binary_logs_session_costs_reloads_prices_and_stops_on_sigterm() {
     })
     .await;
 }
+
+/// Runs the binary with `env` and returns its exit code and stderr (bounded: 30 s).
+async fn run_to_exit(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_livegate-metering"));
+    cmd.env_remove("LIVEGATE_CONFIG")
+        .env("LIVEGATE_LOG_FORMAT", "text")
+        .env("NO_COLOR", "1")
+        .kill_on_drop(true)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .expect("the binary exits by itself")
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_bad_configuration_exits_with_ex_usage_and_a_taken_port_with_1() {
+    let (code, stderr) = run_to_exit(&[("METERING_LISTEN", "not-an-address")]).await;
+    assert_eq!(code, Some(64), "EX_USAGE; stderr:\n{stderr}");
+    assert!(stderr.contains("invalid configuration"), "{stderr}");
+    assert!(
+        stderr.contains("METERING_LISTEN"),
+        "names the variable: {stderr}"
+    );
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, stderr) = run_to_exit(&[("METERING_LISTEN", &addr)]).await;
+    assert_eq!(code, Some(1), "stderr:\n{stderr}");
+    assert!(stderr.contains("cannot bind"), "{stderr}");
+    assert!(stderr.contains(&addr), "names the address: {stderr}");
+}
