@@ -6,6 +6,7 @@ use futures_util::StreamExt;
 use livegate_common::subjects;
 use livegate_proto::prost::Message as _;
 use livegate_proto::usage::*;
+use std::time::Duration;
 
 /// What every exact read must show for the session "dup" whatever copies exist.
 async fn assert_counted_once(w: &World) {
@@ -167,10 +168,24 @@ async fn a_redelivered_event_already_stored_is_not_written_again() {
             .get_consumer(&w.consumer)
             .await
             .unwrap();
-    let mut fetched = consumer.fetch().max_messages(1).messages().await.unwrap();
-    let msg = fetched.next().await.unwrap().unwrap();
+    // The stopped metering's connection may still be closing and take this delivery into
+    // its pull request; then it comes back after the ack wait (3 s), so ask for up to 10 s.
+    let mut msg = None;
+    for _ in 0..10 {
+        let mut fetched = consumer
+            .batch()
+            .max_messages(1)
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await
+            .unwrap();
+        if let Some(m) = fetched.next().await {
+            msg = Some(m.unwrap());
+            break;
+        }
+    }
+    let msg = msg.expect("the copy delivered to this test's fetch within 10 s");
     msg.ack_with(AckKind::Nak(None)).await.unwrap();
-    drop(fetched);
 
     let m = spawn_metering(w.config()).await;
     eventually("the redelivered copy looked up and skipped", || async {
