@@ -73,10 +73,13 @@ pub async fn run(
         None => None,
     };
     let metrics = metrics::Metrics::new();
-    let nats = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connection_timeout(Duration::from_secs(2))
-        .name(format!("livegate-gateway {}", config.gateway_id))
+    let nats_options = |role: &str| {
+        async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(2))
+            .name(format!("livegate-gateway {}{role}", config.gateway_id))
+    };
+    let nats = nats_options("")
         .connect(&config.nats_url)
         .await
         .with_context(|| format!("NATS URL {}", config.nats_url))?;
@@ -95,15 +98,18 @@ pub async fn run(
         auth.clone(),
         stop.clone(),
     );
-    let (bus, publisher) = bus::start(
-        js,
-        config.stream.clone(),
-        config.event_buffer,
-        config.bus_linger,
-        metrics.clone(),
-    );
     let flush = CancellationToken::new();
-    let publisher = tokio::spawn(publisher.run(flush.clone(), FLUSH_DEADLINE));
+    let (bus, publisher) = bus::spawn(bus::Settings {
+        nats: nats_options(" publisher"),
+        nats_url: config.nats_url.clone(),
+        stream: config.stream.clone(),
+        capacity: config.event_buffer,
+        linger: config.bus_linger,
+        metrics: metrics.clone(),
+        stop: flush.clone(),
+        flush_deadline: FLUSH_DEADLINE,
+    })
+    .context("starting the usage publisher thread")?;
     let grace = config.drain_grace;
     let app = state::App {
         config: Arc::new(config),
