@@ -21,7 +21,7 @@
 # Sizes (environment):
 #   BENCH_SCENARIOS        scenarios, in order                        "idle text audio setup"
 #   BENCH_ROUNDS           direct/gateway rounds of text and audio     3
-#   BENCH_RELAY            scenarios also run through a bare TCP relay  "text"
+#   BENCH_RELAY            scenarios also run through a bare TCP relay  "text audio"
 #                          (`livegate-loadgen relay`: the floor of any user-space proxy
 #                          here; each round runs direct, relay, gateway; "" for none)
 #   BENCH_IDLE             idle sessions held (full target: 20000)     5000
@@ -50,7 +50,7 @@ cd "$(dirname "$0")/.."
 
 BENCH_SCENARIOS=${BENCH_SCENARIOS:-idle text audio setup}
 BENCH_ROUNDS=${BENCH_ROUNDS:-3}
-BENCH_RELAY=${BENCH_RELAY-text}
+BENCH_RELAY=${BENCH_RELAY-text audio}
 BENCH_IDLE=${BENCH_IDLE:-5000}
 BENCH_IDLE_HOLD=${BENCH_IDLE_HOLD:-10s}
 BENCH_TEXT_SESSIONS=${BENCH_TEXT_SESSIONS:-1000}
