@@ -5,7 +5,8 @@
 #
 # Turn latency drifts by about ±0.1 ms between runs of the same binaries on a small machine,
 # more than the +0.05 ms target, so `text` and `audio` run BENCH_ROUNDS rounds, alternating
-# direct r1, gateway r1, direct r2, gateway r2, … (reports/SCENARIO-LABEL-rN.json). The
+# direct r1, relay r1, gateway r1, direct r2, … (reports/SCENARIO-LABEL-rN.json; the relay
+# runs, a bare TCP relay in front of the emulator, only for the scenarios in BENCH_RELAY). The
 # table then shows the median of each figure over the rounds, and what the gateway adds is
 # the median of the rounds' own gateway − direct (round n's gateway run minus round n's
 # direct run), with each round's added p50/p99 listed under the table. `idle` and `setup`
@@ -71,6 +72,12 @@ say() { printf '[bench] %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
 [[ $BENCH_ROUNDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive whole number, not '$BENCH_ROUNDS'"
+for name in $BENCH_RELAY; do
+  case $name in
+    text | audio) ;;
+    *) die "BENCH_RELAY lists scenarios separated by spaces, each text or audio, not '$name'" ;;
+  esac
+done
 
 scripts/install-deps.sh
 
@@ -119,10 +126,13 @@ emu_pid=$last_pid
 emu_addr=$(wait_listen emulator "$emu_pid" 20)
 emu_url="ws://$emu_addr/ws/google.cloud.aiplatform.v1.LlmBidiService/BidiGenerateContent"
 
-start relay "$bin/livegate-loadgen" relay --listen 127.0.0.1:0 --to "$emu_addr"
-relay_pid=$last_pid
-relay_addr=$(wait_listen relay "$relay_pid" 20)
-relay_url="ws://$relay_addr/ws/google.cloud.aiplatform.v1.LlmBidiService/BidiGenerateContent"
+relay_url=""
+if [ -n "$BENCH_RELAY" ]; then
+  start relay "$bin/livegate-loadgen" relay --listen 127.0.0.1:0 --to "$emu_addr"
+  relay_pid=$last_pid
+  relay_addr=$(wait_listen relay "$relay_pid" 20)
+  relay_url="ws://$relay_addr/ws/google.cloud.aiplatform.v1.LlmBidiService/BidiGenerateContent"
+fi
 
 master=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
 internal=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
@@ -146,7 +156,7 @@ gw_url="ws://$gw_addr/v1/vertex-ai/live"
 key=$(AUTH_URL="http://$auth_addr" LIVEGATE_MASTER_KEY="$master" \
   "$bin/livegate" keys create --alias "bench-$$" --team bench | tail -n 1)
 [ -n "$key" ] || die "could not create an API key"
-say "stack up: nats $nats_addr (pid $nats_pid), emulator $emu_addr (pid $emu_pid), relay $relay_addr (pid $relay_pid), auth $auth_addr (pid $auth_pid), gateway $gw_addr (pid $gw_pid)"
+say "stack up: nats $nats_addr (pid $nats_pid), emulator $emu_addr (pid $emu_pid), relay ${relay_addr:-off} (pid ${relay_pid:-none}), auth $auth_addr (pid $auth_pid), gateway $gw_addr (pid $gw_pid)"
 
 loadgen() { # MODE LABEL REPORT ARGS...: one run; its table to stderr, its JSON to REPORT
   local mode=$1 label=$2 report=$3; shift 3
@@ -186,9 +196,11 @@ scenario() { # SCENARIO LABEL REPORT: one run of a scenario at its BENCH_* sizes
 
 # Warm-up (not reported): first connections, the auth cache, the Google token, the stream.
 say "warm-up"
-for label in direct gateway; do
-  LOADGEN_KEY=$([ $label = direct ] && echo bench-direct || echo "$key") \
-    "$bin/livegate-loadgen" text --url "$([ $label = direct ] && echo "$emu_url" || echo "$gw_url")" \
+for target in "direct $emu_url" "relay $relay_url" "gateway $gw_url"; do
+  read -r label url <<<"$target"
+  [ -n "${url:-}" ] || continue
+  LOADGEN_KEY=$([ "$label" = gateway ] && echo "$key" || echo bench-direct) \
+    "$bin/livegate-loadgen" text --url "$url" \
     --sessions 50 --turns 2 --turn-interval 10ms --timeout 60s >/dev/null 2>&1 ||
     die "warm-up via $label failed (logs: $work/logs/)"
 done

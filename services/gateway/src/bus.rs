@@ -72,9 +72,14 @@ impl Bus {
                 self.metrics.bus_buffered.inc();
                 true
             }
-            Err(mpsc::error::TrySendError::Full(e)) | Err(mpsc::error::TrySendError::Closed(e)) => {
+            Err(mpsc::error::TrySendError::Full(e)) => {
                 self.metrics.bus_dropped.inc();
                 tracing::error!(event_id = %e.msg_id, subject = e.subject, "usage event dropped: bus buffer full (NATS unreachable for too long?)");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(e)) => {
+                self.metrics.bus_dropped.inc();
+                tracing::error!(event_id = %e.msg_id, subject = e.subject, "usage event dropped: the usage publisher has ended");
                 false
             }
         }
@@ -107,13 +112,26 @@ pub fn spawn(s: Settings) -> std::io::Result<(Bus, tokio::sync::oneshot::Receive
         tx,
         metrics: s.metrics.clone(),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    // The runtime is built on the thread (a runtime must not be dropped inside another one,
+    // which a failed spawn would do); the thread reports whether that worked.
+    let (built_tx, built_rx) = std::sync::mpsc::sync_channel::<std::io::Result<()>>(1);
     std::thread::Builder::new()
         .name("usage-publisher".into())
         .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => {
+                    let _ = built_tx.send(Ok(()));
+                    r
+                }
+                Err(e) => {
+                    let _ = built_tx.send(Err(e));
+                    return;
+                }
+            };
             runtime.block_on(async move {
                 // retry_on_initial_connect: this returns at once and connects in the
                 // background; events wait in the queue meanwhile.
@@ -138,6 +156,10 @@ pub fn spawn(s: Settings) -> std::io::Result<(Bus, tokio::sync::oneshot::Receive
             });
             let _ = done_tx.send(());
         })?;
+    // Waits only for the runtime to be built (start-up, once).
+    built_rx
+        .recv()
+        .unwrap_or_else(|_| Err(std::io::Error::other("usage publisher thread ended early")))?;
     Ok((bus, done_rx))
 }
 
@@ -152,8 +174,8 @@ pub struct Publisher {
 
 impl Publisher {
     /// Publishes until `stop` is cancelled and everything queued so far is acknowledged. If
-    /// NATS stays unreachable for `flush_deadline` after `stop`, the rest is logged and
-    /// counted as lost.
+    /// that takes longer than `flush_deadline` after `stop` (NATS unreachable), the attempt
+    /// in progress is abandoned and the rest is logged and counted as lost.
     pub async fn run(
         mut self,
         stop: tokio_util::sync::CancellationToken,
@@ -192,18 +214,24 @@ impl Publisher {
                     Err(_) => break,
                 }
             }
-            if !stream_ready {
-                match livegate_common::bus::ensure_usage_stream(&self.js, &self.stream).await {
-                    Ok(_) => stream_ready = true,
-                    Err(e) => {
-                        tracing::warn!(error.message = %e, "cannot ensure the usage stream yet")
+            let attempt = async {
+                if !stream_ready {
+                    match livegate_common::bus::ensure_usage_stream(&self.js, &self.stream).await {
+                        Ok(_) => stream_ready = true,
+                        Err(e) => {
+                            tracing::warn!(error.message = %e, "cannot ensure the usage stream yet")
+                        }
                     }
                 }
-            }
-            let acked = if stream_ready {
-                self.publish(&pending).await
-            } else {
-                0
+                if stream_ready {
+                    self.publish(&pending).await
+                } else {
+                    0
+                }
+            };
+            let acked = tokio::select! {
+                acked = attempt => acked,
+                () = &mut give_up => return self.give_up(&pending),
             };
             for _ in 0..acked {
                 pending.pop_front();
@@ -215,17 +243,22 @@ impl Publisher {
             }
             if acked == 0 {
                 tokio::select! {
-                    () = &mut give_up => {
-                        let lost = pending.len() + self.rx.len();
-                        tracing::error!(lost, "gave up publishing usage events at shutdown: NATS unreachable");
-                        self.metrics.bus_dropped.inc_by(lost as u64);
-                        return;
-                    }
+                    () = &mut give_up => return self.give_up(&pending),
                     () = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         }
+    }
+
+    /// Counts and logs everything not yet acknowledged as lost (the flush deadline passed).
+    fn give_up(&self, pending: &VecDeque<Outgoing>) {
+        let lost = pending.len() + self.rx.len();
+        tracing::error!(
+            lost,
+            "gave up publishing usage events at shutdown: NATS unreachable"
+        );
+        self.metrics.bus_dropped.inc_by(lost as u64);
     }
 
     /// Publishes `batch` in order and returns how many from the front were acknowledged.

@@ -99,6 +99,9 @@ pub async fn run(
         stop.clone(),
     );
     let flush = CancellationToken::new();
+    // Should this future be dropped instead of finishing, the publisher thread still
+    // flushes (bounded) and ends.
+    let _flush_on_drop = flush.clone().drop_guard();
     let (bus, publisher) = bus::spawn(bus::Settings {
         nats: nats_options(" publisher"),
         nats_url: config.nats_url.clone(),

@@ -65,7 +65,10 @@ pub async fn main_with(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             write!(out, "{}", report::render_all(&reports, &side)?)?;
         }
         Command::Relay { listen, to, .. } => {
-            relay::run(listen, to, livegate_common::shutdown::signal()).await?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
+            relay::run(listener, to, livegate_common::shutdown::signal()).await?;
         }
         Command::Events { args } => {
             let (json, json_out) = (args.json, args.json_out.clone());

@@ -9,16 +9,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
-/// Relays every connection accepted on `listen` to `to` until `stop` completes.
+/// Relays every connection accepted on `listener` to `to` until `stop` completes.
 ///
 /// # Errors
-/// `listen` cannot be bound.
+/// The listener's address cannot be read.
 pub async fn run(
-    listen: SocketAddr,
+    listener: TcpListener,
     to: SocketAddr,
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!("listening on {addr}, relaying to {to}");
     tokio::pin!(stop);
@@ -76,23 +75,13 @@ mod tests {
                 s.write_all(&reply).await.unwrap();
             }
         });
-        // Bind the relay first to learn its port, then hand the socket's address on.
-        let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let relay_addr = probe.local_addr().unwrap();
-        drop(probe);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let relay_addr = listener.local_addr().unwrap();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let relay = tokio::spawn(run(relay_addr, echo_addr, async {
+        let relay = tokio::spawn(run(listener, echo_addr, async {
             let _ = stop_rx.await;
         }));
-        let mut c = None;
-        for _ in 0..100 {
-            if let Ok(s) = TcpStream::connect(relay_addr).await {
-                c = Some(s);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let mut c = c.expect("relay listening");
+        let mut c = TcpStream::connect(relay_addr).await.unwrap();
         c.write_all(b"\x00\xffabc").await.unwrap();
         let mut got = [0u8; 5];
         c.read_exact(&mut got).await.unwrap();
