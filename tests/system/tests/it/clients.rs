@@ -1,5 +1,6 @@
 //! The client examples in tests/clients, run for real against the stack: LiteLLM's Python
-//! client and the official google-genai SDK (over TLS, Vertex express mode).
+//! client, the official google-genai SDK (over TLS, Vertex express mode) and LiteLLM's
+//! JavaScript client (on Node.js, when it has a WebSocket client).
 
 use livegate_system_tests::*;
 use std::path::{Path, PathBuf};
@@ -121,5 +122,54 @@ async fn google_genai_sdk_works_through_the_gateway_over_tls() {
     assert_eq!(
         (ctx.model.as_str(), ctx.project.as_str()),
         ("gemini-live-2.5-flash", PROJECT)
+    );
+}
+
+/// The `node` flags that give it a global `WebSocket` (none from Node 22, the experimental
+/// flag on Node 20.10+), or `None` when this machine's Node has none or there is no Node.
+fn node_websocket_flags() -> Option<Vec<&'static str>> {
+    [vec![], vec!["--experimental-websocket"]]
+        .into_iter()
+        .find(|flags| {
+            Command::new("node")
+                .args(flags)
+                .args([
+                    "-e",
+                    "process.exit(typeof WebSocket === 'function' ? 0 : 1)",
+                ])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+}
+
+#[tokio::test]
+async fn litellm_javascript_client_works_with_the_key_as_a_subprotocol() {
+    let Some(flags) = node_websocket_flags() else {
+        eprintln!(
+            "skipped: no Node.js with a WebSocket client here (Node 22+, or 20.10+ with \
+             --experimental-websocket)"
+        );
+        return;
+    };
+    let stack = Stack::start().await;
+    let key = stack.key().await;
+    let mut cmd = Command::new("node");
+    cmd.args(&flags)
+        .arg(repo().join("tests/clients/js/client.mjs"))
+        .arg(stack.url("/v1/vertex-ai/live?project_id=test-project"))
+        .arg(&key);
+    let out = run(cmd).await;
+    assert!(out.contains("setupComplete"), "{out}");
+    assert!(out.contains("ANSWER: You said: Hello!"), "{out}");
+    let events = stack
+        .events_until(std::time::Duration::from_secs(10), |e| {
+            !e.ended().is_empty()
+        })
+        .await;
+    assert_eq!(events.reports.len(), 1);
+    assert_eq!(
+        events.reports[0].1.context.as_ref().unwrap().model,
+        "gemini-live-2.5-flash"
     );
 }
