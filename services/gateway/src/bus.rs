@@ -21,6 +21,7 @@ use bytes::Bytes;
 use livegate_common::subjects;
 use prost::Message;
 use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -62,9 +63,18 @@ impl Outgoing {
 pub struct Bus {
     tx: mpsc::Sender<Outgoing>,
     metrics: Metrics,
+    /// The publisher's NATS client, once its thread has created it (for readiness).
+    client: Arc<OnceLock<async_nats::Client>>,
 }
 
 impl Bus {
+    /// Whether the publisher's own NATS connection is up.
+    pub fn connected(&self) -> bool {
+        self.client
+            .get()
+            .is_some_and(|c| c.connection_state() == async_nats::connection::State::Connected)
+    }
+
     /// Queues an event; never waits. Returns false when the buffer was full (counted, logged).
     pub fn send(&self, event: Outgoing) -> bool {
         match self.tx.try_send(event) {
@@ -108,9 +118,11 @@ pub struct Settings {
 /// The thread or its runtime cannot be created.
 pub fn spawn(s: Settings) -> std::io::Result<(Bus, tokio::sync::oneshot::Receiver<()>)> {
     let (tx, rx) = mpsc::channel(s.capacity.max(1));
+    let client_slot = Arc::new(OnceLock::new());
     let bus = Bus {
         tx,
         metrics: s.metrics.clone(),
+        client: client_slot.clone(),
     };
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     // The runtime is built on the thread (a runtime must not be dropped inside another one,
@@ -137,6 +149,7 @@ pub fn spawn(s: Settings) -> std::io::Result<(Bus, tokio::sync::oneshot::Receive
                 // background; events wait in the queue meanwhile.
                 match s.nats.connect(&s.nats_url).await {
                     Ok(client) => {
+                        let _ = client_slot.set(client.clone());
                         let publisher = Publisher {
                             js: jetstream::new(client),
                             stream: s.stream,

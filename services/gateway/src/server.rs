@@ -95,15 +95,22 @@ async fn route(app: App, peer: SocketAddr, req: Request<Incoming>) -> Response<B
 async fn readyz(app: &App) -> Response<Body> {
     let draining = app.draining.load(Ordering::Relaxed);
     let nats = app.nats.connection_state() == async_nats::connection::State::Connected;
+    let publisher = app.bus.connected();
     let auth = app.auth.ready().await;
-    let ok = !draining && nats && auth;
+    let ok = !draining && nats && publisher && auth;
     json(
         if ok {
             StatusCode::OK
         } else {
             StatusCode::SERVICE_UNAVAILABLE
         },
-        &serde_json::json!({"ready": ok, "nats": nats, "auth": auth, "draining": draining}),
+        &serde_json::json!({
+            "ready": ok,
+            "nats": nats,
+            "nats_publisher": publisher,
+            "auth": auth,
+            "draining": draining,
+        }),
     )
 }
 

@@ -23,6 +23,7 @@ async fn health_readiness_and_metrics() {
     .await
     .expect("gateway never became ready");
     assert!(ready.contains(r#""ready":true"#), "{ready}");
+    assert!(ready.contains(r#""nats_publisher":true"#), "{ready}");
     let key = stack.key().await;
     let mut ws = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
     open_session(&mut ws, MODEL).await;
