@@ -319,6 +319,14 @@ fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "MISSED" }
 }
 
+/// A target cell: the bound, followed by its verdict when there is a figure to judge.
+fn judged(bound: String, met: Option<bool>) -> String {
+    match met {
+        Some(ok) => format!("{bound} {}", verdict(ok)),
+        None => bound,
+    }
+}
+
 fn f3(v: f64) -> String {
     format!("{v:.3}")
 }
@@ -699,11 +707,9 @@ fn latency_row(
     limit: Option<f64>,
 ) {
     let (d, g, delta) = s.latency(source, pick);
-    let target = match (limit, delta) {
-        (Some(limit), Some(x)) => format!("≤ +{limit} {}", verdict(x <= limit)),
-        (Some(limit), None) => format!("≤ +{limit}"),
-        (None, _) => String::new(),
-    };
+    let target = limit.map_or_else(String::new, |limit| {
+        judged(format!("≤ +{limit}"), delta.map(|x| x <= limit))
+    });
     t.row(name, opt(d, f3), opt(g, f3), opt(delta, signed3), target);
 }
 
@@ -752,14 +758,10 @@ fn setup_rows(t: &mut Table, s: &Sides) {
     };
     let d = s.direct.as_ref().and_then(|r| per_cpu(r, "emulator"));
     let g = s.gateway.as_ref().and_then(|r| per_cpu(r, "gateway"));
-    let target = match g {
-        Some(v) => format!(
-            "≥ {} {}",
-            targets::SETUPS_PER_CORE,
-            verdict(v >= targets::SETUPS_PER_CORE)
-        ),
-        None => format!("≥ {}", targets::SETUPS_PER_CORE),
-    };
+    let target = judged(
+        format!("≥ {}", targets::SETUPS_PER_CORE),
+        g.map(|v| v >= targets::SETUPS_PER_CORE),
+    );
     t.row(
         "setups per CPU-second (emulator | gateway)",
         opt(d, |v| format!("{v:.0}")),
@@ -774,14 +776,10 @@ fn idle_rows(t: &mut Table, s: &Sides) {
     let per = |r: &Report, label: &str| r.process(label).and_then(|p| p.rss_per_session_kib);
     let d = s.direct.as_ref().and_then(|r| per(r, "emulator"));
     let g = s.gateway.as_ref().and_then(|r| per(r, "gateway"));
-    let target = match g {
-        Some(v) => format!(
-            "≤ {} {}",
-            targets::IDLE_KIB,
-            verdict(v <= targets::IDLE_KIB)
-        ),
-        None => format!("≤ {}", targets::IDLE_KIB),
-    };
+    let target = judged(
+        format!("≤ {}", targets::IDLE_KIB),
+        g.map(|v| v <= targets::IDLE_KIB),
+    );
     t.row(
         "RSS per idle session KiB (emulator | gateway)",
         opt(d, |v| format!("{v:.1}")),

@@ -28,6 +28,7 @@ mod httpio;
 pub mod names;
 pub mod nats;
 mod process;
+pub use process::run_bounded;
 pub mod python;
 pub mod workspace;
 

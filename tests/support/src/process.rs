@@ -1,4 +1,4 @@
-//! Supervised server processes.
+//! Supervised server processes, and [`run_bounded`] for commands that must finish.
 //!
 //! Each server runs under a tiny `sh` wrapper whose stdin is a pipe held only by this
 //! process. The wrapper blocks reading that pipe; when it sees end-of-file it kills the server
@@ -10,10 +10,10 @@
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read as _, Seek as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
@@ -218,4 +218,50 @@ pub(crate) fn listening_ports(pid: u32) -> Vec<u16> {
         }
     }
     ports
+}
+
+/// Runs `cmd` with stdin closed and stdout + stderr captured (through a file, so a chatty
+/// child never blocks on a full pipe), killing it after `timeout`.
+pub fn run_bounded(mut cmd: Command, timeout: Duration) -> anyhow::Result<(ExitStatus, String)> {
+    let mut log = tempfile::tempfile().context("temp file for the output")?;
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log.try_clone()?);
+    let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{cmd:?} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut output = String::new();
+    log.rewind()?;
+    log.read_to_string(&mut output)?;
+    Ok((status, output))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_captures_output_and_enforces_the_timeout() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo out; echo err >&2; exit 3"]);
+        let (status, output) = run_bounded(cmd, Duration::from_secs(10)).unwrap();
+        assert_eq!(status.code(), Some(3));
+        assert!(output.contains("out") && output.contains("err"), "{output}");
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        let started = Instant::now();
+        let e = run_bounded(cmd, Duration::from_millis(200)).unwrap_err();
+        assert!(e.to_string().contains("did not finish"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
 }

@@ -12,12 +12,13 @@
 //! subprocess is bounded too ([`PIP_TIMEOUT`]), and killed when it overruns.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read as _, Seek as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::process::run_bounded;
 use anyhow::{Context, bail};
 
 /// Longest wait for another process's install to finish.
@@ -89,8 +90,8 @@ pub fn venv(packages: &[(&str, &str)]) -> anyhow::Result<PathBuf> {
         }
         let mut cmd = Command::new("python3");
         cmd.arg("-m").arg("venv").arg(&dir);
-        let (status, output) =
-            run(cmd, PIP_TIMEOUT).with_context(|| format!("python3 -m venv {}", dir.display()))?;
+        let (status, output) = run_bounded(cmd, PIP_TIMEOUT)
+            .with_context(|| format!("python3 -m venv {}", dir.display()))?;
         if !status.success() || !python.exists() {
             bail!(
                 "python3 -m venv {} failed ({status}): {output}",
@@ -108,7 +109,7 @@ pub fn venv(packages: &[(&str, &str)]) -> anyhow::Result<PathBuf> {
     let mut cmd = Command::new(&python);
     cmd.args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
         .args(packages.iter().map(|(requirement, _)| requirement));
-    let (status, output) = run(cmd, PIP_TIMEOUT).context("pip install")?;
+    let (status, output) = run_bounded(cmd, PIP_TIMEOUT).context("pip install")?;
     if !status.success() {
         bail!(
             "pip install {} failed ({status}) in {}: {output}",
@@ -141,34 +142,9 @@ fn check(python: &Path, packages: &[(&str, &str)]) -> anyhow::Result<Option<Stri
     for (requirement, module) in packages {
         cmd.arg(requirement).arg(module);
     }
-    let (status, output) = run(cmd, CHECK_TIMEOUT).context("checking the venv's packages")?;
+    let (status, output) =
+        run_bounded(cmd, CHECK_TIMEOUT).context("checking the venv's packages")?;
     Ok((!status.success()).then_some(output))
-}
-
-/// Runs `cmd` with stdin closed and stdout + stderr captured (through a file, so a chatty
-/// child never blocks on a full pipe), killing it after `timeout`.
-fn run(mut cmd: Command, timeout: Duration) -> anyhow::Result<(ExitStatus, String)> {
-    let mut log = tempfile::tempfile().context("temp file for the output")?;
-    cmd.stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log.try_clone()?);
-    let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("{cmd:?} did not finish within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut output = String::new();
-    log.rewind()?;
-    log.read_to_string(&mut output)?;
-    Ok((status, output))
 }
 
 /// A lock file created with `create_new`, holding the owner's pid; removed on drop.
@@ -277,20 +253,5 @@ mod tests {
             std::process::id().to_string()
         );
         drop(held);
-    }
-
-    #[test]
-    fn run_captures_output_and_enforces_the_timeout() {
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", "echo out; echo err >&2; exit 3"]);
-        let (status, output) = run(cmd, Duration::from_secs(10)).unwrap();
-        assert_eq!(status.code(), Some(3));
-        assert!(output.contains("out") && output.contains("err"), "{output}");
-        let mut cmd = Command::new("sleep");
-        cmd.arg("30");
-        let started = Instant::now();
-        let e = run(cmd, Duration::from_millis(200)).unwrap_err();
-        assert!(e.to_string().contains("did not finish"), "{e}");
-        assert!(started.elapsed() < Duration::from_secs(5));
     }
 }

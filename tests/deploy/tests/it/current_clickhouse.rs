@@ -5,12 +5,11 @@
 //! Both take the DDL from `livegate-metering --print-schema`, the binary scripts/test.sh
 //! builds, so what operators are told to apply is what is tested.
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use livegate_deploy_tests::grafana::{Selection, panel_queries, render, variables};
 use livegate_deploy_tests::{markdown_sql, read, repo_root, yaml_document};
-use livegate_test_support::{ClickHouseServer, python, workspace::workspace_bin};
+use livegate_test_support::{ClickHouseServer, python, run_bounded, workspace::workspace_bin};
 use serde_json::json;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -178,58 +177,6 @@ fn documented_queries() -> Result<Vec<serde_json::Value>> {
     Ok(out)
 }
 
-/// A fresh directory under the system temp dir, removed on drop (this crate has no
-/// `tempfile`).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Result<Self> {
-        let path = std::env::temp_dir().join(livegate_test_support::unique("livegate-chdb"));
-        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(Self(path))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Runs `cmd` with its stdout and stderr in files under `dir`, killed after `timeout`.
-fn run_bounded(mut cmd: Command, dir: &Path, timeout: Duration) -> Result<(bool, String, String)> {
-    let (out_path, err_path) = (dir.join("stdout.txt"), dir.join("stderr.txt"));
-    cmd.stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path)?)
-        .stderr(std::fs::File::create(&err_path)?);
-    let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "{cmd:?} did not finish within {timeout:?}\n--- stdout\n{}\n--- stderr\n{}",
-                std::fs::read_to_string(&out_path).unwrap_or_default(),
-                std::fs::read_to_string(&err_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Ok((
-        status.success(),
-        std::fs::read_to_string(&out_path)?,
-        std::fs::read_to_string(&err_path)?,
-    ))
-}
-
 #[test]
 fn schema_and_queries_work_on_current_clickhouse() -> Result<()> {
     let (schema, _) = printed_schema("livegate")?;
@@ -238,7 +185,7 @@ fn schema_and_queries_work_on_current_clickhouse() -> Result<()> {
     let py = python::venv(&[CHDB])?;
     let venv_time = started.elapsed();
 
-    let dir = TempDir::new()?;
+    let dir = tempfile::tempdir()?;
     let schema_file = dir.path().join("schema.sql");
     let queries_file = dir.path().join("queries.json");
     std::fs::write(&schema_file, &schema)?;
@@ -249,22 +196,20 @@ fn schema_and_queries_work_on_current_clickhouse() -> Result<()> {
         .arg(&queries_file)
         .current_dir(dir.path());
     let started = Instant::now();
-    let (success, stdout, stderr) = run_bounded(cmd, dir.path(), SCRIPT_TIMEOUT)?;
+    let (status, output) = run_bounded(cmd, SCRIPT_TIMEOUT)?;
     let script_time = started.elapsed();
-    println!("{stdout}");
-    eprintln!("{stderr}");
+    println!("{output}");
     println!(
         "venv ready in {venv_time:.1?}, script ran {} queries in {script_time:.1?}",
         queries.len()
     );
     assert!(
-        success,
-        "current ClickHouse (chdb) rejected metering's schema or a documented query:\n\
-         --- stdout\n{stdout}\n--- stderr\n{stderr}"
+        status.success(),
+        "current ClickHouse (chdb) rejected metering's schema or a documented query:\n{output}"
     );
     assert!(
-        stdout.contains(", 0 failed"),
-        "unexpected output:\n{stdout}"
+        output.contains(", 0 failed"),
+        "unexpected output:\n{output}"
     );
 
     // What docker-compose runs is a current release too (the script checked chdb's ≥ 24).

@@ -71,16 +71,18 @@ async fn litellm_python_client_works_unchanged_but_for_url_and_key() {
         "binary frames, as from Google: {out}"
     );
     assert!(out.contains("ANSWER: You said: Hello!"), "{out}");
+    one_report_for(&stack, "gemini-2.0-flash-live-preview-04-09").await;
+}
+
+/// The session ended, with exactly one usage report, for `model`.
+async fn one_report_for(stack: &Stack, model: &str) {
     let events = stack
         .events_until(std::time::Duration::from_secs(10), |e| {
             !e.ended().is_empty()
         })
         .await;
     assert_eq!(events.reports.len(), 1);
-    assert_eq!(
-        events.reports[0].1.context.as_ref().unwrap().model,
-        "gemini-2.0-flash-live-preview-04-09"
-    );
+    assert_eq!(events.reports[0].1.context.as_ref().unwrap().model, model);
 }
 
 #[tokio::test]
@@ -162,14 +164,5 @@ async fn litellm_javascript_client_works_with_the_key_as_a_subprotocol() {
     let out = run(cmd).await;
     assert!(out.contains("setupComplete"), "{out}");
     assert!(out.contains("ANSWER: You said: Hello!"), "{out}");
-    let events = stack
-        .events_until(std::time::Duration::from_secs(10), |e| {
-            !e.ended().is_empty()
-        })
-        .await;
-    assert_eq!(events.reports.len(), 1);
-    assert_eq!(
-        events.reports[0].1.context.as_ref().unwrap().model,
-        "gemini-live-2.5-flash"
-    );
+    one_report_for(&stack, "gemini-live-2.5-flash").await;
 }
