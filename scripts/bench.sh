@@ -43,6 +43,8 @@
 #   BENCH_GATEWAY_BIN      gateway binary to measure (e.g. an experimental build)  the release build
 #   BENCH_SKIP_BUILD=1     use the release binaries already built
 #   BENCH_GATEWAY_THREADS  the gateway's tokio worker threads (TOKIO_WORKER_THREADS)  one per core
+#   BENCH_RELAY_THREADS    the gateway's relay threads (GATEWAY_RELAY_THREADS; 0: sessions on
+#                          the tokio worker threads)                   the gateway's default
 #
 # The comparison table goes to stdout; per-run tables and progress go to stderr.
 set -euo pipefail
@@ -143,7 +145,8 @@ auth_pid=$last_pid
 auth_addr=$(wait_listen auth "$auth_pid" 30)
 
 gw_env=()
-[ -z "${BENCH_GATEWAY_THREADS:-}" ] || gw_env=(TOKIO_WORKER_THREADS="$BENCH_GATEWAY_THREADS")
+[ -z "${BENCH_GATEWAY_THREADS:-}" ] || gw_env+=(TOKIO_WORKER_THREADS="$BENCH_GATEWAY_THREADS")
+[ -z "${BENCH_RELAY_THREADS:-}" ] || gw_env+=(GATEWAY_RELAY_THREADS="$BENCH_RELAY_THREADS")
 start gateway env "${gw_env[@]}" NATS_URL="nats://$nats_addr" AUTH_URL="http://$auth_addr" \
   LIVEGATE_INTERNAL_TOKEN="$internal" GATEWAY_LISTEN=127.0.0.1:0 GATEWAY_ID=bench \
   VERTEX_LIVE_URL="$emu_url" DEFAULT_VERTEXAI_PROJECT=livegate-bench \
@@ -235,7 +238,7 @@ livegate bench — $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --shor
 direct = load generator -> emulator; gateway = load generator -> gateway -> emulator (auth, NATS live)
 relay = load generator -> bare TCP relay (livegate-loadgen relay: copies bytes, parses nothing) -> emulator: the floor of any proxy here
 text and audio: $BENCH_ROUNDS round(s) of direct (then relay, for ${BENCH_RELAY:-no scenario}) then gateway; columns are medians over the rounds, gateway−direct is the median of the rounds' own
-gateway binary: $gateway_bin
+gateway binary: $gateway_bin; gateway settings: ${gw_env[*]:-defaults}
 load average before the runs: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews the figures)
 
 HEADER

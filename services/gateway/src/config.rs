@@ -46,6 +46,9 @@ pub const BUS_LINGER: &str = "GATEWAY_BUS_LINGER";
 pub const UPSTREAM_CONNECT_TIMEOUT: &str = "GATEWAY_UPSTREAM_CONNECT_TIMEOUT";
 /// Most concurrent sessions (each holds two sockets); default: what the open-files limit allows.
 pub const MAX_SESSIONS: &str = "GATEWAY_MAX_SESSIONS";
+/// Relay threads, each a single-threaded runtime owning its connections (0: connections run on
+/// the main multi-threaded runtime).
+pub const RELAY_THREADS: &str = "GATEWAY_RELAY_THREADS";
 /// This replica's name in events and metrics (default: the host name).
 pub const GATEWAY_ID: &str = "GATEWAY_ID";
 
@@ -90,6 +93,8 @@ pub struct Config {
     /// Most concurrent sessions; 0 = unlimited. Beyond it, upgrades get a fast 503 instead of
     /// piling up in the accept backlog once file descriptors run out.
     pub max_sessions: usize,
+    /// Relay threads (see `workers`); 0 runs connections on the main runtime.
+    pub relay_threads: usize,
     /// Stream usage events go to (tests may isolate with their own name).
     pub stream: String,
     pub keys_bucket: String,
@@ -144,6 +149,7 @@ impl Config {
             Some(n) => n,
             None => sessions_fitting_open_files_limit(),
         };
+        c.relay_threads = env.parse(RELAY_THREADS)?.unwrap_or(c.relay_threads);
         c.gateway_id = env
             .var(GATEWAY_ID)
             .or_else(|| env.var("HOSTNAME"))
@@ -174,6 +180,7 @@ impl Config {
             upstream_connect_timeout: Duration::from_secs(10),
             gateway_id: "gateway".to_string(),
             max_sessions: 0,
+            relay_threads: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
             stream: subjects::STREAM.to_string(),
             keys_bucket: subjects::KEYS_BUCKET.to_string(),
             spend_bucket: subjects::SPEND_BUCKET.to_string(),
@@ -198,6 +205,7 @@ mod tests {
         let c = Config::load(&FileConfig::default(), &env(&[])).unwrap();
         assert_eq!(c.listen.port(), 4000);
         assert_eq!(c.default_location, "us-central1");
+        assert!(c.relay_threads >= 1, "one relay thread per core by default");
         let file = FileConfig {
             vertex_project: Some("file-p".into()),
             ..FileConfig::default()
@@ -208,6 +216,7 @@ mod tests {
                 (SETUP_TIMEOUT, "2s"),
                 (MAX_FRAME_BYTES, "1024"),
                 (DEFAULT_LOCATION, "eu"),
+                (RELAY_THREADS, "0"),
             ]),
         )
         .unwrap();
@@ -215,11 +224,13 @@ mod tests {
         assert_eq!(c.setup_timeout, Duration::from_secs(2));
         assert_eq!(c.max_frame_bytes, 1024);
         assert_eq!(c.default_location, "eu");
+        assert_eq!(c.relay_threads, 0);
     }
 
     #[test]
     fn invalid_values_are_errors() {
         assert!(Config::load(&FileConfig::default(), &env(&[(SETUP_TIMEOUT, "soon")])).is_err());
+        assert!(Config::load(&FileConfig::default(), &env(&[(RELAY_THREADS, "two")])).is_err());
         assert!(matches!(
             Config::load(&FileConfig::default(), &env(&[(TLS_CERT, "/c.pem")])),
             Err(Error::HalfTls)

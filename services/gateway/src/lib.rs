@@ -10,6 +10,7 @@
 //! - `views`: spend totals and key changes mirrored from NATS KV.
 //! - `limits`: concurrent sessions per key.
 //! - `metrics`: Prometheus metrics.
+//! - `workers`: relay threads, each a single-threaded runtime owning its connections.
 //! - [`run`]: serves until the shutdown future resolves, then drains.
 
 pub mod config;
@@ -21,6 +22,7 @@ mod metrics;
 mod server;
 mod state;
 mod views;
+mod workers;
 mod ws;
 
 pub use config::Config;
@@ -30,7 +32,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 /// How long the publisher may keep trying to flush usage events after the drain.
@@ -114,6 +116,7 @@ pub async fn run(
     })
     .context("starting the usage publisher thread")?;
     let grace = config.drain_grace;
+    let relay_threads = config.relay_threads;
     let app = state::App {
         config: Arc::new(config),
         auth,
@@ -127,8 +130,17 @@ pub async fn run(
         tracker: tokio_util::task::TaskTracker::new(),
     };
 
+    let workers = match relay_threads {
+        0 => None,
+        n => Some(workers::Workers::start(n).context("starting the relay threads")?),
+    };
     let scheme = if tls.is_some() { "wss" } else { "ws" };
-    tracing::info!(%addr, scheme, "livegate-gateway listening on {addr}");
+    tracing::info!(
+        %addr,
+        scheme,
+        relay_threads = workers.as_ref().map_or(0, workers::Workers::len),
+        "livegate-gateway listening on {addr}"
+    );
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -146,13 +158,30 @@ pub async fn run(
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
-            match tls {
-                None => server::serve_connection(app, tcp, peer).await,
-                Some(acceptor) => match acceptor.accept(tcp).await {
-                    Ok(stream) => server::serve_connection(app, stream, peer).await,
-                    Err(e) => tracing::debug!(%peer, error.message = %e, "TLS handshake failed"),
-                },
+        let serve = async move |tcp: TcpStream| match tls {
+            None => server::serve_connection(app, tcp, peer).await,
+            Some(acceptor) => match acceptor.accept(tcp).await {
+                Ok(stream) => server::serve_connection(app, stream, peer).await,
+                Err(e) => tracing::debug!(%peer, error.message = %e, "TLS handshake failed"),
+            },
+        };
+        let Some(workers) = &workers else {
+            tokio::spawn(serve(tcp));
+            continue;
+        };
+        // Move the socket to a relay thread: it leaves this runtime's reactor here and joins
+        // the relay thread's there.
+        let tcp = match tcp.into_std() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(%peer, error.message = %e, "could not hand a connection to a relay thread");
+                continue;
+            }
+        };
+        workers.spawn(async move {
+            match TcpStream::from_std(tcp) {
+                Ok(tcp) => serve(tcp).await,
+                Err(e) => tracing::warn!(%peer, error.message = %e, "could not register a connection on a relay thread"),
             }
         });
     }
@@ -179,6 +208,10 @@ pub async fn run(
     stop.cancel();
     flush.cancel();
     drop(app);
+    if let Some(workers) = workers {
+        // Joining threads blocks: not on this runtime's own threads.
+        let _ = tokio::task::spawn_blocking(move || drop(workers)).await;
+    }
     let _ = publisher.await;
     tracing::info!("livegate-gateway stopped");
     Ok(())

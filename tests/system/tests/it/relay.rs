@@ -9,8 +9,28 @@ const FULL_MODEL: &str = "projects/test-project/locations/us-central1/publishers
 
 #[tokio::test]
 async fn litellm_client_flow_works_on_every_path() {
-    let stack = Stack::start().await;
+    litellm_client_flow(Stack::start().await).await;
+}
+
+/// Connections run on relay threads by default; with `GATEWAY_RELAY_THREADS=0` they run on
+/// the main runtime, and with more threads than cores several sessions still each get theirs.
+#[tokio::test]
+async fn litellm_client_flow_works_with_and_without_relay_threads() {
+    for threads in [0, 3] {
+        let stack = Stack::start_with(Options {
+            gateway: Box::new(move |gw| gw.relay_threads = threads),
+            ..Options::default()
+        })
+        .await;
+        litellm_client_flow(stack).await;
+    }
+}
+
+/// The LiteLLM seed client's flow on every path, the sessions open side by side so they land
+/// on different relay threads.
+async fn litellm_client_flow(stack: Stack) {
     let key = stack.key().await;
+    let mut open = Vec::new();
     for path in [
         "/v1/vertex-ai/live?project_id=test-project",
         "/vertex-ai/live",
@@ -28,6 +48,14 @@ async fn litellm_client_flow_works_on_every_path() {
             turn.len()
         );
         assert_eq!(turn_text(&turn), "You said: Hello!", "{path}");
+        open.push(ws);
+    }
+    for mut ws in open {
+        ws.send(text_turn("Still there?")).await.unwrap();
+        assert_eq!(
+            turn_text(&read_turn(&mut ws).await),
+            "You said: Still there?"
+        );
         ws.close(None).await.unwrap();
     }
 }
