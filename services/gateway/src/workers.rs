@@ -7,12 +7,10 @@
 //! crosses threads (futex calls and, on a VM, an inter-processor interrupt to an idle vCPU)
 //! that the frame itself never needed. On a relay thread a session's frames are read,
 //! inspected and written on the thread whose epoll saw them. The accept loop hands each new
-//! connection to the relay thread with the fewest live connections (sessions last minutes,
-//! so balance by count, not round-robin).
+//! connection to the relay thread running the fewest tasks (a connection's HTTP phase and
+//! then its session: sessions last minutes, so balance by what is running, not round-robin).
 
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
@@ -21,8 +19,6 @@ const SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 struct Worker {
     handle: Handle,
-    /// Connections currently running on this thread.
-    live: Arc<AtomicUsize>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -30,15 +26,6 @@ struct Worker {
 /// A fixed set of relay threads.
 pub struct Workers {
     workers: Vec<Worker>,
-}
-
-/// Decrements a worker's live count when its connection's future ends or is dropped.
-struct Live(Arc<AtomicUsize>);
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 impl Workers {
@@ -65,7 +52,6 @@ impl Workers {
                 })?;
             workers.push(Worker {
                 handle,
-                live: Arc::new(AtomicUsize::new(0)),
                 stop: Some(stop),
                 thread: Some(thread),
             });
@@ -78,25 +64,30 @@ impl Workers {
         self.workers.len()
     }
 
-    /// Runs `fut` on the relay thread with the fewest live connections; sockets it creates
-    /// or adopts (`TcpStream::from_std`) register with that thread's reactor.
+    /// Runs `fut` on the relay thread running the fewest tasks; sockets it creates or adopts
+    /// (`TcpStream::from_std`) register with that thread's reactor, and tasks it spawns (the
+    /// session, after the upgrade) run there too and count for that thread.
     pub fn spawn<F>(&self, fut: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let Some(w) = self
+        // A task counts from the moment it is spawned, so a burst of accepts spreads too.
+        if let Some(w) = self
             .workers
             .iter()
-            .min_by_key(|w| w.live.load(Ordering::Relaxed))
-        else {
-            return;
-        };
-        w.live.fetch_add(1, Ordering::Relaxed);
-        let live = Live(w.live.clone());
-        w.handle.spawn(async move {
-            let _live = live;
-            fut.await;
-        });
+            .min_by_key(|w| w.handle.metrics().num_alive_tasks())
+        {
+            w.handle.spawn(fut);
+        }
+    }
+
+    /// Tasks (connections and sessions) running on each relay thread.
+    #[cfg(test)]
+    pub fn tasks(&self) -> Vec<usize> {
+        self.workers
+            .iter()
+            .map(|w| w.handle.metrics().num_alive_tasks())
+            .collect()
     }
 }
 
@@ -121,29 +112,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spreads_connections_by_live_count_and_runs_them_on_relay_threads() {
+    fn spreads_tasks_over_relay_threads_counting_the_ones_they_spawn() {
         let workers = Workers::start(2).unwrap();
         assert_eq!(workers.len(), 2);
         let (tx, rx) = std::sync::mpsc::channel();
         let (release, held) = tokio::sync::watch::channel(false);
-        for _ in 0..4 {
-            let tx = tx.clone();
-            let mut held = held.clone();
-            workers.spawn(async move {
+        // Like a connection: its own future ends soon, the session it spawns stays.
+        let connection = |tx: std::sync::mpsc::Sender<_>,
+                          mut held: tokio::sync::watch::Receiver<bool>| async move {
+            tokio::spawn(async move {
                 let name = std::thread::current().name().map(str::to_owned);
                 tx.send(name).unwrap();
                 let _ = held.wait_for(|r| *r).await;
             });
+        };
+        workers.spawn(connection(tx.clone(), held.clone()));
+        assert_eq!(rx.recv().unwrap().as_deref(), Some("relay-0"));
+        workers.spawn(connection(tx.clone(), held.clone()));
+        assert_eq!(rx.recv().unwrap().as_deref(), Some("relay-1"));
+        for _ in 0..2 {
+            workers.spawn(connection(tx.clone(), held.clone()));
         }
-        let mut names: Vec<_> = (0..4).map(|_| rx.recv().unwrap().unwrap()).collect();
+        let mut names: Vec<_> = (0..2).map(|_| rx.recv().unwrap().unwrap()).collect();
         names.sort();
-        assert_eq!(names, ["relay-0", "relay-0", "relay-1", "relay-1"]);
-        let live: Vec<_> = workers
-            .workers
-            .iter()
-            .map(|w| w.live.load(Ordering::Relaxed))
-            .collect();
-        assert_eq!(live, [2, 2]);
+        assert_eq!(names, ["relay-0", "relay-1"]);
+        assert_eq!(
+            workers.tasks(),
+            [2, 2],
+            "one session each, the connections ended"
+        );
         release.send_replace(true);
         drop(workers);
     }
