@@ -44,7 +44,7 @@
 #   BENCH_SKIP_BUILD=1     use the release binaries already built
 #   BENCH_GATEWAY_THREADS  the gateway's tokio worker threads (TOKIO_WORKER_THREADS)  one per core
 #   BENCH_RELAY_THREADS    the gateway's relay threads (GATEWAY_RELAY_THREADS; 0: sessions on
-#                          the tokio worker threads)                   the gateway's default
+#                          the tokio worker threads)                   the gateway's default, 0
 #
 # The comparison table goes to stdout; per-run tables and progress go to stderr.
 set -euo pipefail

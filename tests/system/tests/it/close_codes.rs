@@ -293,7 +293,22 @@ async fn auth_outage_gets_1011() {
 
 #[tokio::test]
 async fn drain_sends_go_away_then_1012() {
-    let mut stack = Stack::start().await;
+    drain_sends_go_away_then_1012_with(Stack::start().await).await;
+}
+
+/// The same drain with sessions on relay threads: they are stopped only after their sessions
+/// ended and were published.
+#[tokio::test]
+async fn drain_on_relay_threads_sends_go_away_then_1012() {
+    let stack = Stack::start_with(Options {
+        gateway: Box::new(|gw| gw.relay_threads = 2),
+        ..Options::default()
+    })
+    .await;
+    drain_sends_go_away_then_1012_with(stack).await;
+}
+
+async fn drain_sends_go_away_then_1012_with(mut stack: Stack) {
     let key = stack.key().await;
     let mut ws = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
     open_session(&mut ws, MODEL).await;
