@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::Role;
 
 /// The WebSocket paths (DESIGN.md, "Client-facing contract").
 pub const WS_PATHS: [&str; 5] = [
@@ -234,12 +234,7 @@ fn upgrade(
     tracker.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                // tungstenite's own limits sit above ours so that we, not it, answer an
-                // oversized frame (it would drop the connection without a close frame).
-                let config = WebSocketConfig::default()
-                    .read_buffer_size(crate::ws::READ_BUFFER_BYTES)
-                    .max_message_size(Some(max.saturating_mul(4)))
-                    .max_frame_size(Some(max.saturating_mul(4)));
+                let config = crate::ws::socket_config(max);
                 let ws = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,

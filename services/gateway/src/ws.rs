@@ -8,7 +8,28 @@ pub mod session;
 pub mod setup;
 pub mod upstream;
 
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
 /// tungstenite's read buffer per socket. Its 128 KiB default is zero-filled before every read,
 /// so all of it stays resident: 256 KiB per idle session over two sockets. 4 KiB holds a
 /// typical Live API frame; bigger ones are read in several calls.
 pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// Fed frames wait in tungstenite's write buffer until it holds this much or the relay
+/// flushes (when the side it reads from has nothing ready). Small frames arriving together
+/// (a text turn's chunks and `turnComplete`) still leave in one write, but a big one (an
+/// audio reply chunk is about 16 KiB) goes out at once, so the peer is reading it while we
+/// read the next: with tungstenite's 128 KiB default a whole audio reply was read in before
+/// its first byte was sent on.
+pub const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+
+/// tungstenite settings for both sockets of a session. Its own frame and message limits sit
+/// above `max_frame_bytes` so that we, not it, answer an oversized frame (it would drop the
+/// connection without a close frame).
+pub fn socket_config(max_frame_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_message_size(Some(max_frame_bytes.saturating_mul(4)))
+        .max_frame_size(Some(max_frame_bytes.saturating_mul(4)))
+}

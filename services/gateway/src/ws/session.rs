@@ -465,10 +465,7 @@ async fn connect_upstream(
     if let Ok(p) = project.parse() {
         h.insert("x-goog-user-project", p);
     }
-    let ws_config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .read_buffer_size(crate::ws::READ_BUFFER_BYTES)
-        .max_message_size(Some(app.config.max_frame_bytes.saturating_mul(4)))
-        .max_frame_size(Some(app.config.max_frame_bytes.saturating_mul(4)));
+    let ws_config = crate::ws::socket_config(app.config.max_frame_bytes);
     let started = std::time::Instant::now();
     let connect = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
     let result = tokio::time::timeout(app.config.upstream_connect_timeout, connect).await;
