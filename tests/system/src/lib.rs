@@ -117,6 +117,18 @@ impl Stack {
         Self::start_with(Options::default()).await
     }
 
+    /// A stack whose gateway config `adjust` changes before it starts (the other options at
+    /// their defaults).
+    pub async fn start_with_gateway(
+        adjust: impl FnOnce(&mut GatewayConfig) + Send + 'static,
+    ) -> Self {
+        Self::start_with(Options {
+            gateway: Box::new(adjust),
+            ..Options::default()
+        })
+        .await
+    }
+
     pub async fn start_with(options: Options) -> Self {
         livegate_test_support::init_crypto();
         let dir = tempfile::tempdir().unwrap();

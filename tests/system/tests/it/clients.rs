@@ -97,11 +97,7 @@ async fn google_genai_sdk_works_through_the_gateway_over_tls() {
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
     let tls = Some((cert_path.clone(), key_path));
-    let stack = Stack::start_with(Options {
-        gateway: Box::new(move |g| g.tls = tls),
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::start_with_gateway(move |g| g.tls = tls).await;
     let key = stack.key().await;
     let mut cmd = Command::new(py);
     cmd.arg(repo().join("tests/clients/python/genai_client.py"))

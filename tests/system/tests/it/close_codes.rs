@@ -37,12 +37,9 @@ async fn bad_keys_get_4401() {
 
 #[tokio::test]
 async fn setup_errors_get_1007_1008_and_1009() {
-    let stack = Stack::start_with(Options {
-        gateway: Box::new(|g| {
-            g.setup_timeout = Duration::from_millis(300);
-            g.max_frame_bytes = 64 * 1024;
-        }),
-        ..Options::default()
+    let stack = Stack::start_with_gateway(|g| {
+        g.setup_timeout = Duration::from_millis(300);
+        g.max_frame_bytes = 64 * 1024;
     })
     .await;
     let key = stack.key().await;
@@ -229,12 +226,9 @@ async fn spent_budget_gets_4402_at_start_and_after_the_turn() {
 
 #[tokio::test]
 async fn upstream_refusal_gets_1013_with_the_status() {
-    let stack = Stack::start_with(Options {
-        gateway: Box::new(|g| {
-            // An upstream that answers every handshake with 404.
-            g.vertex_live_url = g.vertex_live_url.as_ref().map(|u| format!("{u}/nope"));
-        }),
-        ..Options::default()
+    let stack = Stack::start_with_gateway(|g| {
+        // An upstream that answers every handshake with 404.
+        g.vertex_live_url = g.vertex_live_url.as_ref().map(|u| format!("{u}/nope"));
     })
     .await;
     let key = stack.key().await;
@@ -300,11 +294,7 @@ async fn drain_sends_go_away_then_1012() {
 /// ended and were published.
 #[tokio::test]
 async fn drain_on_relay_threads_sends_go_away_then_1012() {
-    let stack = Stack::start_with(Options {
-        gateway: Box::new(|gw| gw.relay_threads = 2),
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::start_with_gateway(|gw| gw.relay_threads = 2).await;
     drain_sends_go_away_then_1012_with(stack).await;
 }
 

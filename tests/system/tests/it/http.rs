@@ -142,11 +142,7 @@ async fn tls_serves_wss() {
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
     let tls = Some((cert_path, key_path));
-    let stack = Stack::start_with(Options {
-        gateway: Box::new(move |g| g.tls = tls),
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::start_with_gateway(move |g| g.tls = tls).await;
     let key = stack.key().await;
 
     let mut roots = rustls::RootCertStore::empty();
@@ -180,11 +176,7 @@ async fn tls_serves_wss() {
 
 #[tokio::test]
 async fn a_full_gateway_refuses_upgrades_with_503() {
-    let stack = Stack::start_with(Options {
-        gateway: Box::new(|g| g.max_sessions = 1),
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::start_with_gateway(|g| g.max_sessions = 1).await;
     let key = stack.key().await;
     let mut first = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
     open_session(&mut first, MODEL).await;

@@ -16,11 +16,7 @@ async fn litellm_client_flow_works_on_every_path() {
 /// with more threads than cores several sessions still each get theirs.
 #[tokio::test]
 async fn litellm_client_flow_works_on_relay_threads() {
-    let stack = Stack::start_with(Options {
-        gateway: Box::new(|gw| gw.relay_threads = 3),
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::start_with_gateway(|gw| gw.relay_threads = 3).await;
     litellm_client_flow(stack).await;
 }
 
