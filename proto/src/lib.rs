@@ -2,6 +2,10 @@
 //!
 //! - [`usage`]: bus events on NATS JetStream (`UsageReport`, `SessionStarted`, `SessionEnded`).
 //! - [`auth`]: the auth service's gRPC API (client and server).
+//! - [`contract`]: what the auth API's callers share beyond the `.proto` files (default URL,
+//!   internal-token metadata name, health probe).
+
+pub mod contract;
 
 /// Bus events (package `livegate.usage.v1`).
 pub mod usage {

@@ -18,7 +18,7 @@ mod service;
 mod store;
 
 pub use config::Config;
-pub use service::INTERNAL_TOKEN_METADATA;
+pub use livegate_proto::contract::INTERNAL_TOKEN_METADATA;
 
 use livegate_proto::auth::auth_server::AuthServer;
 use std::future::Future;

@@ -15,9 +15,6 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tonic::{Request, Response, Status};
 
-/// Metadata entry carrying `LIVEGATE_INTERNAL_TOKEN` on `GetAccessToken`.
-pub const INTERNAL_TOKEN_METADATA: &str = "x-livegate-internal-token";
-
 /// The one message every failed key check gets, so callers cannot tell unknown, revoked and
 /// expired keys apart.
 const INVALID_CREDENTIAL: &str = "invalid, expired or revoked API key";
@@ -65,11 +62,7 @@ impl AuthService {
             })?
             .to_str()
             .map_err(|_| Status::unauthenticated("authorization metadata is not valid ASCII"))?;
-        let token = given
-            .strip_prefix("Bearer ")
-            .or_else(|| given.strip_prefix("bearer "))
-            .unwrap_or(given)
-            .trim();
+        let token = livegate_common::credential::bearer(given);
         if secret_eq(token, master) {
             Ok(())
         } else {
@@ -86,7 +79,7 @@ impl AuthService {
         };
         let ok = req
             .metadata()
-            .get(INTERNAL_TOKEN_METADATA)
+            .get(livegate_proto::contract::INTERNAL_TOKEN_METADATA)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| secret_eq(v, expected));
         if ok {

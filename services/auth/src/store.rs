@@ -12,7 +12,6 @@ use async_nats::jetstream::{self, kv};
 use livegate_common::kv as kv_mirror;
 use rust_decimal::Decimal;
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 use tokio_util::sync::CancellationToken;
 
@@ -215,17 +214,14 @@ fn apply_key_entry(index: &SharedIndex, entry: kv::Entry) {
 
 fn apply_spend_entry(index: &SharedIndex, entry: kv::Entry) {
     match entry.operation {
-        kv::Operation::Put => {
-            let text = String::from_utf8_lossy(&entry.value);
-            match Decimal::from_str(text.trim()) {
-                Ok(usd) => {
-                    write(index).spend.insert(entry.key, usd);
-                }
-                Err(e) => {
-                    tracing::warn!(kv.key = %entry.key, error.message = %e, "unreadable spend value; ignored");
-                }
+        kv::Operation::Put => match livegate_common::spend::parse_usd(&entry.value) {
+            Ok(usd) => {
+                write(index).spend.insert(entry.key, usd);
             }
-        }
+            Err(e) => {
+                tracing::warn!(kv.key = %entry.key, error.message = %e, "unreadable spend value; ignored");
+            }
+        },
         kv::Operation::Delete | kv::Operation::Purge => {
             write(index).spend.remove(&entry.key);
         }

@@ -47,16 +47,11 @@ impl AuthClient {
 
     /// True when auth's gRPC health check answers `SERVING`.
     pub(crate) async fn ready(&self) -> bool {
-        use tonic_health::pb::health_check_response::ServingStatus;
-        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-        let mut h = HealthClient::new(self.channel.clone());
-        let req = HealthCheckRequest {
-            service: String::new(),
-        };
-        matches!(
-            tokio::time::timeout(std::time::Duration::from_secs(5), h.check(req)).await,
-            Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32
+        livegate_proto::contract::is_serving(
+            self.channel.clone(),
+            std::time::Duration::from_secs(5),
         )
+        .await
     }
 
     /// Lists keys with the master key: `None` without one, else the count or the error.
@@ -79,7 +74,8 @@ impl AuthClient {
         let v = internal_token
             .parse()
             .map_err(|_| "the internal token is not a valid header value".to_string())?;
-        req.metadata_mut().insert("x-livegate-internal-token", v);
+        req.metadata_mut()
+            .insert(livegate_proto::contract::INTERNAL_TOKEN_METADATA, v);
         self.grpc()
             .get_access_token(req)
             .await

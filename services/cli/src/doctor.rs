@@ -206,7 +206,7 @@ async fn check_clickhouse(a: &DoctorArgs, r: &mut Report<'_>) -> anyhow::Result<
             return Ok(());
         }
     }
-    if !db.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+    if !livegate_common::clickhouse::is_identifier(db) {
         r.line(
             "ClickHouse schema",
             Outcome::Fail(

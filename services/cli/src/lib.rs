@@ -15,15 +15,12 @@ mod spend;
 
 use clap::{Parser, Subcommand};
 
-/// Default auth address (`AUTH_URL`).
-pub const DEFAULT_AUTH_URL: &str = "http://127.0.0.1:50051";
-
 /// livegate's admin command line.
 #[derive(Debug, Parser)]
 #[command(name = "livegate", version, about)]
 pub struct Args {
     /// Auth service URL.
-    #[arg(long, env = "AUTH_URL", default_value = DEFAULT_AUTH_URL, global = true)]
+    #[arg(long, env = "AUTH_URL", default_value = livegate_proto::contract::DEFAULT_AUTH_URL, global = true)]
     pub auth_url: String,
     /// Master key for admin calls.
     #[arg(

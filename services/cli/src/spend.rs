@@ -34,11 +34,11 @@ impl ClickHouseArgs {
     /// A client for these settings (validation off: ClickHouse 18.16 lacks the format the
     /// crate's schema check uses).
     pub fn client(&self) -> clickhouse::Client {
-        clickhouse::Client::default()
-            .with_url(&self.clickhouse_url)
-            .with_user(&self.clickhouse_user)
-            .with_password(&self.clickhouse_password)
-            .with_validation(false)
+        livegate_common::clickhouse::client(
+            &self.clickhouse_url,
+            &self.clickhouse_user,
+            &self.clickhouse_password,
+        )
     }
 }
 
@@ -77,10 +77,6 @@ struct SpendRow {
     prompt_tokens: u64,
     response_tokens: u64,
     cost_usd: String,
-}
-
-fn valid_identifier(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// The report's SQL (the key filter is bound, not spliced).
@@ -126,7 +122,7 @@ fn money(s: &str) -> String {
 pub(crate) async fn run_spend(a: SpendArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let db = &a.clickhouse.clickhouse_database;
     anyhow::ensure!(
-        valid_identifier(db),
+        livegate_common::clickhouse::is_identifier(db),
         "CLICKHOUSE_DATABASE {db:?} is not a plain identifier"
     );
     let days = a.since.as_secs().div_ceil(86_400).max(1);

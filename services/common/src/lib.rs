@@ -6,15 +6,21 @@
 //! - [`config`]: the optional YAML file (LiteLLM's keys, `os.environ/NAME` indirection).
 //! - [`telemetry`]: `tracing` set-up from `LIVEGATE_LOG` / `LITELLM_LOG` / `LIVEGATE_LOG_FORMAT`.
 //! - [`kv`]: mirroring a NATS KV bucket into memory with a self-healing watch.
+//! - [`credential`]: reading a credential out of an `Authorization` value (one parser).
+//! - [`spend`]: the value format of the `livegate_spend` KV bucket.
+//! - [`clickhouse`]: the ClickHouse client constructor and database-name rule.
 //! - [`shutdown`]: a future that resolves on SIGTERM or SIGINT.
 //! - [`service`]: the start-up every service binary shares (logging, configuration, bind,
 //!   run until a signal, exit code).
 
 pub mod bus;
+pub mod clickhouse;
 pub mod config;
+pub mod credential;
 pub mod env;
 pub mod kv;
 pub mod service;
 pub mod shutdown;
+pub mod spend;
 pub mod subjects;
 pub mod telemetry;

@@ -5,11 +5,18 @@
 //! - `LITELLM_LOG=DEBUG` (LiteLLM's switch) is honoured when `LIVEGATE_LOG` is unset.
 //! - `LIVEGATE_LOG_FORMAT`: `text` (default) or `json` (one object per line, for k8s).
 //!
+//! Whatever the filter, dependencies log at most `info` ([`DEPENDENCY_LOG_CAP`]): several
+//! of them log raw requests and frames, secrets included, at `debug`/`trace`.
+//!
 //! Logs go to stderr so that stdout stays free for command output (the CLI, the emulator's
 //! "listening on" line).
 
 use crate::env::{Env, EnvExt};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// Log filter variable.
 pub const LIVEGATE_LOG: &str = "LIVEGATE_LOG";
@@ -47,6 +54,32 @@ pub fn settings(env: &impl Env) -> (String, Format) {
     (directive, format)
 }
 
+/// The most any target outside livegate's own crates may log, whatever `LIVEGATE_LOG` says.
+///
+/// Dependencies log what passes through them at `debug` and `trace`: tungstenite the whole
+/// upstream handshake request (with the Google access token) and every frame, h2 and hyper
+/// headers (API keys, the internal token), async-nats message payloads (key records). A
+/// gateway holds other people's credentials, so those levels are cut off at the source;
+/// livegate's own targets (`livegate…`) keep every level and never log a secret.
+pub const DEPENDENCY_LOG_CAP: LevelFilter = LevelFilter::INFO;
+
+/// The filter that enforces [`DEPENDENCY_LOG_CAP`].
+///
+/// ```
+/// use livegate_common::telemetry::dependency_cap;
+/// use tracing::Level;
+/// let cap = dependency_cap();
+/// assert!(cap.would_enable("livegate_gateway::ws", &Level::TRACE));
+/// assert!(!cap.would_enable("tungstenite::handshake::client", &Level::TRACE));
+/// assert!(!cap.would_enable("h2::codec", &Level::DEBUG));
+/// assert!(cap.would_enable("async_nats", &Level::INFO));
+/// ```
+pub fn dependency_cap() -> Targets {
+    Targets::new()
+        .with_default(DEPENDENCY_LOG_CAP)
+        .with_target("livegate", LevelFilter::TRACE)
+}
+
 /// Installs the global subscriber. Calling it twice is harmless (the second call is a no-op),
 /// which keeps in-process tests simple.
 pub fn init(env: &impl Env) {
@@ -55,11 +88,14 @@ pub fn init(env: &impl Env) {
         eprintln!("{LIVEGATE_LOG}={directive:?} is not a valid filter ({e}); using info");
         EnvFilter::new("info")
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = filter.and(dependency_cap());
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let _already_set = match format {
-        Format::Json => builder.json().flatten_event(true).try_init(),
-        Format::Text => builder.try_init(),
+        Format::Json => tracing_subscriber::registry()
+            .with(layer.json().flatten_event(true).with_filter(filter))
+            .try_init(),
+        Format::Text => tracing_subscriber::registry()
+            .with(layer.with_filter(filter))
+            .try_init(),
     };
 }
