@@ -8,7 +8,7 @@ use super::request::{Credential, Query};
 use super::setup::{self, Placement};
 use super::upstream::{self, ApiVersion};
 use crate::auth::{CheckError, Grant, TokenError};
-use crate::bus::Outgoing;
+use crate::publisher::Outgoing;
 use crate::state::App;
 use futures_util::{SinkExt, StreamExt};
 use livegate_proto::usage::{
