@@ -3,9 +3,10 @@
 //! - [`config`]: [`Config`], loaded once by `main`.
 //! - `server`: the accept loop and TLS, routing, the health/readiness/metrics and token
 //!   endpoints, and the WebSocket upgrade.
-//! - `ws`: one session: credential and query parsing (`request`), `setup` rewriting
-//!   (`setup`), the upstream URL (`upstream`), the relay loop (`relay`), frame metering
-//!   (`inspect`), close codes (`close`), and the session's life (`session`).
+//! - `ws`: one session: credential and query parsing (`request`), the pre-relay checks
+//!   (`policy`), `setup` rewriting (`setup`), the upstream URL and connection (`upstream`),
+//!   the relay loop (`relay`), frame measuring (`inspect`), usage and session events
+//!   (`meter`), close codes (`close`), and the session's life (`session`).
 //! - `auth`: `CheckKey` and Google tokens from the auth service, cached.
 //! - `publisher`: usage and session events to JetStream through a bounded, retrying queue.
 //! - `mirrors`: spend totals and key-record changes mirrored from NATS KV.
