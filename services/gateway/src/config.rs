@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Listen address.
+/// Listen address (default `0.0.0.0:4000`).
 pub const LISTEN: &str = "GATEWAY_LISTEN";
 /// PEM certificate chain; with [`TLS_KEY`], serve `wss://` / `https://`.
 pub const TLS_CERT: &str = "GATEWAY_TLS_CERT";
@@ -69,6 +69,7 @@ pub enum Error {
 /// Everything the gateway needs, loaded once in `main` and passed down.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Where `main` binds the listener it hands to [`run`](crate::run).
     pub listen: SocketAddr,
     /// (certificate chain, private key) PEM files.
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -159,8 +160,9 @@ impl Config {
         Ok(c)
     }
 
-    /// Defaults, listening on `127.0.0.1:0` (what tests want; `load` applies the documented
-    /// `0.0.0.0:4000` unless `GATEWAY_LISTEN` says otherwise).
+    /// The defaults, listening on `0.0.0.0:4000` (`load` keeps that unless `GATEWAY_LISTEN`
+    /// says otherwise). [`run`](crate::run) serves on the listener it is given, not on
+    /// `listen`, so tests bind their own (`127.0.0.1:0`) and keep this default.
     pub fn defaults(nats_url: impl Into<String>) -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 4000)),

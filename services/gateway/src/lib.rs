@@ -1,27 +1,31 @@
 //! livegate's gateway (`livegate-gateway`): the client-facing Live API WebSocket relay.
 //!
 //! - [`config`]: [`Config`], loaded once by `main`.
-//! - `server`: accept loop, routing, health/metrics/token endpoints, the WebSocket upgrade.
-//! - `ws`: one session: credential and query parsing (`request`), `setup` rewriting
-//!   (`setup`), the upstream URL (`upstream`), the relay loop (`relay`), frame metering
-//!   (`inspect`), close codes (`close`), and the session's life (`session`).
+//! - `server`: the accept loop and TLS, routing, the health/readiness/metrics and token
+//!   endpoints, and the WebSocket upgrade.
+//! - `ws`: one session: credential and query parsing (`request`), the pre-relay checks
+//!   (`policy`), `setup` rewriting (`setup`), the upstream URL and connection (`upstream`),
+//!   the relay loop (`relay`), frame measuring (`inspect`), usage and session events
+//!   (`meter`), close codes (`close`), and the session's life (`session`).
 //! - `auth`: `CheckKey` and Google tokens from the auth service, cached.
-//! - `bus`: usage events to JetStream through a bounded, retrying queue.
-//! - `views`: spend totals and key changes mirrored from NATS KV.
+//! - `publisher`: usage and session events to JetStream through a bounded, retrying queue.
+//! - `mirrors`: spend totals and key-record changes mirrored from NATS KV.
 //! - `limits`: concurrent sessions per key.
 //! - `metrics`: Prometheus metrics.
+//! - `state`: what every connection shares.
 //! - `workers`: relay threads, each a single-threaded runtime owning its connections.
-//! - [`run`]: serves until the shutdown future resolves, then drains.
+//! - [`run`] (this file): starts those parts, serves until the shutdown future resolves,
+//!   then drains.
 
 pub mod config;
 
 mod auth;
-mod bus;
 mod limits;
 mod metrics;
+mod mirrors;
+mod publisher;
 mod server;
 mod state;
-mod views;
 mod workers;
 mod ws;
 
@@ -32,31 +36,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// How long the publisher may keep trying to flush usage events after the drain.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(10);
-
-fn tls_acceptor(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("reading {}", cert.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("parsing certificates in {}", cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("reading the private key in {}", key.display()))?;
-    let mut cfg = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("building the TLS configuration")?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
-}
 
 /// Serves on `listener` until `shutdown` resolves, then drains: new upgrades are refused,
 /// every session gets a `goAway` and is closed with 1012 after the grace period, and queued
@@ -71,7 +55,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let tls = match &config.tls {
-        Some((c, k)) => Some(tls_acceptor(c, k)?),
+        Some((c, k)) => Some(server::tls::acceptor(c, k)?),
         None => None,
     };
     let metrics = metrics::Metrics::new();
@@ -93,7 +77,7 @@ pub async fn run(
         config.auth_cache_ttl,
         metrics.clone(),
     )?);
-    let spend = views::start(
+    let spend = mirrors::start(
         js.clone(),
         config.spend_bucket.clone(),
         config.keys_bucket.clone(),
@@ -104,7 +88,7 @@ pub async fn run(
     // Should this future be dropped instead of finishing, the publisher thread still
     // flushes (bounded) and ends.
     let _flush_on_drop = flush.clone().drop_guard();
-    let (bus, publisher) = bus::spawn(bus::Settings {
+    let (bus, publisher_done) = publisher::spawn(publisher::Settings {
         nats: nats_options(" publisher"),
         nats_url: config.nats_url.clone(),
         stream: config.stream.clone(),
@@ -141,52 +125,8 @@ pub async fn run(
         relay_threads = workers.as_ref().map_or(0, workers::Workers::len),
         "livegate-gateway listening on {addr}"
     );
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::error!(error.message = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let app = app.clone();
-        let tls = tls.clone();
-        let serve = async move |tcp: TcpStream| match tls {
-            None => server::serve_connection(app, tcp, peer).await,
-            Some(acceptor) => match acceptor.accept(tcp).await {
-                Ok(stream) => server::serve_connection(app, stream, peer).await,
-                Err(e) => tracing::debug!(%peer, error.message = %e, "TLS handshake failed"),
-            },
-        };
-        let Some(workers) = &workers else {
-            tokio::spawn(serve(tcp));
-            continue;
-        };
-        // Move the socket to a relay thread: it leaves this runtime's reactor here and joins
-        // the relay thread's there.
-        let tcp = match tcp.into_std() {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(%peer, error.message = %e, "could not hand a connection to a relay thread");
-                continue;
-            }
-        };
-        workers.spawn(async move {
-            match TcpStream::from_std(tcp) {
-                Ok(tcp) => serve(tcp).await,
-                Err(e) => tracing::warn!(%peer, error.message = %e, "could not register a connection on a relay thread"),
-            }
-        });
-    }
+    server::accept_until(listener, tls, workers.as_ref(), &app, shutdown).await;
 
-    drop(listener);
     let active = app.tracker.len();
     tracing::info!(
         sessions = active,
@@ -212,7 +152,7 @@ pub async fn run(
         // Joining threads blocks: not on this runtime's own threads.
         let _ = tokio::task::spawn_blocking(move || drop(workers)).await;
     }
-    let _ = publisher.await;
+    let _ = publisher_done.await;
     tracing::info!("livegate-gateway stopped");
     Ok(())
 }

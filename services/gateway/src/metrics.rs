@@ -62,18 +62,22 @@ impl Metrics {
         );
         r.register(
             "sessions",
-            "Sessions ended, by close code sent to the client",
+            "WebSocket sessions ended (refused before relaying included), by the close code they recorded: the code sent to the client, except when the client closed first (its own code, 1005 when it gave none) or its connection dropped without a close frame (1006)",
             m.sessions_total.clone(),
         );
-        r.register("frames", "Frames relayed, by direction", m.frames.clone());
+        r.register(
+            "frames",
+            "Text and binary frames relayed after the setup frame, by direction",
+            m.frames.clone(),
+        );
         r.register(
             "bytes",
-            "Payload bytes relayed, by direction",
+            "Payload bytes of the frames counted in livegate_gateway_frames_total, by direction",
             m.bytes.clone(),
         );
         r.register(
             "upstream_connect_seconds",
-            "Time to open the upstream Live API WebSocket",
+            "Time spent opening the upstream Live API WebSocket, failed and timed-out attempts included",
             m.upstream_connect_seconds.clone(),
         );
         r.register(
@@ -98,7 +102,7 @@ impl Metrics {
         );
         r.register(
             "bus_dropped",
-            "Events dropped because the buffer was full",
+            "Usage and session events lost: dropped because the queue was full or the publisher had ended, or still unacknowledged when the flush deadline after shutdown passed",
             m.bus_dropped.clone(),
         );
         Self {

@@ -1,20 +1,27 @@
-//! The HTTP side: accept loop (plain or TLS), routing, health and metrics endpoints, the
-//! browser-token endpoint, and the WebSocket upgrade that hands sockets to sessions.
+//! The client-facing HTTP server. This file: one HTTP/1.1 connection per accepted socket
+//! ([`serve_connection`]), its routing table, and the small endpoints (`/healthz`, `/readyz`,
+//! `/metrics`). Its parts:
+//! - `accept`: the accept loop (plain or TLS), handing connections to relay threads when on.
+//! - `tls`: the rustls acceptor from the configured PEM files.
+//! - `tokens`: `POST /v1/live/tokens`, browser tokens minted by auth.
+//! - `upgrade`: the WebSocket upgrade that hands the socket to a session.
+
+mod accept;
+pub mod tls;
+mod tokens;
+mod upgrade;
+
+pub use accept::accept_until;
 
 use crate::state::App;
-use crate::ws::request::{self, KEY_SUBPROTOCOL_PREFIX};
-use crate::ws::session;
 use crate::ws::upstream::ApiVersion;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
 
 /// The WebSocket paths (DESIGN.md, "Client-facing contract").
 pub const WS_PATHS: [&str; 5] = [
@@ -48,7 +55,7 @@ fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
 }
 
 /// Serves one accepted connection (already TLS-terminated when TLS is on).
-pub async fn serve_connection<I>(app: App, io: I, peer: SocketAddr)
+async fn serve_connection<I>(app: App, io: I, peer: SocketAddr)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -64,6 +71,7 @@ where
     }
 }
 
+/// Dispatches a request: the WebSocket paths upgrade, the rest are plain endpoints.
 async fn route(app: App, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
     if let Some(i) = WS_PATHS.iter().position(|p| *p == path) {
@@ -72,7 +80,7 @@ async fn route(app: App, peer: SocketAddr, req: Request<Incoming>) -> Response<B
         } else {
             ApiVersion::V1
         };
-        return upgrade(app, peer, req, version);
+        return upgrade::upgrade(app, peer, req, version);
     }
     match (req.method(), path) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
@@ -87,11 +95,13 @@ async fn route(app: App, peer: SocketAddr, req: Request<Incoming>) -> Response<B
             );
             r
         }
-        (&Method::POST, "/v1/live/tokens") => mint_token(app, req).await,
+        (&Method::POST, "/v1/live/tokens") => tokens::mint_token(app, req).await,
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
 
+/// 200 when this replica can take sessions (not draining, both NATS connections up, auth
+/// serving), else 503; the body says which part is missing.
 async fn readyz(app: &App) -> Response<Body> {
     let draining = app.draining.load(Ordering::Relaxed);
     let nats = app.nats.connection_state() == async_nats::connection::State::Connected;
@@ -112,155 +122,4 @@ async fn readyz(app: &App) -> Response<Body> {
             "draining": draining,
         }),
     )
-}
-
-#[derive(serde::Deserialize, Default)]
-struct TokenBody {
-    #[serde(default)]
-    ttl_seconds: u32,
-    #[serde(default)]
-    model: String,
-}
-
-async fn mint_token(app: App, req: Request<Incoming>) -> Response<Body> {
-    let query = request::parse_query(req.uri().query());
-    let Some(cred) = request::credential(req.headers(), &query) else {
-        return json(
-            StatusCode::UNAUTHORIZED,
-            &serde_json::json!({"error": "missing API key"}),
-        );
-    };
-    let body = match Limited::new(req.into_body(), 4096).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return json(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &serde_json::json!({"error": "body larger than 4 KiB"}),
-            );
-        }
-    };
-    let parsed: TokenBody = if body.iter().all(u8::is_ascii_whitespace) {
-        TokenBody::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(b) => b,
-            Err(e) => {
-                return json(
-                    StatusCode::BAD_REQUEST,
-                    &serde_json::json!({"error": format!("invalid JSON body: {e}")}),
-                );
-            }
-        }
-    };
-    match app
-        .auth
-        .mint_browser_token(&cred.value, parsed.ttl_seconds, &parsed.model)
-        .await
-    {
-        Ok(t) => json(
-            StatusCode::OK,
-            &serde_json::json!({"token": t.token, "expires_at": t.expires_at.map(|e| e.seconds)}),
-        ),
-        Err(s) => {
-            let status = match s.code() {
-                tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-                tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
-                tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
-                _ => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            json(status, &serde_json::json!({"error": s.message()}))
-        }
-    }
-}
-
-fn header_has(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
-    req.headers().get_all(name).iter().any(|v| {
-        v.to_str()
-            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-            .unwrap_or(false)
-    })
-}
-
-fn upgrade(
-    app: App,
-    peer: SocketAddr,
-    mut req: Request<Incoming>,
-    version: ApiVersion,
-) -> Response<Body> {
-    if app.draining.load(Ordering::Relaxed) {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "gateway draining; reconnect to another replica\n",
-        );
-    }
-    let cap = app.config.max_sessions;
-    if cap > 0 && app.tracker.len() >= cap {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("gateway at capacity ({cap} sessions); try another replica\n"),
-        );
-    }
-    let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
-    let is_ws = header_has(&req, header::CONNECTION, "upgrade")
-        && header_has(&req, header::UPGRADE, "websocket")
-        && req
-            .headers()
-            .get(header::SEC_WEBSOCKET_VERSION)
-            .map(|v| v.as_bytes())
-            == Some(b"13");
-    let Some(key) = key.filter(|_| is_ws) else {
-        let mut r = text(
-            StatusCode::UPGRADE_REQUIRED,
-            "this endpoint speaks WebSocket (version 13)\n",
-        );
-        r.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            http::HeaderValue::from_static("13"),
-        );
-        return r;
-    };
-    let query = request::parse_query(req.uri().query());
-    let credential = request::credential(req.headers(), &query);
-    let subprotocol = credential.as_ref().and_then(|c| c.subprotocol.clone());
-    let max = app.config.max_frame_bytes;
-    let session_req = session::Request {
-        credential,
-        query,
-        version,
-        peer,
-    };
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    let tracker = app.tracker.clone();
-    tracker.spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let config = crate::ws::socket_config(max);
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(config),
-                )
-                .await;
-                session::run(app, ws, session_req).await;
-            }
-            Err(e) => tracing::debug!(%peer, error.message = %e, "upgrade failed"),
-        }
-    });
-    let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONNECTION,
-        http::HeaderValue::from_static("upgrade"),
-    );
-    h.insert(header::UPGRADE, http::HeaderValue::from_static("websocket"));
-    if let Ok(accept) = derive_accept_key(key.as_bytes()).parse() {
-        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
-    }
-    if let Some(p) = subprotocol.filter(|p| p.starts_with(KEY_SUBPROTOCOL_PREFIX))
-        && let Ok(v) = p.parse()
-    {
-        h.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
-    }
-    r
 }

@@ -1,11 +1,11 @@
 //! State shared by every connection of a gateway replica.
 
 use crate::auth::AuthClient;
-use crate::bus::Bus;
 use crate::config::Config;
 use crate::limits::Sessions;
 use crate::metrics::Metrics;
-use crate::views::Spend;
+use crate::mirrors::Spend;
+use crate::publisher::Bus;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use tokio::sync::watch;

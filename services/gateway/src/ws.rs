@@ -1,7 +1,20 @@
-//! A client WebSocket session and the pieces it is made of.
+//! A client WebSocket session and the pieces it is made of:
+//! - `session`: its life, from the upgraded socket to `SessionEnded`.
+//! - `request`: what the upgrade request carries (credential, query parameters).
+//! - `policy`: the checks before the relay (credential, budget, session limit, project and model).
+//! - `setup`: the client's first frame, validated and rewritten for Vertex AI.
+//! - `upstream`: the Live API URL and the connection to it.
+//! - `relay`: the loop that moves frames both ways, generic over `Sink + Stream`.
+//! - `inspect`: reading frames just enough to measure media and extract usage.
+//! - `meter`: what the session publishes for metering (started, usage reports, ended).
+//! - `close`: the close codes and reasons.
+//!
+//! This file: tungstenite's socket settings, shared by both sockets of a session.
 
 pub mod close;
 pub mod inspect;
+pub mod meter;
+pub mod policy;
 pub mod relay;
 pub mod request;
 pub mod session;

@@ -1,11 +1,15 @@
-//! Reading just enough of Live API frames to meter them, without allocating per frame.
+//! Reading just enough of Live API frames to meter them.
 //!
 //! Client frames are measured (text characters, PCM audio seconds, video frames, images);
 //! server frames are measured (output characters, output audio seconds) and their
 //! `usageMetadata` is extracted. One multi-pattern scan (Aho-Corasick, stopping at the first
 //! hit) decides first whether a frame can carry anything of interest, so frames that cannot
-//! (e.g. `setupComplete`, `goAway`, tool calls) are never parsed. When parsing is needed, borrowed `serde` structs skip everything else
-//! and base64 payloads are measured by length, never decoded.
+//! (e.g. `setupComplete`, `goAway`, tool calls) are never parsed and allocate nothing. When
+//! parsing is needed, borrowed `serde` structs skip everything else, strings are borrowed
+//! from the frame, and base64 payloads are measured by length, never decoded. A parsed frame
+//! still allocates: the lists of turns, parts and media chunks, a lower-cased copy of each
+//! blob's MIME type, a copy of any string holding JSON escapes, and for `usageMetadata` the
+//! normalised [`TokenUsage`] with its per-modality lists.
 
 use aho_corasick::AhoCorasick;
 use livegate_proto::usage::{MediaMeasurements, Modality, ModalityTokens, TokenUsage};

@@ -1,5 +1,7 @@
-//! What the gateway mirrors from NATS KV: spend totals (for budgets) from `livegate_spend`,
-//! and changes to key records in `livegate_keys` (to drop cached key checks at once).
+//! The gateway's mirrors of two NATS KV buckets, kept current by KV watches: [`Spend`], the
+//! running spend per key from `livegate_spend` (budgets are checked against it), and the key
+//! records in `livegate_keys`, whose changes drop cached key checks at once. [`start`] runs
+//! both in the background, retrying until NATS answers.
 
 use crate::auth::AuthClient;
 use async_nats::jetstream::{self, kv};

@@ -1,4 +1,4 @@
-//! Publishing usage and session events to JetStream without ever blocking a session.
+//! The usage publisher: usage and session events to JetStream, without ever blocking a session.
 //!
 //! Sessions hand events to [`Bus::send`], which never waits: events go into a bounded queue
 //! ([`Config::event_buffer`](crate::Config)). One publisher task drains it in order: when an

@@ -1,0 +1,69 @@
+//! `POST /v1/live/tokens`: a browser token for the key the caller presents, minted by auth;
+//! auth's refusal is answered with the matching HTTP status.
+
+use super::{Body, json};
+use crate::state::App;
+use crate::ws::request;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+#[derive(serde::Deserialize, Default)]
+struct TokenBody {
+    #[serde(default)]
+    ttl_seconds: u32,
+    #[serde(default)]
+    model: String,
+}
+
+/// Answers a token request: 401 without a credential, 413/400 for a bad body, else auth's answer.
+pub(super) async fn mint_token(app: App, req: Request<Incoming>) -> Response<Body> {
+    let query = request::parse_query(req.uri().query());
+    let Some(cred) = request::credential(req.headers(), &query) else {
+        return json(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({"error": "missing API key"}),
+        );
+    };
+    let body = match Limited::new(req.into_body(), 4096).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &serde_json::json!({"error": "body larger than 4 KiB"}),
+            );
+        }
+    };
+    let parsed: TokenBody = if body.iter().all(u8::is_ascii_whitespace) {
+        TokenBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({"error": format!("invalid JSON body: {e}")}),
+                );
+            }
+        }
+    };
+    match app
+        .auth
+        .mint_browser_token(&cred.value, parsed.ttl_seconds, &parsed.model)
+        .await
+    {
+        Ok(t) => json(
+            StatusCode::OK,
+            &serde_json::json!({"token": t.token, "expires_at": t.expires_at.map(|e| e.seconds)}),
+        ),
+        Err(s) => {
+            let status = match s.code() {
+                tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+                tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+                tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            json(status, &serde_json::json!({"error": s.message()}))
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! What a relayed session publishes for metering: `SessionStarted`; a `UsageReport` for every
+//! upstream frame carrying `usageMetadata`, with the client and output media measured since
+//! the previous report; and `SessionEnded` with the frame and byte totals and the media left
+//! unreported. Also answers the relay's budget question after each model turn.
+
+use super::inspect::Media;
+use super::relay::{Counters, UsageSink};
+use crate::publisher::Outgoing;
+use crate::state::App;
+use livegate_proto::usage::{
+    ClosedBy, SessionContext, SessionEnded, SessionEvent, SessionStarted, TokenUsage, UsageReport,
+    session_event,
+};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+/// One session's metering state, shared by both relay directions.
+pub struct Meter<'a> {
+    app: &'a App,
+    context: SessionContext,
+    started_at: SystemTime,
+    /// Reports published so far; the last one's `seq`.
+    seq: AtomicU64,
+    /// The key's budget (decimal USD, empty = none).
+    max_budget: String,
+    /// Frames and payload bytes relayed each way (the relay adds to them).
+    pub counters: Counters,
+    /// Client measurements not yet reported (the client→upstream direction adds, the
+    /// upstream→client direction takes them into its next report).
+    pub client_media: Mutex<Media>,
+    /// Output measurements not yet reported.
+    pub output_media: Mutex<Media>,
+}
+
+fn take(m: &Mutex<Media>) -> Media {
+    std::mem::take(&mut *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+}
+
+impl<'a> Meter<'a> {
+    /// Publishes `SessionStarted` for `context` and starts counting, the setup frame of
+    /// `setup_bytes` (already sent upstream) counted as the first frame in.
+    pub fn start(
+        app: &'a App,
+        context: SessionContext,
+        max_budget: String,
+        setup_bytes: usize,
+    ) -> Self {
+        let started_at = SystemTime::now();
+        let session_id = &context.session_id;
+        app.bus.send(Outgoing::session(
+            format!("{session_id}:start"),
+            &SessionEvent {
+                event: Some(session_event::Event::Started(SessionStarted {
+                    event_id: format!("{session_id}:start"),
+                    context: Some(context.clone()),
+                    started_at: Some(started_at.into()),
+                })),
+            },
+        ));
+        let counters = Counters::default();
+        counters.frames_in.store(1, Ordering::Relaxed);
+        counters
+            .bytes_in
+            .store(setup_bytes as u64, Ordering::Relaxed);
+        Self {
+            app,
+            context,
+            started_at,
+            seq: AtomicU64::new(0),
+            max_budget,
+            counters,
+            client_media: Mutex::new(Media::default()),
+            output_media: Mutex::new(Media::default()),
+        }
+    }
+
+    /// Publishes `SessionEnded` with how the session closed, the totals and the media not yet
+    /// reported; returns the session's duration in seconds and how many reports it published.
+    pub fn end(self, code: u16, reason: &str, closed_by: ClosedBy) -> (f64, u64) {
+        let mut trailing = take(&self.client_media);
+        trailing.merge(take(&self.output_media));
+        let ended_at = SystemTime::now();
+        let duration = ended_at
+            .duration_since(self.started_at)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let reports = self.seq.load(Ordering::Relaxed);
+        let session_id = &self.context.session_id;
+        let counters = &self.counters;
+        self.app.bus.send(Outgoing::session(
+            format!("{session_id}:end"),
+            &SessionEvent {
+                event: Some(session_event::Event::Ended(SessionEnded {
+                    event_id: format!("{session_id}:end"),
+                    context: Some(self.context.clone()),
+                    started_at: Some(self.started_at.into()),
+                    ended_at: Some(ended_at.into()),
+                    duration_seconds: duration,
+                    close_code: u32::from(code),
+                    close_reason: reason.to_string(),
+                    closed_by: closed_by as i32,
+                    frames_in: counters.frames_in.load(Ordering::Relaxed),
+                    frames_out: counters.frames_out.load(Ordering::Relaxed),
+                    bytes_in: counters.bytes_in.load(Ordering::Relaxed),
+                    bytes_out: counters.bytes_out.load(Ordering::Relaxed),
+                    reports,
+                    trailing_media: Some(trailing.take()),
+                })),
+            },
+        ));
+        (duration, reports)
+    }
+}
+
+impl UsageSink for Meter<'_> {
+    fn report(&self, tokens: TokenUsage, mut media: Media) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let report = UsageReport {
+            event_id: format!("{}:{seq}", self.context.session_id),
+            context: Some(self.context.clone()),
+            seq,
+            occurred_at: Some(SystemTime::now().into()),
+            tokens: Some(tokens),
+            media: Some(media.take()),
+        };
+        self.app.bus.send(Outgoing::report(&report));
+    }
+
+    fn budget_spent(&self) -> bool {
+        !self.max_budget.is_empty()
+            && self
+                .app
+                .spend
+                .budget_spent(&self.context.key_id, &self.max_budget)
+    }
+}

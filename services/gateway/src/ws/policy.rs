@@ -1,0 +1,105 @@
+//! The checks a session must pass before it relays, each refusal as the close the client
+//! gets: a credential auth accepts (4401, or 1011 when auth cannot be asked), a budget not
+//! yet spent (4402), a free concurrent-session slot for the key (4429), and a project and
+//! model the key, and a browser token's model binding, allow (4403).
+
+use super::close::{self, Close};
+use super::request::Credential;
+use super::setup::Setup;
+use crate::auth::{CheckError, Grant};
+use crate::limits::Slot;
+use crate::state::App;
+use livegate_proto::auth::KeyInfo;
+use std::sync::Arc;
+
+/// The client's credential, which every session needs.
+///
+/// # Errors
+/// 4401 when the client presented none.
+pub fn require_credential(credential: Option<&Credential>) -> Result<&Credential, Close> {
+    credential.ok_or_else(|| Close::new(close::UNAUTHORIZED, "missing API key"))
+}
+
+/// Asks auth (or its cache) about the client's credential.
+///
+/// # Errors
+/// 4401 when auth rejects it; 1011 when auth cannot be asked.
+pub async fn authenticate(app: &App, credential: &Credential) -> Result<Arc<Grant>, Close> {
+    app.auth
+        .check(&credential.value)
+        .await
+        .map_err(|e| match e {
+            CheckError::Rejected(m) => Close::new(close::UNAUTHORIZED, m),
+            CheckError::Unavailable(m) => {
+                tracing::error!(cause = %m, "auth unavailable");
+                Close::new(close::INTERNAL, "auth service unavailable")
+            }
+        })
+}
+
+/// Refuses a key whose budget is spent.
+///
+/// # Errors
+/// 4402 when the key has a budget and its spend has reached it.
+pub fn check_budget(app: &App, key: &KeyInfo) -> Result<(), Close> {
+    // Either view may be ahead: the gateway's KV mirror or the spend auth just reported.
+    let spent_per_auth = !key.max_budget_usd.is_empty()
+        && matches!(
+            (key.spend_usd.parse::<rust_decimal::Decimal>(), key.max_budget_usd.parse::<rust_decimal::Decimal>()),
+            (Ok(spend), Ok(budget)) if spend >= budget
+        );
+    if spent_per_auth
+        || (!key.max_budget_usd.is_empty()
+            && app.spend.budget_spent(&key.key_id, &key.max_budget_usd))
+    {
+        return Err(Close::new(
+            close::BUDGET_SPENT,
+            "budget spent for this API key",
+        ));
+    }
+    Ok(())
+}
+
+/// Takes one of the key's concurrent-session slots on this replica.
+///
+/// # Errors
+/// 4429 when the key already holds as many sessions as it may.
+pub fn acquire_slot(app: &App, key: &KeyInfo) -> Result<Slot, Close> {
+    app.sessions
+        .acquire(&key.key_id, key.max_concurrent_sessions)
+        .ok_or_else(|| {
+            Close::new(
+                close::TOO_MANY,
+                format!(
+                    "concurrent session limit ({}) reached for this API key",
+                    key.max_concurrent_sessions
+                ),
+            )
+        })
+}
+
+/// Checks the rewritten setup's project and model against the key's allow-lists and a browser
+/// token's model binding (empty lists and no binding allow everything).
+///
+/// # Errors
+/// 4403 naming the project or model that is not allowed.
+pub fn check_setup(grant: &Grant, setup: &Setup) -> Result<(), Close> {
+    let key = &grant.key;
+    if !key.allowed_projects.is_empty() && !key.allowed_projects.iter().any(|p| p == &setup.project)
+    {
+        return Err(Close::new(
+            close::FORBIDDEN,
+            format!("project {} is not allowed for this API key", setup.project),
+        ));
+    }
+    let model_ok =
+        key.allowed_models.is_empty() || key.allowed_models.iter().any(|m| m == &setup.model_id);
+    let bound_ok = grant.bound_model.is_empty() || grant.bound_model == setup.model_id;
+    if !model_ok || !bound_ok {
+        return Err(Close::new(
+            close::FORBIDDEN,
+            format!("model {} is not allowed for this API key", setup.model_id),
+        ));
+    }
+    Ok(())
+}
