@@ -12,8 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tonic::transport::{Channel, Endpoint};
 
-/// Metadata entry carrying the internal token (auth's `INTERNAL_TOKEN_METADATA`).
-const INTERNAL_TOKEN_METADATA: &str = "x-livegate-internal-token";
 /// Stop using a Google token this long before the expiry auth reported.
 const TOKEN_MARGIN: Duration = Duration::from_secs(30);
 /// Prune the key cache when it grows past this many entries.
@@ -29,25 +27,26 @@ pub struct Grant {
 }
 
 /// Why a credential was not accepted.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum CheckError {
-    /// Unknown, revoked, expired or malformed (→ 4401).
-    #[error("{0}")]
-    Rejected(String),
+    /// Unknown, revoked, expired or malformed (→ 4401); the status message is safe to show
+    /// the client.
+    #[error("credential rejected by auth")]
+    Rejected(#[source] tonic::Status),
     /// Auth could not be asked (→ 1011).
-    #[error("auth service unavailable: {0}")]
-    Unavailable(String),
+    #[error("auth service unavailable")]
+    Unavailable(#[source] tonic::Status),
 }
 
 /// Why no Google token is available.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     /// No Google credentials (→ 4001).
-    #[error("{0}")]
-    NotConfigured(String),
+    #[error("auth has no usable Google credentials")]
+    NotConfigured(#[source] tonic::Status),
     /// Auth or Google failed (→ 1011).
-    #[error("{0}")]
-    Unavailable(String),
+    #[error("cannot get a Google access token from auth")]
+    Unavailable(#[source] tonic::Status),
 }
 
 struct Cached {
@@ -150,26 +149,16 @@ impl AuthClient {
             }
             Err(s) => match s.code() {
                 tonic::Code::Unauthenticated | tonic::Code::InvalidArgument => {
-                    Err(CheckError::Rejected(s.message().to_string()))
+                    Err(CheckError::Rejected(s))
                 }
-                _ => Err(CheckError::Unavailable(s.message().to_string())),
+                _ => Err(CheckError::Unavailable(s)),
             },
         }
     }
 
     /// True when auth answers its health check with `SERVING`.
     pub async fn ready(&self) -> bool {
-        use tonic_health::pb::{
-            HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-        };
-        let mut h = HealthClient::new(self.channel.clone());
-        let req = HealthCheckRequest {
-            service: String::new(),
-        };
-        matches!(
-            tokio::time::timeout(Duration::from_secs(2), h.check(req)).await,
-            Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32
-        )
+        livegate_proto::contract::is_serving(self.channel.clone(), Duration::from_secs(2)).await
     }
 
     /// Mints a browser token for the key in `credential`.
@@ -213,7 +202,8 @@ impl AuthClient {
         if let Some(t) = &self.internal_token
             && let Ok(v) = t.expose_secret().parse()
         {
-            req.metadata_mut().insert(INTERNAL_TOKEN_METADATA, v);
+            req.metadata_mut()
+                .insert(livegate_proto::contract::INTERNAL_TOKEN_METADATA, v);
         }
         match self.grpc.clone().get_access_token(req).await {
             Ok(r) => {
@@ -228,12 +218,9 @@ impl AuthClient {
                 Ok(r.access_token)
             }
             Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-                Err(TokenError::NotConfigured(s.message().to_string()))
+                Err(TokenError::NotConfigured(s))
             }
-            Err(s) => Err(TokenError::Unavailable(format!(
-                "cannot get a Google access token from auth: {}",
-                s.message()
-            ))),
+            Err(s) => Err(TokenError::Unavailable(s)),
         }
     }
 }

@@ -17,7 +17,6 @@ pub const TLS_KEY: &str = "GATEWAY_TLS_KEY";
 /// Auth service URL.
 pub const AUTH_URL: &str = "AUTH_URL";
 /// Default for [`AUTH_URL`].
-pub const DEFAULT_AUTH_URL: &str = "http://127.0.0.1:50051";
 /// Secret presented to auth for `GetAccessToken`.
 pub const INTERNAL_TOKEN: &str = "LIVEGATE_INTERNAL_TOKEN";
 /// Default project (LiteLLM's variable).
@@ -128,7 +127,7 @@ impl Config {
         let mut c = Self::defaults(env.var_or(NATS_URL, DEFAULT_NATS_URL));
         c.listen = env.parse(LISTEN)?.unwrap_or(c.listen);
         c.tls = tls;
-        c.auth_url = env.var_or(AUTH_URL, DEFAULT_AUTH_URL);
+        c.auth_url = env.var_or(AUTH_URL, livegate_proto::contract::DEFAULT_AUTH_URL);
         c.internal_token = env.var(INTERNAL_TOKEN).map(SecretString::from);
         c.default_project = env
             .var(DEFAULT_PROJECT)
@@ -167,7 +166,7 @@ impl Config {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 4000)),
             tls: None,
-            auth_url: DEFAULT_AUTH_URL.to_string(),
+            auth_url: livegate_proto::contract::DEFAULT_AUTH_URL.to_string(),
             internal_token: None,
             nats_url: nats_url.into(),
             default_project: None,

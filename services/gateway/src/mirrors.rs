@@ -46,7 +46,7 @@ impl Spend {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match entry.operation {
             kv::Operation::Put => {
-                if let Ok(v) = Decimal::from_str(String::from_utf8_lossy(&entry.value).trim()) {
+                if let Ok(v) = livegate_common::spend::parse_usd(&entry.value) {
                     map.insert(entry.key, v);
                 }
             }

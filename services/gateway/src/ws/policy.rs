@@ -29,9 +29,9 @@ pub async fn authenticate(app: &App, credential: &Credential) -> Result<Arc<Gran
         .check(&credential.value)
         .await
         .map_err(|e| match e {
-            CheckError::Rejected(m) => Close::new(close::UNAUTHORIZED, m),
-            CheckError::Unavailable(m) => {
-                tracing::error!(cause = %m, "auth unavailable");
+            CheckError::Rejected(s) => Close::new(close::UNAUTHORIZED, s.message()),
+            CheckError::Unavailable(s) => {
+                tracing::error!(cause = %s.message(), code = ?s.code(), "auth unavailable");
                 Close::new(close::INTERNAL, "auth service unavailable")
             }
         })

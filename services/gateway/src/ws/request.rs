@@ -63,11 +63,7 @@ pub fn credential(headers: &HeaderMap, query: &Query) -> Option<Credential> {
         })
     };
     if let Some(auth) = header(headers, "authorization") {
-        let token = auth
-            .strip_prefix("Bearer ")
-            .or_else(|| auth.strip_prefix("bearer "))
-            .unwrap_or(auth)
-            .trim();
+        let token = livegate_common::credential::bearer(auth);
         if !token.is_empty() {
             return plain(token, "authorization");
         }

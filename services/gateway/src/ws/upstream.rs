@@ -59,15 +59,15 @@ pub async fn open(
     version: ApiVersion,
 ) -> Result<Upstream, Close> {
     let token = app.auth.access_token().await.map_err(|e| match e {
-        TokenError::NotConfigured(m) => {
-            tracing::warn!(cause = %m, "no Google credentials");
+        TokenError::NotConfigured(s) => {
+            tracing::warn!(cause = %s.message(), "no Google credentials");
             Close::new(
                 close::NO_CREDENTIALS,
                 "Vertex AI credentials not configured",
             )
         }
-        TokenError::Unavailable(m) => {
-            tracing::error!(cause = %m, "no Google access token");
+        TokenError::Unavailable(s) => {
+            tracing::error!(cause = %s.message(), code = ?s.code(), "no Google access token");
             Close::new(close::INTERNAL, "cannot obtain a Google access token")
         }
     })?;

@@ -366,7 +366,7 @@ fn environment_names_and_values_follow_the_contract() -> Result<()> {
         METERING_PORT
     );
     assert_eq!(
-        port_of(&src("services/gateway/src/config.rs", "DEFAULT_AUTH_URL")?)?,
+        port_of(&src("proto/src/contract.rs", "DEFAULT_AUTH_URL")?)?,
         AUTH_PORT
     );
     assert_eq!(
