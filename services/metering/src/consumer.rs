@@ -42,7 +42,7 @@ use crate::events::{self, Ended, Event};
 use crate::metrics::{Metrics, ModelLabel, OutcomeLabel};
 use crate::pricing::Pricing;
 use crate::spend::SpendFeed;
-use crate::writer::{SessionRow, SessionTotals, Store, StoreError, UsageRow, from_usd, usd};
+use crate::store::{SessionRow, SessionTotals, Store, StoreError, UsageRow, from_usd, usd};
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use futures_util::StreamExt;
 use livegate_proto::usage::{ClosedBy, SessionEnded};

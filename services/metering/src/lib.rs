@@ -5,8 +5,9 @@
 //!
 //! - [`config`]: [`Config`], loaded once by `main`.
 //! - [`pricing`]: the LiteLLM-format price table and the per-modality cost rules.
-//! - `schema`: ClickHouse DDL and versioned migrations ([`schema_statements`] renders them).
-//! - `writer`: ClickHouse rows, inserts and the reads that keep them idempotent.
+//! - `store`: everything in ClickHouse, one file per concern: the migrations
+//!   ([`schema_statements`] renders them), the rows and their inserts, the reads that keep
+//!   writes idempotent, session totals and spend totals.
 //! - `events`: bus protobufs → priced rows.
 //! - `consumer`: the pull consumer and the batch pipeline (ack only after the insert).
 //! - `spend`: per key / team spend totals into the `livegate_spend` KV bucket.
@@ -20,12 +21,11 @@ mod consumer;
 mod events;
 mod http;
 mod metrics;
-mod schema;
 mod spend;
-mod writer;
+mod store;
 
 pub use config::Config;
-pub use writer::{SessionRow, SessionTotals, SpendBy, Store, StoreError, UsageRow};
+pub use store::{SessionRow, SessionTotals, SpendBy, Store, StoreError, UsageRow};
 
 use anyhow::Context as _;
 use std::future::Future;
@@ -51,7 +51,7 @@ const SHUTDOWN_TAIL: Duration = Duration::from_secs(5);
 /// `CLICKHOUSE_DATABASE` accepts.
 pub fn schema_statements(database: &str) -> anyhow::Result<Vec<String>> {
     check_database(database)?;
-    Ok(schema::statements(database))
+    Ok(store::migrations::statements(database))
 }
 
 /// [`schema_statements`] as one script: each statement followed by `;`, separated by a blank
@@ -62,7 +62,7 @@ pub fn schema_statements(database: &str) -> anyhow::Result<Vec<String>> {
 /// As [`schema_statements`].
 pub fn schema_script(database: &str) -> anyhow::Result<String> {
     check_database(database)?;
-    Ok(schema::script(database))
+    Ok(store::migrations::script(database))
 }
 
 fn check_database(database: &str) -> anyhow::Result<()> {
@@ -306,14 +306,17 @@ mod tests {
     #[test]
     fn schema_statements_are_what_migrate_runs() {
         let got = schema_statements("livegate").unwrap();
-        assert_eq!(got, schema::statements("livegate"));
+        assert_eq!(got, store::migrations::statements("livegate"));
         assert_eq!(got[0], "CREATE DATABASE IF NOT EXISTS livegate");
         assert!(got[1].contains("livegate.schema_migrations"));
         assert!(
             got.iter()
                 .any(|s| s.contains("livegate.spend_daily_sessions_mv"))
         );
-        assert_eq!(schema_script("x_1").unwrap(), schema::script("x_1"));
+        assert_eq!(
+            schema_script("x_1").unwrap(),
+            store::migrations::script("x_1")
+        );
     }
 
     #[test]

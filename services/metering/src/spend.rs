@@ -14,7 +14,7 @@
 //! replica holding an older, smaller total cannot overwrite a newer one.
 
 use crate::metrics::Metrics;
-use crate::writer::{SpendBy, Store};
+use crate::store::{SpendBy, Store};
 use async_nats::jetstream::{self, kv};
 use livegate_common::subjects::{spend_key_for_key, spend_key_for_team};
 use rust_decimal::Decimal;
