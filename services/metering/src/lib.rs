@@ -9,7 +9,8 @@
 //!   ([`schema_statements`] renders them), the rows and their inserts, the reads that keep
 //!   writes idempotent, session totals and spend totals.
 //! - `events`: bus protobufs → priced rows.
-//! - `consumer`: the pull consumer and the batch pipeline (ack only after the insert).
+//! - `consumer`: the durable pull consumer and the batch pipeline (ack only after the insert),
+//!   one file per step.
 //! - `spend`: per key / team spend totals into the `livegate_spend` KV bucket.
 //! - `metrics`, `http`: `/metrics`, `/healthz`, `/readyz`.
 //! - [`run`]: wires it together and serves until the shutdown future resolves.
