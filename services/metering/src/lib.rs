@@ -260,9 +260,10 @@ async fn start(
                 config.stream, config.consumer
             )
         })?;
-    let bucket = spend::open_bucket(&js, &config.spend_bucket)
+    // History 1: only the latest total of a key matters (auth and the gateway open the bucket
+    // with the same setting).
+    let bucket = livegate_common::kv::open_bucket(&js, &config.spend_bucket, 1)
         .await
-        .map_err(|e| anyhow::anyhow!(e))
         .with_context(|| format!("opening KV bucket {}", config.spend_bucket))?;
     Ok((client, consumer, bucket))
 }
