@@ -1,7 +1,9 @@
-//! Mirroring a NATS KV bucket into memory: open (or create) the bucket, load every current
-//! value, then apply changes from a watch that re-subscribes by itself after errors such as a
-//! NATS restart. Auth mirrors `livegate_keys` and `livegate_spend` this way; the gateway
-//! mirrors `livegate_spend` (budgets) and watches `livegate_keys` (cache invalidation).
+//! NATS KV buckets: [`open_bucket`], the one place livegate opens (or creates) a bucket (auth
+//! and the gateway to mirror one, metering to write spend), and mirroring a bucket into memory:
+//! load every current value, then apply changes from a watch that re-subscribes by itself after
+//! errors such as a NATS restart. Auth mirrors `livegate_keys` and `livegate_spend` this way;
+//! the gateway mirrors `livegate_spend` (budgets) and watches `livegate_keys` (cache
+//! invalidation).
 
 use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt;
@@ -10,21 +12,27 @@ use tokio_util::sync::CancellationToken;
 
 /// A KV operation failed.
 #[derive(Debug, thiserror::Error)]
-#[error("NATS KV {op} on bucket {bucket} failed: {cause}")]
+#[error("NATS KV {op} on bucket {bucket} failed: {source}")]
 pub struct KvError {
     /// What we were doing.
     pub op: &'static str,
     /// The bucket.
     pub bucket: String,
-    /// The underlying error, as text.
-    pub cause: String,
+    /// The client's error (each KV operation has its own error type in async-nats, hence the
+    /// box).
+    #[source]
+    pub source: async_nats::Error,
 }
 
-fn err(op: &'static str, bucket: &str, e: impl std::fmt::Display) -> KvError {
+fn err(
+    op: &'static str,
+    bucket: &str,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> KvError {
     KvError {
         op,
         bucket: bucket.to_string(),
-        cause: e.to_string(),
+        source: Box::new(e),
     }
 }
 
@@ -130,5 +138,26 @@ where
             () = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn kv_error_keeps_its_cause_and_says_it() {
+        let e = err(
+            "get",
+            "livegate_spend",
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"),
+        );
+        assert_eq!(
+            e.to_string(),
+            "NATS KV get on bucket livegate_spend failed: timed out"
+        );
+        let cause = e.source().expect("a source");
+        assert!(cause.downcast_ref::<std::io::Error>().is_some());
     }
 }

@@ -7,7 +7,7 @@
 //! plain sums over it.
 
 use crate::pricing::{ByModality, Priced, Pricing, Usage};
-use crate::writer::{UsageRow, usd};
+use crate::store::{UsageRow, usd};
 use livegate_common::subjects;
 use livegate_proto::prost::Message as _;
 use livegate_proto::prost_types::Timestamp;

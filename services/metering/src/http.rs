@@ -2,7 +2,7 @@
 //! and `GET /readyz` (migrations applied, NATS connected, ClickHouse answering).
 
 use crate::metrics::Metrics;
-use crate::writer::Store;
+use crate::store::Store;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;

@@ -5,10 +5,12 @@
 //!
 //! - [`config`]: [`Config`], loaded once by `main`.
 //! - [`pricing`]: the LiteLLM-format price table and the per-modality cost rules.
-//! - `schema`: ClickHouse DDL and versioned migrations ([`schema_statements`] renders them).
-//! - `writer`: ClickHouse rows, inserts and the reads that keep them idempotent.
+//! - `store`: everything in ClickHouse, one file per concern: the migrations
+//!   ([`schema_statements`] renders them), the rows and their inserts, the reads that keep
+//!   writes idempotent, session totals and spend totals.
 //! - `events`: bus protobufs → priced rows.
-//! - `consumer`: the pull consumer and the batch pipeline (ack only after the insert).
+//! - `consumer`: the durable pull consumer and the batch pipeline (ack only after the insert),
+//!   one file per step.
 //! - `spend`: per key / team spend totals into the `livegate_spend` KV bucket.
 //! - `metrics`, `http`: `/metrics`, `/healthz`, `/readyz`.
 //! - [`run`]: wires it together and serves until the shutdown future resolves.
@@ -20,12 +22,11 @@ mod consumer;
 mod events;
 mod http;
 mod metrics;
-mod schema;
 mod spend;
-mod writer;
+mod store;
 
 pub use config::Config;
-pub use writer::{SessionRow, SessionTotals, SpendBy, Store, StoreError, UsageRow};
+pub use store::{SessionRow, SessionTotals, SpendBy, Store, StoreError, UsageRow};
 
 use anyhow::Context as _;
 use std::future::Future;
@@ -51,7 +52,7 @@ const SHUTDOWN_TAIL: Duration = Duration::from_secs(5);
 /// `CLICKHOUSE_DATABASE` accepts.
 pub fn schema_statements(database: &str) -> anyhow::Result<Vec<String>> {
     check_database(database)?;
-    Ok(schema::statements(database))
+    Ok(store::migrations::statements(database))
 }
 
 /// [`schema_statements`] as one script: each statement followed by `;`, separated by a blank
@@ -62,7 +63,7 @@ pub fn schema_statements(database: &str) -> anyhow::Result<Vec<String>> {
 /// As [`schema_statements`].
 pub fn schema_script(database: &str) -> anyhow::Result<String> {
     check_database(database)?;
-    Ok(schema::script(database))
+    Ok(store::migrations::script(database))
 }
 
 fn check_database(database: &str) -> anyhow::Result<()> {
@@ -259,9 +260,10 @@ async fn start(
                 config.stream, config.consumer
             )
         })?;
-    let bucket = spend::open_bucket(&js, &config.spend_bucket)
+    // History 1: only the latest total of a key matters (auth and the gateway open the bucket
+    // with the same setting).
+    let bucket = livegate_common::kv::open_bucket(&js, &config.spend_bucket, 1)
         .await
-        .map_err(|e| anyhow::anyhow!(e))
         .with_context(|| format!("opening KV bucket {}", config.spend_bucket))?;
     Ok((client, consumer, bucket))
 }
@@ -306,14 +308,17 @@ mod tests {
     #[test]
     fn schema_statements_are_what_migrate_runs() {
         let got = schema_statements("livegate").unwrap();
-        assert_eq!(got, schema::statements("livegate"));
+        assert_eq!(got, store::migrations::statements("livegate"));
         assert_eq!(got[0], "CREATE DATABASE IF NOT EXISTS livegate");
         assert!(got[1].contains("livegate.schema_migrations"));
         assert!(
             got.iter()
                 .any(|s| s.contains("livegate.spend_daily_sessions_mv"))
         );
-        assert_eq!(schema_script("x_1").unwrap(), schema::script("x_1"));
+        assert_eq!(
+            schema_script("x_1").unwrap(),
+            store::migrations::script("x_1")
+        );
     }
 
     #[test]

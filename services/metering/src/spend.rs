@@ -14,8 +14,8 @@
 //! replica holding an older, smaller total cannot overwrite a newer one.
 
 use crate::metrics::Metrics;
-use crate::writer::{SpendBy, Store};
-use async_nats::jetstream::{self, kv};
+use crate::store::{SpendBy, Store};
+use async_nats::jetstream::kv;
 use livegate_common::subjects::{spend_key_for_key, spend_key_for_team};
 use rust_decimal::Decimal;
 use std::collections::HashSet;
@@ -83,27 +83,6 @@ impl SpendFeed {
             d.keys.iter().map(String::as_str),
             d.teams.iter().map(String::as_str),
         );
-    }
-}
-
-/// Opens (creating if needed) the spend bucket with the same settings auth uses.
-///
-/// # Errors
-/// When JetStream refuses.
-pub(crate) async fn open_bucket(
-    js: &jetstream::Context,
-    bucket: &str,
-) -> Result<kv::Store, async_nats::Error> {
-    match js.get_key_value(bucket).await {
-        Ok(store) => Ok(store),
-        Err(_) => Ok(js
-            .create_key_value(kv::Config {
-                bucket: bucket.to_string(),
-                history: 1,
-                storage: jetstream::stream::StorageType::File,
-                ..Default::default()
-            })
-            .await?),
     }
 }
 

@@ -1,0 +1,65 @@
+//! The ack policy: what JetStream is told about each message of a batch. Nothing is
+//! acknowledged before its rows are in ClickHouse: after the write, events are acked, an end
+//! event still waiting for its reports is NAKed with a delay, and an undecodable message is
+//! terminated (`+TERM`); while a failed write is retried the batch is marked in progress
+//! (`+WPI`); when the batch is given up it is NAKed back with the last backoff.
+
+use super::Pipeline;
+use super::batch::Item;
+use super::sessions::{SESSION_WAIT_DELAY, SessionStep};
+use crate::events::Event;
+use async_nats::jetstream::AckKind;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// `+WPI` for every message: the batch is still ours, so JetStream does not redeliver it while
+/// a failed write is retried.
+pub(super) async fn in_progress(items: &[Item]) {
+    for item in items {
+        let _ = item.msg.ack_with(AckKind::Progress).await;
+    }
+}
+
+impl Pipeline {
+    /// After the last failed attempt: every message back to JetStream (`NAK` after `backoff`),
+    /// except the undecodable ones (`+TERM`), then the answers flushed.
+    pub(super) async fn hand_back(&self, items: &[Item], backoff: Duration) {
+        for item in items {
+            let kind = match item.event {
+                Err(_) => AckKind::Term,
+                Ok(_) => AckKind::Nak(Some(backoff)),
+            };
+            if let Err(e) = item.msg.ack_with(kind).await {
+                tracing::debug!(error.message = %e, "cannot hand message back; it will time out instead");
+            }
+        }
+        let _ = self.client.flush().await;
+    }
+
+    /// After a successful write: every message acknowledged, except an end event whose session
+    /// waits for reports (`NAK` after [`SESSION_WAIT_DELAY`]) and the undecodable ones
+    /// (`+TERM`), then the answers flushed.
+    pub(super) async fn acknowledge(
+        &self,
+        items: &[Item],
+        sessions: &HashMap<String, SessionStep>,
+    ) {
+        for item in items {
+            let kind = match &item.event {
+                Err(_) => AckKind::Term,
+                Ok(Event::Ended(e)) => match sessions.get(&e.context().session_id) {
+                    Some(SessionStep::Wait) => AckKind::Nak(Some(SESSION_WAIT_DELAY)),
+                    _ => AckKind::Ack,
+                },
+                Ok(_) => AckKind::Ack,
+            };
+            if let Err(e) = item.msg.ack_with(kind).await {
+                // The write is done and idempotent: a redelivery costs a lookup, nothing more.
+                tracing::debug!(error.message = %e, "ack failed; the event will be redelivered");
+            }
+        }
+        if let Err(e) = self.client.flush().await {
+            tracing::debug!(error.message = %e, "flushing acks failed; events will be redelivered");
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Session rows: a `SessionEnded` becomes a `sessions` row summed from the session's stored
+//! usage rows after the batch's own rows are in, and a written session is counted and logged
+//! with its cost line.
+//!
+//! If fewer reports are stored than the gateway says it published (a report still in flight
+//! on another replica, or redelivered later), the end event is handed back with a short delay
+//! ([`SESSION_WAIT_DELAY`]) and tried again, at most [`MAX_SESSION_WAITS`] deliveries; then the
+//! row is written with what arrived.
+
+use super::Pipeline;
+use super::cost_line::cost_line;
+use crate::events::{self, Ended};
+use crate::store::{SessionRow, SessionTotals, StoreError, usd};
+use livegate_proto::usage::{ClosedBy, SessionEnded};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// A `SessionEnded` whose reports are not all stored is redelivered after this delay…
+pub(super) const SESSION_WAIT_DELAY: Duration = Duration::from_secs(1);
+/// …up to this many deliveries, then written with the reports that arrived.
+pub(crate) const MAX_SESSION_WAITS: u64 = 10;
+
+/// What became of a `SessionEnded` once the batch's rows were in.
+pub(super) enum SessionStep {
+    /// The row was written. `first` is false when the same row (same version) was stored
+    /// already: it is written again anyway (an earlier insert may have been cut before the
+    /// `spend_daily` view saw it; the `ReplacingMergeTree`s absorb the copy), but the session
+    /// is logged and counted only the first time.
+    Written { row: Box<SessionRow>, first: bool },
+    /// Reports are missing: hand the event back for a later try.
+    Wait,
+}
+
+impl Pipeline {
+    /// The rows of the ended sessions `ended` (each with its delivery count), written unless
+    /// they wait for reports. Returns what became of each session, by session id.
+    ///
+    /// # Errors
+    /// [`StoreError`] when reading the totals or inserting the rows fails.
+    pub(super) async fn write_sessions(
+        &self,
+        ended: &[(&Ended, u64)],
+    ) -> Result<HashMap<String, SessionStep>, StoreError> {
+        let mut sessions = HashMap::new();
+        if ended.is_empty() {
+            return Ok(sessions);
+        }
+        let ids: Vec<&str> = ended
+            .iter()
+            .map(|(e, _)| e.context().session_id.as_str())
+            .collect();
+        let totals = self.store.session_totals(&ids).await?;
+        let versions = self.store.session_versions(&ids).await?;
+        let mut to_write = Vec::new();
+        for (e, delivered) in ended {
+            let id = e.context().session_id.clone();
+            let t = totals.get(&id).cloned().unwrap_or_default();
+            let step = if t.reports < e.event.reports && *delivered < MAX_SESSION_WAITS {
+                tracing::debug!(
+                    session.id = %id,
+                    stored = t.reports,
+                    published = e.event.reports,
+                    "session ended before all its reports are stored; waiting"
+                );
+                SessionStep::Wait
+            } else {
+                if t.reports < e.event.reports {
+                    tracing::warn!(
+                        session.id = %id,
+                        stored = t.reports,
+                        published = e.event.reports,
+                        "writing a session without all its reports (they never arrived)"
+                    );
+                }
+                let row = session_row(&e.event, &t);
+                to_write.push(row.clone());
+                SessionStep::Written {
+                    first: versions.get(&id) != Some(&row.version),
+                    row: Box::new(row),
+                }
+            };
+            sessions.insert(id, step);
+        }
+        self.store.insert_sessions(&to_write).await?;
+        Ok(sessions)
+    }
+
+    /// Counts and logs (with the cost line) each session written for the first time.
+    pub(super) fn log_sessions(&self, sessions: &HashMap<String, SessionStep>) {
+        for (session_id, step) in sessions {
+            if let SessionStep::Written { row, first: true } = step {
+                self.metrics.sessions_written.inc();
+                tracing::info!(
+                    session.id = %session_id,
+                    key.id = %row.key_id,
+                    team.id = %row.team_id,
+                    model = %row.model,
+                    "{}",
+                    cost_line(row)
+                );
+            }
+        }
+    }
+}
+
+/// The `sessions` row for an ended session and its stored usage totals.
+pub(crate) fn session_row(e: &SessionEnded, t: &SessionTotals) -> SessionRow {
+    let ctx = e.context.clone().unwrap_or_default();
+    let started_at = events::seconds_of(e.started_at.as_ref());
+    let ended_at = events::seconds_of(e.ended_at.as_ref());
+    let duration_s = if e.duration_seconds.is_finite() && e.duration_seconds > 0.0 {
+        e.duration_seconds
+    } else {
+        f64::from(ended_at.saturating_sub(started_at))
+    };
+    SessionRow {
+        session_id: ctx.session_id,
+        key_id: ctx.key_id,
+        team_id: ctx.team_id,
+        user_id: ctx.user_id,
+        project: ctx.project,
+        location: ctx.location,
+        model: ctx.model,
+        gateway_id: ctx.gateway_id,
+        started_at,
+        ended_at,
+        duration_s,
+        close_code: u16::try_from(e.close_code).unwrap_or(u16::MAX),
+        close_reason: e.close_reason.clone(),
+        closed_by: match e.closed_by() {
+            ClosedBy::Client => "client",
+            ClosedBy::Upstream => "upstream",
+            ClosedBy::Gateway => "gateway",
+            ClosedBy::Unspecified => "",
+        }
+        .to_string(),
+        frames_in: e.frames_in,
+        frames_out: e.frames_out,
+        bytes_in: e.bytes_in,
+        bytes_out: e.bytes_out,
+        reports: e.reports,
+        events_counted: t.events,
+        prompt_tokens: t.prompt_tokens,
+        response_tokens: t.response_tokens,
+        cached_tokens: t.cached_tokens,
+        tool_use_tokens: t.tool_use_tokens,
+        thoughts_tokens: t.thoughts_tokens,
+        total_tokens: t.total_tokens,
+        input_characters: t.input_characters,
+        output_characters: t.output_characters,
+        input_audio_seconds: t.input_audio_seconds,
+        output_audio_seconds: t.output_audio_seconds,
+        input_video_seconds: t.input_video_seconds,
+        input_images: t.input_images,
+        input_cost_usd: usd(SessionTotals::money(&t.input_cost_usd)),
+        output_cost_usd: usd(SessionTotals::money(&t.output_cost_usd)),
+        cost_usd: usd(SessionTotals::money(&t.cost_usd)),
+        version: t.events.saturating_add(1),
+    }
+}

@@ -1,0 +1,140 @@
+//! Metering's ClickHouse storage: [`Store`] (the client for one database, built in
+//! [`Store::new`], the only place metering constructs a ClickHouse client) and [`StoreError`].
+//! Each concern has its own file:
+//!
+//! - `migrations`: the schema, one file per migration, and the runner [`Store::migrate`].
+//! - `rows`: the rows metering writes (`usage_events`, `sessions`), their money encoding and
+//!   their inserts.
+//! - `dedupe`: the reads that keep writes idempotent (which events and session rows are
+//!   already stored).
+//! - `session_totals`: a session's usage summed from `usage_events`, for its `sessions` row.
+//! - `spend`: all-time spend per key and per team, for the `livegate_spend` KV bucket.
+//!
+//! Rows are written as given (`RowBinary`, validation off: ClickHouse 18.16 lacks
+//! `RowBinaryWithNamesAndTypes`). Money columns are `Decimal(38, 12)`, which `RowBinary` carries
+//! as a little-endian `Int128` of 1e-12 USD units (see `rows::usd`). Values are bound
+//! client-side (`?`), never with server-side `{p:Type}` parameters, which 18.16 does not have.
+//! Reads of money go through `toString(sum(…))` and back into `Decimal`, never through floats.
+//!
+//! # Tables
+//! - `usage_events`: one row per `UsageReport` (`seq` ≥ 1), plus one row `{session_id}:end`
+//!   (`seq` = 0) for the usage a `SessionEnded` carries after the last report, when there is
+//!   any. `ReplacingMergeTree` ordered by `(session_id, event_id)`, partitioned by month of `ts`
+//!   (the event's own time, so a redelivered copy lands in the same partition).
+//! - `sessions`: one row per ended session with its totals, `ReplacingMergeTree(version)`
+//!   ordered by `session_id`; `version` grows with the number of usage rows the totals include.
+//! - `spend_daily`: per day × key × team × model, fed by two materialized views (one row per
+//!   usage event, and one per session with `sessions = 1`), `ReplacingMergeTree` ordered by
+//!   `(team_id, key_id, day, model, event_id)`.
+//!
+//! # Reading the tables exactly
+//! A redelivered event may be inserted twice before ClickHouse merges the copies away. Read
+//! with `FINAL` (or aggregate over `event_id` first) and every figure is exact:
+//!
+//! ```sql
+//! -- spend per key and day
+//! SELECT day, key_id, sum(sessions) AS sessions, sum(prompt_tokens) AS prompt_tokens,
+//!        sum(response_tokens) AS response_tokens, sum(cost_usd) AS cost_usd
+//! FROM livegate.spend_daily FINAL
+//! WHERE day >= today() - 7
+//! GROUP BY day, key_id ORDER BY day, key_id;
+//!
+//! -- one session's events and its row
+//! SELECT * FROM livegate.usage_events FINAL WHERE session_id = '…' ORDER BY seq;
+//! SELECT * FROM livegate.sessions FINAL WHERE session_id = '…';
+//! ```
+
+pub(crate) mod migrations;
+
+mod dedupe;
+mod rows;
+mod session_totals;
+mod spend;
+
+pub use rows::{SessionRow, UsageRow};
+pub(crate) use rows::{from_usd, usd};
+pub use session_totals::SessionTotals;
+pub use spend::SpendBy;
+
+use crate::config::ClickHouseConfig;
+use clickhouse::Client;
+use secrecy::ExposeSecret;
+
+/// How many values go into one `IN (…)` list: keeps each query far below ClickHouse's
+/// 256 KiB `max_query_size` whatever the batch size.
+const IN_CHUNK: usize = 500;
+
+/// A ClickHouse call failed.
+#[derive(Debug, thiserror::Error)]
+#[error("ClickHouse {op} failed: {source}")]
+pub struct StoreError {
+    /// What we were doing.
+    pub op: &'static str,
+    /// The client's error.
+    #[source]
+    pub source: clickhouse::error::Error,
+}
+
+fn err(op: &'static str) -> impl FnOnce(clickhouse::error::Error) -> StoreError {
+    move |source| StoreError { op, source }
+}
+
+/// The ClickHouse side of metering. Cheap to clone (the client is a handle).
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    db: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("db", &self.db)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `?, ?, ?` for `n` values.
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+impl Store {
+    /// A store for `config`; connects lazily.
+    pub fn new(config: &ClickHouseConfig) -> Self {
+        let mut client = Client::default()
+            .with_url(&config.url)
+            .with_user(&config.user)
+            .with_validation(false);
+        let password = config.password.expose_secret();
+        if !password.is_empty() {
+            client = client.with_password(password);
+        }
+        Self {
+            client,
+            db: config.database.clone(),
+        }
+    }
+
+    /// The database name.
+    pub fn database(&self) -> &str {
+        &self.db
+    }
+
+    fn table(&self, name: &str) -> String {
+        format!("{}.{name}", self.db)
+    }
+
+    /// `SELECT 1`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when ClickHouse does not answer.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.client
+            .query("SELECT toUInt8(1)")
+            .fetch_one::<u8>()
+            .await
+            .map(|_| ())
+            .map_err(err("ping"))
+    }
+}

@@ -1,0 +1,199 @@
+//! The rows metering writes, one type per table (`usage_events`, `sessions`), their money
+//! encoding ([`usd`], [`from_usd`]) and the inserts that write them as given.
+
+use super::{Store, StoreError, err};
+use crate::pricing::COST_SCALE;
+use clickhouse::Row;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// USD as `Decimal(38, 12)`'s wire form: an integer count of 1e-12 USD.
+pub(crate) fn usd(d: Decimal) -> i128 {
+    let d = d.round_dp(COST_SCALE);
+    let scale = d.scale();
+    // After rounding, scale ≤ COST_SCALE, so the exponent cannot underflow and the multiplier
+    // is at most 10^12. The product is `d` counted in 1e-12 USD: it fits i128 while
+    // |d| < i128::MAX / 10^12 (about 1.7e26 USD), which covers every value a `Decimal(38, 12)`
+    // column can hold (|d| < 10^26). Nothing here checks that bound: `d` itself may reach
+    // about 7.9e28 (a 96-bit mantissa), and from 1.7e26 USD the multiplication overflows (a
+    // panic where overflow checks are on, as in debug builds; a wrapped value in release).
+    // Costs are usage times per-unit prices, many orders of magnitude below it.
+    d.mantissa() * 10i128.pow(COST_SCALE - scale)
+}
+
+/// The inverse of [`usd`].
+pub(crate) fn from_usd(units: i128) -> Decimal {
+    Decimal::try_from_i128_with_scale(units, COST_SCALE)
+        .unwrap_or(Decimal::MAX)
+        .normalize()
+}
+
+/// One `usage_events` row (every column but `inserted_at`, which defaults to `now()`).
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct UsageRow {
+    pub event_id: String,
+    pub session_id: String,
+    pub seq: u64,
+    /// Seconds since the epoch (`DateTime('UTC')`).
+    pub ts: u32,
+    pub key_id: String,
+    pub team_id: String,
+    pub user_id: String,
+    pub project: String,
+    pub location: String,
+    pub model: String,
+    pub gateway_id: String,
+    pub prompt_tokens: u64,
+    pub response_tokens: u64,
+    pub cached_tokens: u64,
+    pub tool_use_tokens: u64,
+    pub thoughts_tokens: u64,
+    pub total_tokens: u64,
+    pub input_text_tokens: u64,
+    pub input_audio_tokens: u64,
+    pub input_video_tokens: u64,
+    pub input_image_tokens: u64,
+    pub output_text_tokens: u64,
+    pub output_audio_tokens: u64,
+    pub input_characters: u64,
+    pub input_audio_seconds: f64,
+    pub input_video_seconds: f64,
+    pub input_video_frames: u64,
+    pub input_images: u64,
+    pub output_characters: u64,
+    pub output_audio_seconds: f64,
+    /// Money: 1e-12 USD units (`Decimal(38, 12)`'s wire form).
+    pub input_text_cost_usd: i128,
+    pub input_audio_cost_usd: i128,
+    pub input_image_cost_usd: i128,
+    pub input_video_cost_usd: i128,
+    pub cached_cost_usd: i128,
+    pub tool_use_cost_usd: i128,
+    pub output_text_cost_usd: i128,
+    pub output_audio_cost_usd: i128,
+    pub thoughts_cost_usd: i128,
+    pub input_cost_usd: i128,
+    pub output_cost_usd: i128,
+    pub cost_usd: i128,
+    pub priced: u8,
+    pub pricing_entry: String,
+}
+
+/// One `sessions` row (every column but `inserted_at`).
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct SessionRow {
+    pub session_id: String,
+    pub key_id: String,
+    pub team_id: String,
+    pub user_id: String,
+    pub project: String,
+    pub location: String,
+    pub model: String,
+    pub gateway_id: String,
+    pub started_at: u32,
+    pub ended_at: u32,
+    pub duration_s: f64,
+    pub close_code: u16,
+    pub close_reason: String,
+    pub closed_by: String,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Reports the gateway says it published.
+    pub reports: u64,
+    /// Usage rows (reports and the `:end` row) the totals include.
+    pub events_counted: u64,
+    pub prompt_tokens: u64,
+    pub response_tokens: u64,
+    pub cached_tokens: u64,
+    pub tool_use_tokens: u64,
+    pub thoughts_tokens: u64,
+    pub total_tokens: u64,
+    pub input_characters: u64,
+    pub output_characters: u64,
+    pub input_audio_seconds: f64,
+    pub output_audio_seconds: f64,
+    pub input_video_seconds: f64,
+    pub input_images: u64,
+    pub input_cost_usd: i128,
+    pub output_cost_usd: i128,
+    pub cost_usd: i128,
+    /// `ReplacingMergeTree` version: `events_counted + 1`, so a recount that saw more wins.
+    pub version: u64,
+}
+
+impl Store {
+    /// Inserts usage rows in one `INSERT` (atomic in ClickHouse for a batch this size).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the insert fails.
+    pub async fn insert_usage(&self, rows: &[&UsageRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self
+            .client
+            .insert_unescaped::<UsageRow>(&self.table("usage_events"))
+            .await
+            .map_err(err("insert usage_events"))?;
+        for row in rows {
+            insert
+                .write(*row)
+                .await
+                .map_err(err("insert usage_events"))?;
+        }
+        insert.end().await.map_err(err("insert usage_events"))
+    }
+
+    /// Inserts session rows.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the insert fails.
+    pub async fn insert_sessions(&self, rows: &[SessionRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self
+            .client
+            .insert_unescaped::<SessionRow>(&self.table("sessions"))
+            .await
+            .map_err(err("insert sessions"))?;
+        for row in rows {
+            insert.write(row).await.map_err(err("insert sessions"))?;
+        }
+        insert.end().await.map_err(err("insert sessions"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    #[test]
+    fn usd_round_trips_at_twelve_places() {
+        for s in [
+            "0",
+            "0.000001234567",
+            "12.5",
+            "0.0000000000005",
+            "123456789.123456789012",
+        ] {
+            let d = Decimal::from_str(s).unwrap();
+            let units = usd(d);
+            assert_eq!(from_usd(units), d.round_dp(12).normalize(), "{s}");
+        }
+        assert_eq!(usd(Decimal::from_str("0.0008").unwrap()), 800_000_000);
+    }
+
+    #[test]
+    fn usd_fits_i128_up_to_what_the_column_holds() {
+        // 10^26 USD is past the largest Decimal(38, 12) value; it still fits (10^38 units).
+        let d = Decimal::from_i128_with_scale(10i128.pow(26), 0);
+        assert_eq!(usd(d), 10i128.pow(38));
+        assert_eq!(usd(-d), -(10i128.pow(38)));
+    }
+}
