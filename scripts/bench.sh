@@ -89,7 +89,7 @@ if [ "${BENCH_SKIP_BUILD:-0}" = 1 ]; then
 else
   say "building release binaries…"
   cargo build --release --locked --bins \
-    -p livegate-gateway -p livegate-auth -p livegate-emulator -p livegate-test-support \
+    -p livegate-gateway -p livegate-auth -p livegate-emulator -p livegate-demo-credentials \
     -p livegate -p livegate-loadgen
 fi
 bin="$CARGO_TARGET_DIR/release"

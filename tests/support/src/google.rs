@@ -5,7 +5,8 @@
 //!   RS256, header `{"alg":"RS256","typ":"JWT","kid":<private_key_id>}`, claims
 //!   `iss`/`sub` = `client_email`, `scope` = the scopes joined by spaces, `aud: null`,
 //!   `iat` = now − 10 s, `exp` = now + 3610 s. The key must be PKCS#8 PEM and the JSON must
-//!   have `project_id`. [`TestServiceAccount`] makes such a key; the emulator (or
+//!   have `project_id`. [`TestServiceAccount`] makes such a key (with `livegate-demo-credentials`,
+//!   the generator demo mode uses); the emulator (or
 //!   [`TestServiceAccount::verify_jwt`]) checks the signature with the public half.
 //! - **authorized_user** JSON: POSTs to `token_uri` (honoured; also settable with
 //!   `user_account::Builder::with_token_uri`) a **JSON** body (`Content-Type:
@@ -32,11 +33,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use google_cloud_auth::credentials::{CacheableResource, Credentials};
 use http::{Method, Request, StatusCode};
-use rand::Rng as _;
+use livegate_demo_credentials::ServiceAccount;
 use rsa::pkcs1v15::{Signature, VerifyingKey};
-use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use rsa::signature::Verifier as _;
-use rsa::{RsaPrivateKey, RsaPublicKey};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
@@ -46,33 +45,19 @@ use crate::httpio::{Handler, Server, json as json_response, respond};
 pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 
 /// The project id written into test credentials and served by [`FakeMetadataServer`].
-pub const TEST_PROJECT_ID: &str = "livegate-test-project";
+pub use livegate_demo_credentials::PROJECT_ID as TEST_PROJECT_ID;
 
-/// A `token_uri` that must never be called: nothing listens on the discard port.
-const UNUSED_TOKEN_URI: &str = "http://127.0.0.1:9/token";
+/// A freshly generated service account key and its JSON key file: demo mode's key
+/// ([`livegate_demo_credentials::ServiceAccount`], whose fields it derefs to: `path`, `json`,
+/// `kid`, `client_email`, `project_id`) plus what tests do with it.
+#[derive(Debug)]
+pub struct TestServiceAccount(ServiceAccount);
 
-/// A freshly generated service account key and its JSON key file.
-pub struct TestServiceAccount {
-    /// The written key file (for `GOOGLE_APPLICATION_CREDENTIALS`-style config).
-    pub path: PathBuf,
-    /// The key file's content.
-    pub json: Value,
-    /// `private_key_id`, which becomes the JWT `kid`.
-    pub kid: String,
-    /// `client_email`, which becomes the JWT `iss` and `sub`.
-    pub client_email: String,
-    /// `project_id`.
-    pub project_id: String,
-    private_key: RsaPrivateKey,
-}
+impl std::ops::Deref for TestServiceAccount {
+    type Target = ServiceAccount;
 
-impl std::fmt::Debug for TestServiceAccount {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestServiceAccount")
-            .field("path", &self.path)
-            .field("kid", &self.kid)
-            .field("client_email", &self.client_email)
-            .finish_non_exhaustive()
+    fn deref(&self) -> &ServiceAccount {
+        &self.0
     }
 }
 
@@ -84,43 +69,7 @@ impl TestServiceAccount {
     /// # Errors
     /// If key generation or writing the file fails.
     pub fn generate(dir: &Path) -> anyhow::Result<Self> {
-        let private_key =
-            RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).context("generating an RSA key")?;
-        let private_key_pem = private_key
-            .to_pkcs8_pem(LineEnding::LF)
-            .context("encoding the private key")?;
-        let kid = random_hex(20);
-        let project_id = TEST_PROJECT_ID.to_owned();
-        let client_email = format!("livegate-test@{project_id}.iam.gserviceaccount.com");
-        let json = json!({
-            "type": "service_account",
-            "project_id": project_id,
-            "private_key_id": kid,
-            "private_key": private_key_pem.as_str(),
-            "client_email": client_email,
-            "client_id": rand::thread_rng().gen_range(100_000_000_000_000_000_000u128..999_999_999_999_999_999_999u128).to_string(),
-            "auth_uri": UNUSED_TOKEN_URI,
-            "token_uri": UNUSED_TOKEN_URI,
-            "universe_domain": "googleapis.com",
-        });
-        let path = dir.join(format!("service-account-{kid}.json"));
-        std::fs::write(&path, serde_json::to_vec_pretty(&json)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok(Self {
-            path,
-            json,
-            kid,
-            client_email,
-            project_id,
-            private_key,
-        })
-    }
-
-    /// The public key as SPKI PEM (`-----BEGIN PUBLIC KEY-----`), what the emulator takes.
-    pub fn public_key_pem(&self) -> String {
-        RsaPublicKey::from(&self.private_key)
-            .to_public_key_pem(LineEnding::LF)
-            .unwrap_or_default()
+        Ok(Self(ServiceAccount::generate(dir)?))
     }
 
     /// The key in the form the emulator's config takes.
@@ -165,7 +114,7 @@ impl TestServiceAccount {
         let (signed, signature) = jwt.rsplit_once('.').context("JWT has no signature")?;
         let signature = Signature::try_from(URL_SAFE_NO_PAD.decode(signature)?.as_slice())
             .context("malformed signature")?;
-        VerifyingKey::<Sha256>::new(RsaPublicKey::from(&self.private_key))
+        VerifyingKey::<Sha256>::new(self.public_key())
             .verify(signed.as_bytes(), &signature)
             .context("signature does not verify")?;
         let now = std::time::SystemTime::now()
@@ -558,11 +507,4 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut rng = rand::thread_rng();
-    (0..bytes)
-        .map(|_| format!("{:02x}", rng.r#gen::<u8>()))
-        .collect()
 }

@@ -1,4 +1,4 @@
-//! The client examples in tests/clients, run for real against the stack: LiteLLM's Python
+//! The client examples in examples/clients, run for real against the stack: LiteLLM's Python
 //! client, the official google-genai SDK (over TLS, Vertex express mode) and LiteLLM's
 //! JavaScript client (on Node.js, when it has a WebSocket client).
 
@@ -11,18 +11,18 @@ pub(crate) fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// tests/clients/python/requirements.txt, each with the module whose import shows it is there.
+/// examples/clients/python/requirements.txt, each with the module whose import shows it is there.
 const CLIENT_PACKAGES: &[(&str, &str)] = &[
     ("websockets>=13,<18", "websockets"),
     ("google-genai>=1.30,<4", "google.genai"),
 ];
 
 /// The shared test virtualenv (`livegate_test_support::python`) with
-/// tests/clients/python/requirements.txt installed.
+/// examples/clients/python/requirements.txt installed.
 pub(crate) async fn python() -> PathBuf {
     static PY: OnceCell<PathBuf> = OnceCell::const_new();
     PY.get_or_init(|| async {
-        let req = repo().join("tests/clients/python/requirements.txt");
+        let req = repo().join("examples/clients/python/requirements.txt");
         let text = std::fs::read_to_string(&req).unwrap();
         let listed: Vec<&str> = text
             .lines()
@@ -62,7 +62,7 @@ async fn litellm_python_client_works_unchanged_but_for_url_and_key() {
     let stack = Stack::start().await;
     let key = stack.key().await;
     let mut cmd = Command::new(py);
-    cmd.arg(repo().join("tests/clients/python/seed_client.py"))
+    cmd.arg(repo().join("examples/clients/python/seed_client.py"))
         .arg(stack.url("/v1/vertex-ai/live?project_id=test-project"))
         .arg(&key);
     let out = run(cmd).await;
@@ -100,7 +100,7 @@ async fn google_genai_sdk_works_through_the_gateway_over_tls() {
     let stack = Stack::start_with_gateway(move |g| g.tls = tls).await;
     let key = stack.key().await;
     let mut cmd = Command::new(py);
-    cmd.arg(repo().join("tests/clients/python/genai_client.py"))
+    cmd.arg(repo().join("examples/clients/python/genai_client.py"))
         .arg(format!("https://127.0.0.1:{}", stack.gateway.addr.port()))
         .arg(&key)
         .env("SSL_CERT_FILE", &cert_path)
@@ -154,7 +154,7 @@ async fn litellm_javascript_client_works_with_the_key_as_a_subprotocol() {
     let key = stack.key().await;
     let mut cmd = Command::new("node");
     cmd.args(&flags)
-        .arg(repo().join("tests/clients/js/client.mjs"))
+        .arg(repo().join("examples/clients/js/client.mjs"))
         .arg(stack.url("/v1/vertex-ai/live?project_id=test-project"))
         .arg(&key);
     let out = run(cmd).await;

@@ -94,7 +94,7 @@ async fn the_start_command_serves_a_session_and_bills_it_in_clickhouse() {
     );
 
     let out = tokio::process::Command::new(py)
-        .arg(repo().join("tests/clients/python/seed_client.py"))
+        .arg(repo().join("examples/clients/python/seed_client.py"))
         .arg(format!("{url}?project_id=your-project-id"))
         .arg(&key)
         .output()
