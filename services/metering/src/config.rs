@@ -212,12 +212,7 @@ fn duration(env: &impl Env, name: &str, default: Duration) -> Result<Duration, E
     Ok(d)
 }
 
-/// Whether `s` can be used unquoted as a ClickHouse database name.
-pub(crate) fn is_identifier(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
+pub(crate) use livegate_common::clickhouse::is_identifier;
 
 #[cfg(test)]
 mod tests {

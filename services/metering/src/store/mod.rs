@@ -102,14 +102,11 @@ fn placeholders(n: usize) -> String {
 impl Store {
     /// A store for `config`; connects lazily.
     pub fn new(config: &ClickHouseConfig) -> Self {
-        let mut client = Client::default()
-            .with_url(&config.url)
-            .with_user(&config.user)
-            .with_validation(false);
-        let password = config.password.expose_secret();
-        if !password.is_empty() {
-            client = client.with_password(password);
-        }
+        let client = livegate_common::clickhouse::client(
+            &config.url,
+            &config.user,
+            config.password.expose_secret(),
+        );
         Self {
             client,
             db: config.database.clone(),
