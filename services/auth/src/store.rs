@@ -68,8 +68,11 @@ impl Store {
         spend_bucket: &str,
         stop: CancellationToken,
     ) -> Result<Self, StoreError> {
-        let keys = kv_mirror::open_bucket(js, keys_bucket, 5).await?;
-        let spend = kv_mirror::open_bucket(js, spend_bucket, 1).await?;
+        let keys = kv_mirror::open_bucket(js, keys_bucket, livegate_common::subjects::KEYS_HISTORY)
+            .await?;
+        let spend =
+            kv_mirror::open_bucket(js, spend_bucket, livegate_common::subjects::SPEND_HISTORY)
+                .await?;
         let browser_secret = Arc::new(browser_secret(&keys).await?);
         let store = Self {
             keys,

@@ -1,7 +1,7 @@
 //! Pieces every livegate service shares, kept deliberately small:
 //!
 //! - [`subjects`]: NATS stream, subject and KV bucket names (the bus contract in DESIGN.md).
-//! - [`bus`]: [`bus::ensure_usage_stream`], creating the usage stream on demand.
+//! - [`stream`]: [`stream::ensure_usage_stream`], creating the usage stream on demand.
 //! - [`env`]: reading environment variables through a trait tests can back with a map.
 //! - [`config`]: the optional YAML file (LiteLLM's keys, `os.environ/NAME` indirection).
 //! - [`telemetry`]: `tracing` set-up from `LIVEGATE_LOG` / `LITELLM_LOG` / `LIVEGATE_LOG_FORMAT`.
@@ -13,7 +13,6 @@
 //! - [`service`]: the start-up every service binary shares (logging, configuration, bind,
 //!   run until a signal, exit code).
 
-pub mod bus;
 pub mod clickhouse;
 pub mod config;
 pub mod credential;
@@ -22,5 +21,7 @@ pub mod kv;
 pub mod service;
 pub mod shutdown;
 pub mod spend;
+pub mod stream;
+pub mod stream;
 pub mod subjects;
 pub mod telemetry;

@@ -19,8 +19,13 @@ pub const SESSION_EVENT: &str = "livegate.usage.v1.session";
 pub const METERING_CONSUMER: &str = "livegate-metering";
 /// KV bucket: key records by key hash.
 pub const KEYS_BUCKET: &str = "livegate_keys";
+/// History kept per key in [`KEYS_BUCKET`]: a few past records, so an operator can see what a
+/// key looked like before its last change.
+pub const KEYS_HISTORY: i64 = 5;
 /// KV bucket: running spend per key and per team, written by metering.
 pub const SPEND_BUCKET: &str = "livegate_spend";
+/// History kept per key in [`SPEND_BUCKET`]: only the newest total matters.
+pub const SPEND_HISTORY: i64 = 1;
 /// Minimum JetStream duplicate window for `Nats-Msg-Id` dedupe.
 pub const DUPLICATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(120);
 

@@ -76,14 +76,14 @@ pub fn start(
     spawn_mirror(
         js.clone(),
         spend_bucket,
-        1,
+        livegate_common::subjects::SPEND_HISTORY,
         move |e| view.apply(e),
         stop.clone(),
     );
     spawn_mirror(
         js,
         keys_bucket,
-        5,
+        livegate_common::subjects::KEYS_HISTORY,
         move |e| {
             if let Ok(r) = serde_json::from_slice::<KeyRecordId>(&e.value) {
                 auth.invalidate_key(&r.key_id);

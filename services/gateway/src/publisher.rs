@@ -229,7 +229,8 @@ impl Publisher {
             }
             let attempt = async {
                 if !stream_ready {
-                    match livegate_common::bus::ensure_usage_stream(&self.js, &self.stream).await {
+                    match livegate_common::stream::ensure_usage_stream(&self.js, &self.stream).await
+                    {
                         Ok(_) => stream_ready = true,
                         Err(e) => {
                             tracing::warn!(error.message = %e, "cannot ensure the usage stream yet")

@@ -262,9 +262,13 @@ async fn start(
         })?;
     // History 1: only the latest total of a key matters (auth and the gateway open the bucket
     // with the same setting).
-    let bucket = livegate_common::kv::open_bucket(&js, &config.spend_bucket, 1)
-        .await
-        .with_context(|| format!("opening KV bucket {}", config.spend_bucket))?;
+    let bucket = livegate_common::kv::open_bucket(
+        &js,
+        &config.spend_bucket,
+        livegate_common::subjects::SPEND_HISTORY,
+    )
+    .await
+    .with_context(|| format!("opening KV bucket {}", config.spend_bucket))?;
     Ok((client, consumer, bucket))
 }
 

@@ -262,7 +262,7 @@ pub async fn run(a: EventsArgs) -> anyhow::Result<EventsReport> {
         .with_context(|| format!("connecting to NATS at {}", a.nats))?;
     let mut js = async_nats::jetstream::new(client.clone());
     js.set_timeout(Duration::from_secs(30));
-    livegate_common::bus::ensure_usage_stream(&js, subjects::STREAM).await?;
+    livegate_common::stream::ensure_usage_stream(&js, subjects::STREAM).await?;
 
     let run_id = format!(
         "bench{:x}",

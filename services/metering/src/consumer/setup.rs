@@ -12,7 +12,7 @@ pub(crate) async fn setup(
     js: &jetstream::Context,
     config: &crate::Config,
 ) -> Result<PullConsumer, async_nats::Error> {
-    let stream = livegate_common::bus::ensure_usage_stream(js, &config.stream).await?;
+    let stream = livegate_common::stream::ensure_usage_stream(js, &config.stream).await?;
     let consumer = stream
         .create_consumer(jetstream::consumer::pull::Config {
             durable_name: Some(config.consumer.clone()),

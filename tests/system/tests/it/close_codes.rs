@@ -179,9 +179,13 @@ async fn spent_budget_gets_4402_at_start_and_after_the_turn() {
     open_session(&mut running, MODEL).await;
     // Metering reports the budget spent.
     let js = stack.jetstream().await;
-    let spend = livegate_common::kv::open_bucket(&js, livegate_common::subjects::SPEND_BUCKET, 1)
-        .await
-        .unwrap();
+    let spend = livegate_common::kv::open_bucket(
+        &js,
+        livegate_common::subjects::SPEND_BUCKET,
+        livegate_common::subjects::SPEND_HISTORY,
+    )
+    .await
+    .unwrap();
     spend
         .put(
             livegate_common::subjects::spend_key_for_key(&key_id),

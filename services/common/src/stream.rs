@@ -8,7 +8,7 @@
 //! shorter than [`DUPLICATE_WINDOW`] is raised), never narrowed or recreated.
 //!
 //! ```
-//! use livegate_common::bus::usage_stream_config;
+//! use livegate_common::stream::usage_stream_config;
 //! use livegate_common::subjects;
 //! let config = usage_stream_config(subjects::STREAM);
 //! assert_eq!(config.subjects, vec![subjects::STREAM_SUBJECTS.to_string()]);
@@ -21,7 +21,7 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let client = async_nats::connect("nats://127.0.0.1:4222").await?;
 //! let js = async_nats::jetstream::new(client);
-//! let stream = livegate_common::bus::ensure_usage_stream(&js, "LIVEGATE_USAGE").await?;
+//! let stream = livegate_common::stream::ensure_usage_stream(&js, "LIVEGATE_USAGE").await?;
 //! assert_eq!(stream.cached_info().config.name, "LIVEGATE_USAGE");
 //! # Ok(()) }
 //! ```
