@@ -22,6 +22,5 @@ pub mod service;
 pub mod shutdown;
 pub mod spend;
 pub mod stream;
-pub mod stream;
 pub mod subjects;
 pub mod telemetry;
