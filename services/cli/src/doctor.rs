@@ -62,7 +62,7 @@ pub(crate) async fn run_doctor(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let mut r = Report { out, failures: 0 };
-    check_nats(&a, &mut r).await?;
+    Box::pin(check_nats(&a, &mut r)).await?;
     check_clickhouse(&a, &mut r).await?;
     check_auth(&a, auth, &mut r).await?;
     if r.failures > 0 {
@@ -72,7 +72,7 @@ pub(crate) async fn run_doctor(
 }
 
 async fn check_nats(a: &DoctorArgs, r: &mut Report<'_>) -> anyhow::Result<()> {
-    let client = match timed(async_nats::connect(&a.nats_url)).await {
+    let client = match timed(Box::pin(async_nats::connect(&a.nats_url))).await {
         Ok(c) => {
             let v = c.server_info().version;
             r.line("NATS", Outcome::Ok(format!("{} (server {v})", a.nats_url)))?;

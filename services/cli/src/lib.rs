@@ -59,6 +59,6 @@ pub async fn run(args: Args, out: &mut dyn std::io::Write) -> anyhow::Result<()>
         Command::Keys(cmd) => keys::run_keys(cmd, &auth()?, out).await,
         Command::Token(t) => keys::run_token(t, &auth()?, out).await,
         Command::Spend(s) => spend::run_spend(s, out).await,
-        Command::Doctor(d) => doctor::run_doctor(d, &auth()?, out).await,
+        Command::Doctor(d) => Box::pin(doctor::run_doctor(d, &auth()?, out)).await,
     }
 }

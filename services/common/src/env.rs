@@ -29,6 +29,10 @@ pub trait Env {
 pub struct ProcessEnv;
 
 impl Env for ProcessEnv {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the one place that reads the process environment"
+    )]
     fn get(&self, name: &str) -> Option<String> {
         std::env::var(name).ok()
     }

@@ -98,6 +98,10 @@ where
     F: Fn(kv::Entry) + Send + Sync + 'static,
 {
     load(&bucket, &apply).await?;
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "detached on purpose: the watch ends when the caller cancels `stop`"
+    )]
     tokio::spawn(watch(bucket, apply, stop));
     Ok(())
 }

@@ -104,6 +104,10 @@ fn spawn_mirror<F>(
 ) where
     F: Fn(kv::Entry) + Clone + Send + Sync + 'static,
 {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "detached on purpose: the mirror retries until `stop` is cancelled"
+    )]
     tokio::spawn(async move {
         let mut delay = std::time::Duration::from_millis(200);
         loop {

@@ -113,6 +113,7 @@ impl Drop for Workers {
 }
 
 #[cfg(test)]
+#[expect(clippy::disallowed_methods, reason = "tests own their tasks")]
 mod tests {
     use super::*;
 

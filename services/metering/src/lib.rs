@@ -157,8 +157,13 @@ pub async fn run(
         flush_interval: config.flush_interval,
         insert_retries: config.insert_retries,
     };
+    // Its own task, so a panic in it ends this future with an error instead of unwinding it;
+    // aborted with this future, like the JoinSet's tasks.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "owned by this future: awaited below and aborted on drop (AbortOnDrop)"
+    )]
     let mut consuming = tokio::spawn(pipeline.run(stop_consumer.clone()));
-    // Aborted with this future, like the JoinSet's tasks.
     let _abort_consumer = AbortOnDrop(consuming.abort_handle());
     tracing::info!(
         stream = %config.stream,

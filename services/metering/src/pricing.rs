@@ -220,7 +220,10 @@ impl PriceTable {
     ///
     /// # Panics
     /// Never in practice: the compiled-in JSON is checked by a unit test.
-    #[allow(clippy::expect_used)]
+    #[expect(
+        clippy::expect_used,
+        reason = "the compiled-in JSON is checked by a unit test"
+    )]
     pub fn builtin() -> Self {
         Self::parse(BUILTIN).expect("the built-in price table is valid")
     }

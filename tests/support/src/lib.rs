@@ -21,6 +21,13 @@
 //! Servers missing from the machine make `start` fail with a message saying to run
 //! `scripts/install-deps.sh`.
 
+// Test support, not service code: it reads the test machine's environment (PATH, HOME, binary
+// overrides) directly and runs small servers whose tasks the calling test owns.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test support: direct environment reads and test-owned tasks"
+)]
+
 mod bin;
 pub mod clickhouse;
 pub mod google;

@@ -4,7 +4,14 @@
 //!
 //! Tests talk to the gateway over real WebSockets and read what it published from JetStream.
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::disallowed_methods,
+    clippy::large_futures,
+    reason = "test support: a failed step fails the test loudly; tasks are owned by the test"
+)]
 
 use futures_util::{SinkExt, StreamExt};
 use livegate_emulator::{Emulator, EmulatorConfig};

@@ -110,7 +110,6 @@ pub(crate) fn verify(token: &str, keys: &KeySet, now: u64) -> Result<String, Jwt
     let claims = json_part(p)?;
     let exp = claims.get("exp").and_then(Value::as_f64).unwrap_or(0.0);
     // Precision is irrelevant for a comparison in whole seconds.
-    #[allow(clippy::cast_precision_loss)]
     let now = now as f64;
     if exp <= now {
         return Err(JwtError::Expired);

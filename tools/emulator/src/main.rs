@@ -114,7 +114,10 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!(addr = %emulator.addr(), url = %emulator.url(), "emulator listening");
     {
-        #[allow(clippy::print_stdout)]
+        #[expect(
+            clippy::print_stdout,
+            reason = "the listening line is the contract with scripts that start the emulator"
+        )]
         let () = println!("listening on {}", emulator.addr());
         std::io::stdout().flush().context("flushing stdout")?;
     }

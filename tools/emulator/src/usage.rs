@@ -53,9 +53,7 @@ impl Input {
 
     pub(crate) fn audio_seconds(&self) -> f64 {
         // Precision loss is irrelevant at display precision.
-        #[allow(clippy::cast_precision_loss)]
-        let secs = self.audio_nanos as f64 / 1e9;
-        secs
+        self.audio_nanos as f64 / 1e9
     }
 
     pub(crate) fn text_chars(&self) -> u64 {

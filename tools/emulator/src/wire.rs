@@ -51,11 +51,9 @@ pub(crate) fn reply_audio_chunks() -> &'static [String] {
         let samples = crate::usage::OUTPUT_RATE as usize * REPLY_AUDIO_SECONDS as usize;
         let mut pcm = Vec::with_capacity(samples * 2);
         for i in 0..samples {
-            #[allow(clippy::cast_precision_loss)]
             let t = i as f64 / f64::from(crate::usage::OUTPUT_RATE);
             let s = (2.0 * std::f64::consts::PI * 440.0 * t).sin() * 6000.0;
             // |s| ≤ 6000, always in range.
-            #[allow(clippy::cast_possible_truncation)]
             let s = s.round() as i16;
             pcm.extend_from_slice(&s.to_le_bytes());
         }

@@ -288,6 +288,10 @@ pub async fn run(a: EventsArgs) -> anyhow::Result<EventsReport> {
         let ch = ch.clone();
         let table = table.clone();
         let interval = a.poll_interval;
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "awaited below: the run waits for the poller's result"
+        )]
         tokio::spawn(async move {
             let mut polls = Vec::new();
             let mut errors = 0u64;

@@ -161,8 +161,11 @@ impl Watch {
         if !w.procs.is_empty() {
             let pids: Vec<u32> = w.procs.iter().map(|p| p.pid).collect();
             let peaks = w.peaks.clone();
-            // Detached on purpose: it only reads /proc and is aborted in `finish`.
-            w.sampler = Some(tokio::spawn(async move {
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "detached on purpose: it only reads /proc and is aborted in `finish`"
+            )]
+            let sampler = tokio::spawn(async move {
                 let mut tick = tokio::time::interval(PEAK_INTERVAL);
                 loop {
                     tick.tick().await;
@@ -172,7 +175,8 @@ impl Watch {
                         }
                     }
                 }
-            }));
+            });
+            w.sampler = Some(sampler);
         }
         w
     }

@@ -26,6 +26,10 @@ pub async fn run(
             () = &mut stop => return Ok(()),
             accepted = listener.accept() => match accepted {
                 Ok((client, _)) => {
+                    #[expect(
+                        clippy::disallowed_methods,
+                        reason = "a relayed connection ends when either side closes"
+                    )]
                     tokio::spawn(relay_one(client, to));
                 }
                 Err(e) => {
@@ -55,6 +59,7 @@ async fn relay_one(mut client: TcpStream, to: SocketAddr) {
 }
 
 #[cfg(test)]
+#[expect(clippy::disallowed_methods, reason = "tests own their tasks")]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

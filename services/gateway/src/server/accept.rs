@@ -42,6 +42,10 @@ pub async fn accept_until(
             },
         };
         let Some(workers) = workers else {
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "a connection task ends with its connection; sessions are tracked"
+            )]
             tokio::spawn(serve(tcp));
             continue;
         };

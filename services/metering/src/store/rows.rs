@@ -30,7 +30,10 @@ pub(crate) fn from_usd(units: i128) -> Decimal {
 
 /// One `usage_events` row (every column but `inserted_at`, which defaults to `now()`).
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
-#[allow(missing_docs)]
+#[expect(
+    missing_docs,
+    reason = "one field per column: the columns are documented in the migration"
+)]
 pub struct UsageRow {
     pub event_id: String,
     pub session_id: String,
@@ -82,7 +85,10 @@ pub struct UsageRow {
 
 /// One `sessions` row (every column but `inserted_at`).
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
-#[allow(missing_docs)]
+#[expect(
+    missing_docs,
+    reason = "one field per column: the columns are documented in the migration"
+)]
 pub struct SessionRow {
     pub session_id: String,
     pub key_id: String,

@@ -1,6 +1,13 @@
 //! Metering integration tests: real nats-server and clickhouse-server on loopback, events
 //! published as the gateway publishes them, metering run in-process (or as its binary).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods,
+    clippy::large_futures,
+    reason = "tests: a failed step fails loudly; tasks and environment belong to the test"
+)]
 
 mod helpers;
 

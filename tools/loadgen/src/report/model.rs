@@ -11,7 +11,10 @@ use std::collections::BTreeMap;
 pub const MAX_LATENCY_US: u64 = 600_000_000;
 
 /// A histogram of microseconds with 3 significant digits.
-#[allow(clippy::expect_used)] // constant bounds, valid for hdrhistogram; covered by a test
+#[expect(
+    clippy::expect_used,
+    reason = "constant bounds, valid for hdrhistogram; covered by a test"
+)]
 pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
 }

@@ -1,7 +1,14 @@
 //! The load generator against an in-process emulator: every mode completes, and the report
 //! counts what happened.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods,
+    clippy::large_futures,
+    reason = "tests: a failed step fails loudly; tasks and environment belong to the test"
+)]
 
 use clap::Parser;
 use livegate_emulator::{Emulator, EmulatorConfig};
