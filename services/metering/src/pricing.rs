@@ -1,52 +1,11 @@
 //! The pricing engine: a price table in LiteLLM's `model_prices_and_context_window.json`
-//! format, and the rules that turn one usage event into an exact, per-modality cost.
+//! format (the compiled-in `pricing/builtin_prices.json`, with `PRICING_FILE` layered on top and
+//! re-read on SIGHUP), and the rules that turn one usage event into an exact, per-modality cost.
 //!
-//! # Table
-//! A JSON object of model name → entry. Only these keys of an entry are read (all USD,
-//! numbers or numeric strings); anything else (`litellm_provider`, `max_tokens`, …) is ignored,
-//! so LiteLLM's whole file can be used as it is:
-//! `input_cost_per_token`, `output_cost_per_token`, `input_cost_per_audio_token`,
-//! `output_cost_per_audio_token`, `input_cost_per_image_token`, `input_cost_per_video_token`,
-//! `cache_read_input_token_cost`, `output_cost_per_reasoning_token`, `input_cost_per_character`,
-//! `output_cost_per_character`, `input_cost_per_audio_per_second`,
-//! `output_cost_per_audio_per_second`, `input_cost_per_video_per_second`, `input_cost_per_image`.
-//!
-//! The built-in table (`pricing/builtin_prices.json`) covers the Live models. `PRICING_FILE`
-//! layers a user table on top: a model found there (under any of the names below) wins over
-//! the built-in entry *as a whole*, so an override never inherits a stale built-in price.
-//! The file is re-read on SIGHUP; a file that fails to parse keeps the previous table.
-//!
-//! # Lookup
-//! The event's model may be a bare id (`gemini-live-2.5-flash`), a resource path
-//! (`projects/p/locations/l/publishers/google/models/gemini-live-2.5-flash`, `models/…`) or
-//! carry LiteLLM's provider prefix (`vertex_ai/…`). Tried in order, user table first, then the
-//! built-in one: the name as given, the id after the last `/`, `vertex_ai/<id>`,
-//! `gemini/<id>`. Not found: the event is recorded with cost 0 and `priced = 0`.
-//!
-//! # Rules (all arithmetic in `rust_decimal`, each cost component rounded to 1e-12 USD)
-//! - **Modalities.** Prompt, cached and tool-use tokens are split by Google's `*TokensDetails`;
-//!   tokens a total has beyond its details (or all of them, when details are missing) count
-//!   as TEXT. DOCUMENT and unspecified modalities count as TEXT too. A modality's own price
-//!   (`input_cost_per_audio_token`, `…_image_token`, `…_video_token`,
-//!   `output_cost_per_audio_token`) applies to its tokens, otherwise the plain per-token price.
-//! - **Cached tokens.** Google's `promptTokenCount` *includes* `cachedContentTokenCount`. When the
-//!   entry has `cache_read_input_token_cost`, cached tokens are taken out of their modality's
-//!   prompt tokens and billed at that price instead; without it they stay in the prompt and
-//!   are billed like any other prompt token (never free, never twice).
-//! - **Tool-use prompt tokens** (`toolUsePromptTokenCount`: tool results such as search
-//!   grounding fed back to the model) are separate from `promptTokenCount` in Google's usage and
-//!   billed as input at the input prices of their modalities.
-//! - **Thoughts tokens** are separate from the response tokens and billed as output at
-//!   `output_cost_per_reasoning_token`, else `output_cost_per_token` (Google bills thinking at the
-//!   output text price).
-//! - **Measurements.** Character, per-second and per-image prices are applied, *in addition* to
-//!   token prices, to the gateway's own measurements whenever an entry has them:
-//!   input/output characters, input/output audio seconds, input video seconds, input images.
-//!   (This is how LiteLLM lists e.g. `gemini-3.8-live`'s video: per token plus per second.
-//!   An entry that prices the same thing both ways is charged both ways: none of the built-in
-//!   ones do.) Seconds are priced at microsecond precision.
-//! - Input cost = input text + audio + image + video + cached + tool-use components; output cost
-//!   = output text + audio + thoughts components; cost = input + output.
+//! The table keys read, the model-name lookup and every pricing rule are documented once, for
+//! users and for this code alike, in the metering README's "Pricing" section
+//! (`services/metering/README.md`); the unit tests in `pricing/tests.rs` pin each rule.
+//! All arithmetic is `rust_decimal`; each cost component is rounded to [`COST_SCALE`] places.
 
 use rust_decimal::{Decimal, RoundingStrategy};
 use std::collections::{HashMap, HashSet};

@@ -125,16 +125,16 @@ async fn text_audio_and_video_sessions_are_priced_exactly_into_clickhouse() {
 
     // 1. Text.
     let mut ws = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
-    open_session(&mut ws, MODEL).await;
+    open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
     for t in ["What is the capital of France?", "And of Italy?"] {
-        ws.send(text_turn(t)).await.unwrap();
+        ws.send(litellm_text_turn(t)).await.unwrap();
         read_turn(&mut ws).await;
     }
     ws.close(None).await.unwrap();
 
     // 2. Audio in, audio out.
     let mut ws = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
-    ws.send(setup(MODEL, "AUDIO")).await.unwrap();
+    ws.send(litellm_setup(MODEL, "AUDIO")).await.unwrap();
     next_frame(&mut ws).await;
     let audio = serde_json::json!({"realtimeInput": {"audio": {"mimeType": "audio/pcm;rate=16000", "data": b64(64_000)}}});
     ws.send(Message::text(audio.to_string())).await.unwrap();
@@ -148,7 +148,7 @@ async fn text_audio_and_video_sessions_are_priced_exactly_into_clickhouse() {
 
     // 3. Video frames and an image, on a model with a per-second video price.
     let mut ws = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
-    open_session(&mut ws, "gemini-3.8-live").await;
+    open_session(&mut ws, litellm_setup("gemini-3.8-live", "TEXT")).await;
     for _ in 0..3 {
         let frame = serde_json::json!({"realtimeInput": {"video": {"mimeType": "image/jpeg", "data": b64(2_000)}}});
         ws.send(Message::text(frame.to_string())).await.unwrap();
