@@ -65,6 +65,8 @@ pub struct PriceEntry {
     pub input_cost_per_audio_token: Option<Decimal>,
     /// AUDIO output tokens.
     pub output_cost_per_audio_token: Option<Decimal>,
+    /// VIDEO output tokens (avatars).
+    pub output_cost_per_video_token: Option<Decimal>,
     /// IMAGE input tokens.
     pub input_cost_per_image_token: Option<Decimal>,
     /// VIDEO input tokens.
@@ -85,6 +87,10 @@ pub struct PriceEntry {
     pub input_cost_per_video_per_second: Option<Decimal>,
     /// Per input image.
     pub input_cost_per_image: Option<Decimal>,
+    /// LiteLLM's `deprecation_date`: the model still prices, and is logged once as deprecated.
+    pub deprecation_date: Option<String>,
+    /// livegate's `successor`: the model to move to, named in that log line.
+    pub successor: Option<String>,
 }
 
 /// The keys read from an entry, with their setters.
@@ -97,6 +103,9 @@ const KEYS: &[(&str, Setter)] = &[
     }),
     ("output_cost_per_audio_token", |e| {
         &mut e.output_cost_per_audio_token
+    }),
+    ("output_cost_per_video_token", |e| {
+        &mut e.output_cost_per_video_token
     }),
     ("input_cost_per_image_token", |e| {
         &mut e.input_cost_per_image_token
@@ -158,6 +167,14 @@ impl PriceTable {
                     *slot(&mut entry) = price(&model, key, v)?;
                 }
             }
+            let text = |key: &str| {
+                fields
+                    .get(key)
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned)
+            };
+            entry.deprecation_date = text("deprecation_date");
+            entry.successor = text("successor");
             entries.insert(model, entry);
         }
         Ok(Self { entries })
@@ -415,6 +432,7 @@ impl PriceEntry {
         let image_in = self.input_cost_per_image_token.or(plain_in);
         let video_in = self.input_cost_per_video_token.or(plain_in);
         let audio_out = self.output_cost_per_audio_token.or(plain_out);
+        let video_out = self.output_cost_per_video_token.or(plain_out);
 
         let prompt = usage.prompt.with_total(usage.prompt_tokens);
         // Cached tokens leave the prompt only when they have a price of their own.
@@ -428,21 +446,38 @@ impl PriceEntry {
         let tool_use = usage.tool_use.with_total(usage.tool_use_tokens);
         let response = usage.response.with_total(usage.response_tokens);
 
+        // Google's token counts are the bill: a measurement price (per character, second or
+        // image) applies only to a modality the usage has no token count for, so one
+        // modality is never charged two ways (LiteLLM's rule too).
+        let measured = |token_count: u64, quantity: Decimal, unit_price: Option<Decimal>| {
+            if token_count == 0 {
+                times(quantity, unit_price)
+            } else {
+                Decimal::ZERO
+            }
+        };
         let cost = Cost {
             input_text: times(tokens(prompt.text.saturating_sub(cached.text)), plain_in)
-                + times(
+                + measured(
+                    prompt.text,
                     tokens(usage.input_characters),
                     self.input_cost_per_character,
                 ),
             input_audio: times(tokens(prompt.audio.saturating_sub(cached.audio)), audio_in)
-                + times(
+                + measured(
+                    prompt.audio,
                     seconds(usage.input_audio_seconds),
                     self.input_cost_per_audio_per_second,
                 ),
             input_image: times(tokens(prompt.image.saturating_sub(cached.image)), image_in)
-                + times(tokens(usage.input_images), self.input_cost_per_image),
+                + measured(
+                    prompt.image,
+                    tokens(usage.input_images),
+                    self.input_cost_per_image,
+                ),
             input_video: times(tokens(prompt.video.saturating_sub(cached.video)), video_in)
-                + times(
+                + measured(
+                    prompt.video,
                     seconds(usage.input_video_seconds),
                     self.input_cost_per_video_per_second,
                 ),
@@ -451,20 +486,20 @@ impl PriceEntry {
                 + times(tokens(tool_use.audio), audio_in)
                 + times(tokens(tool_use.image), image_in)
                 + times(tokens(tool_use.video), video_in),
+            // IMAGE and VIDEO output share this component (and the output_text columns) until
+            // they get columns of their own; video output has its own price.
             output_text: times(
-                tokens(
-                    response
-                        .text
-                        .saturating_add(response.image)
-                        .saturating_add(response.video),
-                ),
+                tokens(response.text.saturating_add(response.image)),
                 plain_out,
-            ) + times(
-                tokens(usage.output_characters),
-                self.output_cost_per_character,
-            ),
+            ) + times(tokens(response.video), video_out)
+                + measured(
+                    response.text,
+                    tokens(usage.output_characters),
+                    self.output_cost_per_character,
+                ),
             output_audio: times(tokens(response.audio), audio_out)
-                + times(
+                + measured(
+                    response.audio,
                     seconds(usage.output_audio_seconds),
                     self.output_cost_per_audio_per_second,
                 ),
@@ -487,14 +522,14 @@ pub struct Priced {
 }
 
 /// The live pricing state: the built-in table, the user's file on top (reloadable), and the
-/// set of unknown models already warned about.
+/// set of unknown and deprecated models already logged about.
 #[derive(Debug)]
 pub struct Pricing {
     builtin: PriceTable,
     file: Option<PathBuf>,
     /// Replaced whole on reload; readers clone the `Arc` and never wait on a reload.
     user: RwLock<Arc<PriceTable>>,
-    /// Unknown models warned about once each. A std `Mutex`: the critical section is a set
+    /// Unknown and deprecated models (or entries) logged about once each. A std `Mutex`: the critical section is a set
     /// insert, never held across an await.
     warned: Mutex<HashSet<String>>,
 }
@@ -547,6 +582,15 @@ impl Pricing {
         Ok(n)
     }
 
+    /// Whether `name` is logged about for the first time (each unknown or deprecated model is
+    /// logged once, and again after a reload).
+    fn first_sighting(&self, name: &str) -> bool {
+        self.warned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned())
+    }
+
     /// The pricing file, if any.
     pub fn file(&self) -> Option<&Path> {
         self.file.as_deref()
@@ -562,17 +606,25 @@ impl Pricing {
             .clone();
         let found = user.lookup(model).or_else(|| self.builtin.lookup(model));
         match found {
-            Some((key, entry)) => Priced {
-                entry: Some(key.to_string()),
-                cost: entry.cost(usage),
-            },
+            Some((key, entry)) => {
+                if let Some(date) = &entry.deprecation_date
+                    && self.first_sighting(key)
+                {
+                    tracing::warn!(
+                        model,
+                        pricing.entry = key,
+                        deprecation_date = %date,
+                        successor = entry.successor.as_deref().unwrap_or("(none named)"),
+                        "model is deprecated by Google: still priced, move to its successor"
+                    );
+                }
+                Priced {
+                    entry: Some(key.to_string()),
+                    cost: entry.cost(usage),
+                }
+            }
             None => {
-                let first = self
-                    .warned
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(model.to_string());
-                if first {
+                if self.first_sighting(model) {
                     tracing::warn!(
                         model,
                         "no price for model: its usage is recorded with cost 0 and priced = 0 \
