@@ -27,9 +27,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-/// hyper's read buffer per connection, and so the largest request head accepted (hyper's
-/// default, about 400 KiB, times every connection allowed is memory an unauthenticated
-/// client can pin). A WebSocket upgrade or token request head is well under 8 KiB; 64 KiB
+/// hyper's read buffer limit per connection, which bounds a request head (hyper's default,
+/// about 400 KiB, times every connection allowed is memory an unauthenticated client can
+/// pin). hyper checks it between reads, and one read may add up to the limit again, so a
+/// head is refused once the buffer holds this much without a complete head; the buffer stays
+/// under twice this. A WebSocket upgrade or token request head is well under 8 KiB; 64 KiB
 /// leaves room for large cookies on a shared domain.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 

@@ -155,3 +155,25 @@ async fn serve_accepted(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_descriptors_backs_off_and_a_reset_peer_does_not() {
+        // EMFILE, ENFILE, ENOBUFS, ENOMEM (Linux numbers): the loop must sleep on these.
+        for errno in [24, 23, 105, 12] {
+            assert!(
+                !is_connection_error(&io::Error::from_raw_os_error(errno)),
+                "errno {errno}"
+            );
+        }
+        for kind in [
+            io::ErrorKind::ConnectionAborted,
+            io::ErrorKind::ConnectionReset,
+        ] {
+            assert!(is_connection_error(&io::Error::from(kind)));
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! The front door before trust (issue 14, holes 2 and 3): connections that never finish the
 //! TLS handshake, the request head or a request body are closed after their (short, set
-//! here) timeouts while real sessions keep working; connections beyond the caps are refused
+//! here) timeouts while real sessions keep working; an oversized request head is refused;
+//! connections beyond the caps are refused
 //! and counted; an over-limit message is closed with 1009 from its header, before the
 //! gateway buffers it.
 //!
@@ -173,6 +174,25 @@ async fn a_token_request_body_that_never_completes_gets_408() {
     )
     .await;
     assert_eq!(timeouts, 1.0);
+}
+
+#[tokio::test]
+async fn an_oversized_request_head_is_refused() {
+    let stack = Stack::start().await;
+    let mut s = TcpStream::connect(stack.gateway.addr).await.unwrap();
+    let head = format!(
+        "GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Padding: {}\r\n\r\n",
+        // Over the gateway's 64 KiB head buffer plus one read; under hyper's default 400 KiB.
+        "a".repeat(200 * 1024)
+    );
+    // The gateway may answer and close before it has read all of it.
+    let _ = s.write_all(head.as_bytes()).await;
+    let got = closed_by_gateway(&mut s, "oversized head").await;
+    assert!(
+        got.is_empty() || got.starts_with(b"HTTP/1.1 431"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
 }
 
 #[tokio::test]
