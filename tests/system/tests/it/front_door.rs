@@ -1,9 +1,8 @@
 //! The front door before trust (issue 14, holes 2 and 3): connections that never finish the
 //! TLS handshake, the request head or a request body are closed after their (short, set
 //! here) timeouts while real sessions keep working; an oversized request head is refused;
-//! connections beyond the caps are refused
-//! and counted; an over-limit message is closed with 1009 from its header, before the
-//! gateway buffers it.
+//! connections beyond the caps are refused and counted; an over-limit message is closed with
+//! 1009 from its header, before the gateway buffers it.
 //!
 //! Every wait is bounded by [`DEADLINE`], far above the timeouts configured: these tests say
 //! that a close happens, never how fast.
