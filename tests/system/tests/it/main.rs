@@ -11,6 +11,7 @@
 mod cli;
 mod clients;
 mod close_codes;
+mod front_door;
 mod http;
 mod metering;
 mod relay;
