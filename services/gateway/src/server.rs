@@ -4,10 +4,12 @@
 //! - `accept`: the accept loop (plain or TLS), the connection caps, handing connections to
 //!   relay threads when on.
 //! - `tls`: the rustls acceptor from the configured PEM files.
+//! - `paths`: the Live WebSocket paths of every current client, normalised and classified.
 //! - `tokens`: `POST /v1/live/tokens`, browser tokens minted by auth.
 //! - `upgrade`: the WebSocket upgrade that hands the socket to a session.
 
 mod accept;
+pub mod paths;
 pub mod tls;
 mod tokens;
 mod upgrade;
@@ -17,7 +19,6 @@ pub use accept::accept_until;
 use crate::limits::Connection;
 use crate::metrics::PhaseLabel;
 use crate::state::App;
-use crate::ws::upstream::ApiVersion;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -34,15 +35,6 @@ use std::sync::atomic::Ordering;
 /// under twice this. A WebSocket upgrade or token request head is well under 8 KiB; 64 KiB
 /// leaves room for large cookies on a shared domain.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
-
-/// The WebSocket paths (DESIGN.md, "Client-facing contract").
-pub const WS_PATHS: [&str; 5] = [
-    "/v1/vertex-ai/live",
-    "/vertex-ai/live",
-    "/vertex_ai/live",
-    "/ws/google.cloud.aiplatform.v1.LlmBidiService/BidiGenerateContent",
-    "/ws/google.cloud.aiplatform.v1beta1.LlmBidiService/BidiGenerateContent",
-];
 
 type Body = Full<Bytes>;
 
@@ -111,13 +103,8 @@ async fn route(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let path = req.uri().path();
-    if let Some(i) = WS_PATHS.iter().position(|p| *p == path) {
-        let version = if i == 4 {
-            ApiVersion::V1Beta1
-        } else {
-            ApiVersion::V1
-        };
-        return upgrade::upgrade(app, peer, conn, req, version);
+    if let Some(live) = paths::classify(path) {
+        return upgrade::upgrade(app, peer, conn, req, live.upstream_version());
     }
     match (req.method(), path) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),

@@ -40,7 +40,7 @@ pub const MODEL: &str = "gemini-live-2.5-flash";
 
 pub use livegate_test_support::live::{
     Ws, close_of, json_of, litellm_setup, litellm_text_turn, next_frame, open_session, read_turn,
-    turn_text,
+    setup, text_turn, turn_text,
 };
 
 /// A running service: its address and a way to stop it.

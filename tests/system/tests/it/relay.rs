@@ -130,3 +130,37 @@ async fn a_one_mebibyte_audio_stream_relays_in_order() {
     );
     assert_eq!(events.ended()[0].frames_in, 1 + 32 + 1);
 }
+
+/// Every path shape today's SDKs send reaches a session: google-genai 3.6's double slash
+/// (a base URL ending in `/`), and the Gemini Developer API's `GenerativeService` paths (v1,
+/// v1beta, v1alpha, and the ephemeral-token `…Constrained` variant) served against Vertex with
+/// the SDK's `models/{id}` model name.
+#[tokio::test]
+async fn every_current_sdk_path_shape_reaches_a_session() {
+    let stack = Stack::start().await;
+    let key = stack.key().await;
+    for path in [
+        "//ws/google.cloud.aiplatform.v1beta1.LlmBidiService/BidiGenerateContent",
+        "/ws/google.cloud.aiplatform.v1.LlmBidiService/BidiGenerateContent/",
+        "/ws/google.ai.generativelanguage.v1.GenerativeService.BidiGenerateContent",
+        "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent",
+        "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContentConstrained",
+        "//vertex_ai/live",
+    ] {
+        let mut ws = stack.connect(path, Some(&key)).await;
+        open_session(&mut ws, setup(&format!("models/{MODEL}"))).await;
+        ws.send(text_turn("Hello!")).await.unwrap();
+        let turn = read_turn(&mut ws).await;
+        assert!(!turn_text(&turn).is_empty(), "{path}: an answer");
+        ws.close(None).await.unwrap();
+    }
+    let (status, _, _) = http(
+        stack.gateway.addr,
+        "GET",
+        "/ws/google.ai.generativelanguage.v2.GenerativeService.BidiGenerateContent",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, 404, "an unknown API version is not a Live path");
+}
