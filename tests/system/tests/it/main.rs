@@ -11,6 +11,7 @@
 mod cli;
 mod clients;
 mod close_codes;
+mod credentials;
 mod http;
 mod metering;
 mod relay;
