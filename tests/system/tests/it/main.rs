@@ -15,5 +15,6 @@ mod credentials;
 mod http;
 mod metering;
 mod relay;
+mod secrets_in_logs;
 mod start_script;
 mod usage;
