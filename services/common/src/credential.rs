@@ -302,6 +302,25 @@ mod tests {
                 Place::Authorization,
             ));
         }
+        // Repeated headers carrying the same credential (proxies duplicate them) are one.
+        let bearer = b(format!("Bearer {cred}"));
+        v.push((
+            headers(&[
+                ("authorization", &bearer),
+                ("authorization", &b(cred.to_string())),
+            ]),
+            None,
+            Place::Authorization,
+        ));
+        v.push((
+            headers(&[
+                ("api-key", cred.as_bytes()),
+                ("api-key", b""),
+                ("api-key", cred.as_bytes()),
+            ]),
+            None,
+            Place::ApiKey,
+        ));
         for (name, place) in [
             ("x-goog-api-key", Place::GoogApiKey),
             ("api-key", Place::ApiKey),
