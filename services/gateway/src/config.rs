@@ -50,6 +50,23 @@ pub const MAX_SESSIONS: &str = "GATEWAY_MAX_SESSIONS";
 pub const RELAY_THREADS: &str = "GATEWAY_RELAY_THREADS";
 /// This replica's name in events and metrics (default: the host name).
 pub const GATEWAY_ID: &str = "GATEWAY_ID";
+/// How long a connection has to send a complete HTTP request head (each request on a
+/// keep-alive connection gets this long again).
+pub const HEADER_TIMEOUT: &str = "GATEWAY_HEADER_TIMEOUT";
+/// How long a connection has to complete the TLS handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: &str = "GATEWAY_TLS_HANDSHAKE_TIMEOUT";
+/// How long a request body (the token endpoint's) may take to arrive.
+pub const BODY_TIMEOUT: &str = "GATEWAY_BODY_TIMEOUT";
+/// Most open client connections (any phase: TLS, HTTP, WebSocket); beyond it new ones are
+/// accepted and closed at once.
+pub const MAX_CONNECTIONS: &str = "GATEWAY_MAX_CONNECTIONS";
+/// Most open client connections from one peer IP address (default 0: no per-IP cap).
+pub const MAX_CONNECTIONS_PER_IP: &str = "GATEWAY_MAX_CONNECTIONS_PER_IP";
+
+/// Default for [`MAX_FRAME_BYTES`]: a Live audio chunk is about 16 KiB and a JPEG video frame
+/// at most about 1 MiB (base64 makes it 1.33 MiB), so 4 MiB leaves room without letting one
+/// message pin 16 MiB.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
 
 /// Why the configuration is unusable (the binary exits with `EX_USAGE`).
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +80,13 @@ pub enum Error {
     /// Only one of the TLS variables is set.
     #[error("set both GATEWAY_TLS_CERT and GATEWAY_TLS_KEY, or neither")]
     HalfTls,
+    /// A value that must be positive is zero (a zero timeout would refuse every connection,
+    /// a zero frame limit every message).
+    #[error("{name} must be greater than zero")]
+    Zero {
+        /// The variable's name.
+        name: &'static str,
+    },
 }
 
 /// Everything the gateway needs, loaded once in `main` and passed down.
@@ -97,6 +121,17 @@ pub struct Config {
     /// bench.sh relay threads cut text-turn latency and CPU at 1,000 turns/s but added latency
     /// to low-rate audio streams and cost set-up CPU, so they are opt-in.
     pub relay_threads: usize,
+    /// Time allowed for a request head (hyper's header read timeout); pre-auth, so short.
+    pub header_timeout: Duration,
+    /// Time allowed for the TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// Time allowed for a request body (the token endpoint reads one, at most 4 KiB).
+    pub body_timeout: Duration,
+    /// Most open client connections, counted from accept until the socket closes (so an
+    /// upgraded session's socket stays counted); 0 = unlimited.
+    pub max_connections: usize,
+    /// Most open client connections per peer IP address; 0 = no per-IP cap.
+    pub max_connections_per_ip: usize,
     /// Stream usage events go to (tests may isolate with their own name).
     pub stream: String,
     pub keys_bucket: String,
@@ -111,6 +146,19 @@ fn sessions_fitting_open_files_limit() -> usize {
         }
         _ => 0,
     }
+}
+
+/// A duration that must not be zero, or `default` when unset.
+fn positive_duration(
+    env: &impl Env,
+    name: &'static str,
+    default: Duration,
+) -> Result<Duration, Error> {
+    let d = env.duration(name, default)?;
+    if d.is_zero() {
+        return Err(Error::Zero { name });
+    }
+    Ok(d)
 }
 
 impl Config {
@@ -139,6 +187,11 @@ impl Config {
         c.vertex_live_url = env.var(VERTEX_LIVE_URL);
         c.setup_timeout = env.duration(SETUP_TIMEOUT, c.setup_timeout)?;
         c.max_frame_bytes = env.parse(MAX_FRAME_BYTES)?.unwrap_or(c.max_frame_bytes);
+        if c.max_frame_bytes == 0 {
+            return Err(Error::Zero {
+                name: MAX_FRAME_BYTES,
+            });
+        }
         c.idle_timeout = env.duration(IDLE_TIMEOUT, c.idle_timeout)?;
         c.max_session = env.duration(MAX_SESSION, c.max_session)?;
         c.drain_grace = env.duration(DRAIN_GRACE, c.drain_grace)?;
@@ -152,6 +205,19 @@ impl Config {
             None => sessions_fitting_open_files_limit(),
         };
         c.relay_threads = env.parse(RELAY_THREADS)?.unwrap_or(c.relay_threads);
+        c.header_timeout = positive_duration(env, HEADER_TIMEOUT, c.header_timeout)?;
+        c.tls_handshake_timeout =
+            positive_duration(env, TLS_HANDSHAKE_TIMEOUT, c.tls_handshake_timeout)?;
+        c.body_timeout = positive_duration(env, BODY_TIMEOUT, c.body_timeout)?;
+        // Each connection may become a session holding a second (upstream) socket, so the
+        // same budget as sessions: connections plus upstream sockets fit the open-files limit.
+        c.max_connections = match env.parse(MAX_CONNECTIONS)? {
+            Some(n) => n,
+            None => sessions_fitting_open_files_limit(),
+        };
+        c.max_connections_per_ip = env
+            .parse(MAX_CONNECTIONS_PER_IP)?
+            .unwrap_or(c.max_connections_per_ip);
         c.gateway_id = env
             .var(GATEWAY_ID)
             .or_else(|| env.var("HOSTNAME"))
@@ -173,7 +239,7 @@ impl Config {
             default_location: "us-central1".to_string(),
             vertex_live_url: None,
             setup_timeout: Duration::from_secs(10),
-            max_frame_bytes: 16 * 1024 * 1024,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             idle_timeout: Duration::from_secs(600),
             max_session: Duration::from_secs(3600),
             drain_grace: Duration::from_secs(10),
@@ -184,6 +250,11 @@ impl Config {
             gateway_id: "gateway".to_string(),
             max_sessions: 0,
             relay_threads: 0,
+            header_timeout: Duration::from_secs(5),
+            tls_handshake_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(5),
+            max_connections: 0,
+            max_connections_per_ip: 0,
             stream: subjects::STREAM.to_string(),
             keys_bucket: subjects::KEYS_BUCKET.to_string(),
             spend_bucket: subjects::SPEND_BUCKET.to_string(),
@@ -238,5 +309,42 @@ mod tests {
             Config::load(&FileConfig::default(), &env(&[(TLS_CERT, "/c.pem")])),
             Err(Error::HalfTls)
         ));
+        for name in [HEADER_TIMEOUT, TLS_HANDSHAKE_TIMEOUT, BODY_TIMEOUT] {
+            let err = Config::load(&FileConfig::default(), &env(&[(name, "0s")])).unwrap_err();
+            assert_eq!(err.to_string(), format!("{name} must be greater than zero"));
+            assert!(Config::load(&FileConfig::default(), &env(&[(name, "soon")])).is_err());
+        }
+        let err =
+            Config::load(&FileConfig::default(), &env(&[(MAX_FRAME_BYTES, "0")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "GATEWAY_MAX_FRAME_BYTES must be greater than zero"
+        );
+        assert!(Config::load(&FileConfig::default(), &env(&[(MAX_CONNECTIONS, "-1")])).is_err());
+    }
+
+    #[test]
+    fn front_door_limits() {
+        let c = Config::load(&FileConfig::default(), &env(&[])).unwrap();
+        assert_eq!(c.max_frame_bytes, 4 * 1024 * 1024);
+        assert_eq!(c.header_timeout, Duration::from_secs(5));
+        assert_eq!(c.tls_handshake_timeout, Duration::from_secs(5));
+        assert_eq!(c.body_timeout, Duration::from_secs(5));
+        assert_eq!(c.max_connections_per_ip, 0, "per-IP cap is opt-in");
+        let c = Config::load(
+            &FileConfig::default(),
+            &env(&[
+                (HEADER_TIMEOUT, "2s"),
+                (TLS_HANDSHAKE_TIMEOUT, "3s"),
+                (BODY_TIMEOUT, "500ms"),
+                (MAX_CONNECTIONS, "100"),
+                (MAX_CONNECTIONS_PER_IP, "10"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.header_timeout, Duration::from_secs(2));
+        assert_eq!(c.tls_handshake_timeout, Duration::from_secs(3));
+        assert_eq!(c.body_timeout, Duration::from_millis(500));
+        assert_eq!((c.max_connections, c.max_connections_per_ip), (100, 10));
     }
 }

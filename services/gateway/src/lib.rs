@@ -10,7 +10,7 @@
 //! - `auth`: `CheckKey` and Google tokens from the auth service, cached.
 //! - `publisher`: usage and session events to JetStream through a bounded, retrying queue.
 //! - `mirrors`: spend totals and key-record changes mirrored from NATS KV.
-//! - `limits`: concurrent sessions per key.
+//! - `limits`: concurrent sessions per key, and open client connections (total and per IP).
 //! - `metrics`: Prometheus metrics.
 //! - `state`: what every connection shares.
 //! - `workers`: relay threads, each a single-threaded runtime owning its connections.

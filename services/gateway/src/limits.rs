@@ -1,11 +1,14 @@
-//! Concurrent sessions per key.
+//! Admission limits: concurrent sessions per key ([`Sessions`]) and open client connections,
+//! in total and per peer IP ([`Connections`]).
 //!
-//! Counted per gateway replica: a key allowed N sessions may hold N on each replica. Exact
+//! Sessions per key are counted per gateway replica: a key allowed N sessions may hold N on each replica. Exact
 //! cross-replica counting would put a NATS round trip (and a failure mode) in front of every
 //! session start; per-replica counting is exact, free, and keeps sessions starting while
 //! NATS is down. Operators who need a global cap divide it by the replica count.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Live session counts by key id.
@@ -55,9 +58,158 @@ impl Drop for Slot {
     }
 }
 
+/// Open client connections of this replica, from accept until the socket is closed, in total
+/// and per peer IP address. The count lives in a [`Connection`] guard that travels with the
+/// socket (through the WebSocket upgrade into the session), so it counts file descriptors,
+/// not HTTP requests.
+#[derive(Clone)]
+pub struct Connections {
+    inner: Arc<ConnectionsInner>,
+}
+
+struct ConnectionsInner {
+    max: usize,
+    max_per_ip: usize,
+    open: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+/// Why a connection was refused (the `reason` label of the refusal counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// `GATEWAY_MAX_CONNECTIONS` reached.
+    Total,
+    /// `GATEWAY_MAX_CONNECTIONS_PER_IP` reached for the peer's address.
+    PerIp,
+}
+
+impl Refused {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Total => "max_connections",
+            Self::PerIp => "max_connections_per_ip",
+        }
+    }
+}
+
+/// One open connection; released when dropped.
+pub struct Connection {
+    inner: Arc<ConnectionsInner>,
+    /// Set when the per-IP cap is on.
+    ip: Option<IpAddr>,
+}
+
+impl Connections {
+    /// Limits of `max` connections in all and `max_per_ip` per peer address (0 = no limit),
+    /// with the open count mirrored in `gauge`.
+    pub fn new(
+        max: usize,
+        max_per_ip: usize,
+        gauge: prometheus_client::metrics::gauge::Gauge,
+    ) -> Self {
+        Self {
+            inner: Arc::new(ConnectionsInner {
+                max,
+                max_per_ip,
+                open: AtomicUsize::new(0),
+                per_ip: Mutex::new(HashMap::new()),
+                gauge,
+            }),
+        }
+    }
+
+    /// Counts a new connection from `peer`, or says which cap refuses it.
+    pub fn admit(&self, peer: IpAddr) -> Result<Connection, Refused> {
+        let inner = &self.inner;
+        let admitted = inner
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (inner.max == 0 || n < inner.max).then_some(n + 1)
+            });
+        if admitted.is_err() {
+            return Err(Refused::Total);
+        }
+        // Built now, so an early return below gives the total slot back through `Drop`.
+        let mut conn = Connection {
+            inner: inner.clone(),
+            ip: None,
+        };
+        inner.gauge.inc();
+        if inner.max_per_ip > 0 {
+            // An IPv4 peer on a dual-stack socket arrives as ::ffff:a.b.c.d: one address.
+            let ip = peer.to_canonical();
+            let mut per_ip = inner
+                .per_ip
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let n = per_ip.entry(ip).or_insert(0);
+            if *n >= inner.max_per_ip {
+                return Err(Refused::PerIp);
+            }
+            *n += 1;
+            conn.ip = Some(ip);
+        }
+        Ok(conn)
+    }
+
+    /// Connections open now.
+    #[cfg(test)]
+    pub fn open(&self) -> usize {
+        self.inner.open.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(ip) = self.ip {
+            let mut per_ip = self
+                .inner
+                .per_ip
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(n) = per_ip.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
+        self.inner.open.fetch_sub(1, Ordering::AcqRel);
+        self.inner.gauge.dec();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_are_capped_in_total_and_per_ip_and_released() {
+        let gauge = prometheus_client::metrics::gauge::Gauge::default();
+        let c = Connections::new(3, 2, gauge.clone());
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let a1 = c.admit(a).unwrap();
+        let _a2 = c.admit(mapped).unwrap();
+        assert_eq!(
+            c.admit(a).err(),
+            Some(Refused::PerIp),
+            "mapped IPv4 is the same peer"
+        );
+        assert_eq!(c.open(), 2, "a per-IP refusal gives its total slot back");
+        let _b1 = c.admit(b).unwrap();
+        assert_eq!(c.admit(b).err(), Some(Refused::Total));
+        assert_eq!(gauge.get(), 3);
+        drop(a1);
+        assert_eq!(gauge.get(), 2);
+        let _a3 = c.admit(a).unwrap();
+        let unlimited = Connections::new(0, 0, Default::default());
+        let _many: Vec<_> = (0..100).map(|_| unlimited.admit(a).unwrap()).collect();
+        assert_eq!(unlimited.open(), 100);
+    }
 
     #[test]
     fn slots_are_limited_and_released() {

@@ -23,6 +23,17 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    /// `tls_handshake`, `request_head` or `request_body`.
+    pub phase: &'static str,
+}
+
 /// All gateway metrics. Cheap to clone (each metric is an `Arc` inside).
 #[derive(Clone)]
 pub struct Metrics {
@@ -36,6 +47,10 @@ pub struct Metrics {
     pub bus_publish_failures: Counter,
     pub bus_buffered: Gauge,
     pub bus_dropped: Counter,
+    pub connections_open: Gauge,
+    pub connections_refused: Family<ReasonLabel, Counter>,
+    pub preauth_timeouts: Family<PhaseLabel, Counter>,
+    pub accept_errors: Counter,
     pub registry: std::sync::Arc<Registry>,
 }
 
@@ -53,6 +68,10 @@ impl Metrics {
             bus_publish_failures: Counter::default(),
             bus_buffered: Gauge::default(),
             bus_dropped: Counter::default(),
+            connections_open: Gauge::default(),
+            connections_refused: Family::default(),
+            preauth_timeouts: Family::default(),
+            accept_errors: Counter::default(),
             registry: std::sync::Arc::new(Registry::default()),
         };
         r.register(
@@ -104,6 +123,26 @@ impl Metrics {
             "bus_dropped",
             "Usage and session events lost: dropped because the queue was full or the publisher had ended, or still unacknowledged when the flush deadline after shutdown passed",
             m.bus_dropped.clone(),
+        );
+        r.register(
+            "connections_open",
+            "Client connections open (any phase: TLS, HTTP, WebSocket session), counted from accept until the socket closes",
+            m.connections_open.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Client connections closed right after accept because a cap was reached, by cap (max_connections, max_connections_per_ip)",
+            m.connections_refused.clone(),
+        );
+        r.register(
+            "preauth_timeouts",
+            "Client connections closed for taking too long before a request could be answered, by phase (tls_handshake, request_head, request_body)",
+            m.preauth_timeouts.clone(),
+        );
+        r.register(
+            "accept_errors",
+            "Failed accept calls (e.g. out of file descriptors); each is followed by a short back-off",
+            m.accept_errors.clone(),
         );
         Self {
             registry: std::sync::Arc::new(r),

@@ -1,7 +1,8 @@
 //! The client-facing HTTP server. This file: one HTTP/1.1 connection per accepted socket
-//! ([`serve_connection`]), its routing table, and the small endpoints (`/healthz`, `/readyz`,
-//! `/metrics`). Its parts:
-//! - `accept`: the accept loop (plain or TLS), handing connections to relay threads when on.
+//! ([`serve_connection`], its request head time-boxed and size-capped), its routing table, and
+//! the small endpoints (`/healthz`, `/readyz`, `/metrics`). Its parts:
+//! - `accept`: the accept loop (plain or TLS), the connection caps, handing connections to
+//!   relay threads when on.
 //! - `tls`: the rustls acceptor from the configured PEM files.
 //! - `tokens`: `POST /v1/live/tokens`, browser tokens minted by auth.
 //! - `upgrade`: the WebSocket upgrade that hands the socket to a session.
@@ -13,15 +14,26 @@ mod upgrade;
 
 pub use accept::accept_until;
 
+use crate::limits::Connection;
+use crate::metrics::PhaseLabel;
 use crate::state::App;
 use crate::ws::upstream::ApiVersion;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
+
+/// hyper's read buffer limit per connection, which bounds a request head (hyper's default,
+/// about 400 KiB, times every connection allowed is memory an unauthenticated client can
+/// pin). hyper checks it between reads, and one read may add up to the limit again, so a
+/// head is refused once the buffer holds this much without a complete head; the buffer stays
+/// under twice this. A WebSocket upgrade or token request head is well under 8 KiB; 64 KiB
+/// leaves room for large cookies on a shared domain.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// The WebSocket paths (DESIGN.md, "Client-facing contract").
 pub const WS_PATHS: [&str; 5] = [
@@ -54,25 +66,50 @@ fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
     r
 }
 
-/// Serves one accepted connection (already TLS-terminated when TLS is on).
-async fn serve_connection<I>(app: App, io: I, peer: SocketAddr)
+/// Serves one accepted connection (already TLS-terminated when TLS is on). Each request head
+/// must arrive within `GATEWAY_HEADER_TIMEOUT` (the first one from accept, later ones on a
+/// keep-alive connection from the previous response) and fit in [`MAX_HEAD_BYTES`]. `conn`,
+/// the connection's place under the caps, is shared with a WebSocket session the connection
+/// upgrades to, so it is released when the socket is, not when HTTP hands it over.
+async fn serve_connection<I>(app: App, io: I, peer: SocketAddr, conn: Connection)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let conn = Arc::new(conn);
+    let metrics = app.metrics.clone();
+    let header_timeout = app.config.header_timeout;
     let service = hyper::service::service_fn(move |req| {
         let app = app.clone();
-        async move { Ok::<_, std::convert::Infallible>(route(app, peer, req).await) }
+        let conn = conn.clone();
+        async move { Ok::<_, std::convert::Infallible>(route(app, peer, conn, req).await) }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
+    // Without a timer hyper's header read timeout is silently off.
+    let http = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
-    if let Err(e) = conn.await {
+    if let Err(e) = http.await {
+        if e.is_timeout() {
+            metrics
+                .preauth_timeouts
+                .get_or_create(&PhaseLabel {
+                    phase: "request_head",
+                })
+                .inc();
+        }
         tracing::debug!(%peer, error.message = %e, "HTTP connection ended with an error");
     }
 }
 
 /// Dispatches a request: the WebSocket paths upgrade, the rest are plain endpoints.
-async fn route(app: App, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+async fn route(
+    app: App,
+    peer: SocketAddr,
+    conn: Arc<Connection>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let path = req.uri().path();
     if let Some(i) = WS_PATHS.iter().position(|p| *p == path) {
         let version = if i == 4 {
@@ -80,7 +117,7 @@ async fn route(app: App, peer: SocketAddr, req: Request<Incoming>) -> Response<B
         } else {
             ApiVersion::V1
         };
-        return upgrade::upgrade(app, peer, req, version);
+        return upgrade::upgrade(app, peer, conn, req, version);
     }
     match (req.method(), path) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),

@@ -36,13 +36,15 @@ pub const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// its first byte was sent on.
 pub const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
-/// tungstenite settings for both sockets of a session. Its own frame and message limits sit
-/// above `max_frame_bytes` so that we, not it, answer an oversized frame (it would drop the
-/// connection without a close frame).
+/// tungstenite settings for both sockets of a session. Its frame and message limits are
+/// `max_frame_bytes` itself: a frame announcing more is refused from its header, before its
+/// payload is buffered, and a fragmented message as soon as its fragments add up to more, so
+/// one message never holds more than `max_frame_bytes` (README, "Memory bounds"). tungstenite
+/// reports either as a capacity error, which the session answers with close 1009.
 pub fn socket_config(max_frame_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_message_size(Some(max_frame_bytes.saturating_mul(4)))
-        .max_frame_size(Some(max_frame_bytes.saturating_mul(4)))
+        .max_message_size(Some(max_frame_bytes))
+        .max_frame_size(Some(max_frame_bytes))
 }

@@ -1,19 +1,7 @@
 //! The metering service's configuration: defaults, then the YAML file, then the environment.
 //!
-//! | variable | default | what |
-//! |---|---|---|
-//! | `METERING_LISTEN` | `0.0.0.0:9464` | HTTP: `/metrics`, `/healthz`, `/readyz` |
-//! | `NATS_URL` | `nats://127.0.0.1:4222` | the bus |
-//! | `CLICKHOUSE_URL` | `http://127.0.0.1:8123` | ClickHouse HTTP interface |
-//! | `CLICKHOUSE_DATABASE` | `livegate` | created by the migrations if missing |
-//! | `CLICKHOUSE_USER`, `CLICKHOUSE_PASSWORD` | `default`, empty | |
-//! | `PRICING_FILE` | built-in table | LiteLLM-format JSON overriding/extending the built-in table; re-read on SIGHUP |
-//! | `METERING_BATCH_SIZE` | `5000` | most events per fetch and per ClickHouse insert |
-//! | `METERING_FLUSH_INTERVAL` | `500ms` | longest a partial batch waits for more events |
-//! | `METERING_ACK_WAIT` | `60s` | JetStream redelivers an event not acked within this |
-//! | `METERING_MAX_ACK_PENDING` | `20000` | events in flight (delivered, not acked) across all replicas |
-//! | `METERING_INSERT_RETRIES` | `5` | attempts per batch before it is handed back to JetStream |
-//! | `METERING_SHUTDOWN_TIMEOUT` | `20s` | upper bound for finishing the batch in hand on SIGTERM |
+//! Each variable is a constant below with its default; what they mean for an operator is
+//! documented once, in the README's configuration table and metering's README.
 
 use livegate_common::config::{ConfigError, FileConfig};
 use livegate_common::env::{DEFAULT_NATS_URL, Env, EnvError, EnvExt, NATS_URL};

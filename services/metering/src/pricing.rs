@@ -1,52 +1,11 @@
 //! The pricing engine: a price table in LiteLLM's `model_prices_and_context_window.json`
-//! format, and the rules that turn one usage event into an exact, per-modality cost.
+//! format (the compiled-in `pricing/builtin_prices.json`, with `PRICING_FILE` layered on top and
+//! re-read on SIGHUP), and the rules that turn one usage event into an exact, per-modality cost.
 //!
-//! # Table
-//! A JSON object of model name → entry. Only these keys of an entry are read (all USD,
-//! numbers or numeric strings); anything else (`litellm_provider`, `max_tokens`, …) is ignored,
-//! so LiteLLM's whole file can be used as it is:
-//! `input_cost_per_token`, `output_cost_per_token`, `input_cost_per_audio_token`,
-//! `output_cost_per_audio_token`, `input_cost_per_image_token`, `input_cost_per_video_token`,
-//! `cache_read_input_token_cost`, `output_cost_per_reasoning_token`, `input_cost_per_character`,
-//! `output_cost_per_character`, `input_cost_per_audio_per_second`,
-//! `output_cost_per_audio_per_second`, `input_cost_per_video_per_second`, `input_cost_per_image`.
-//!
-//! The built-in table (`pricing/builtin_prices.json`) covers the Live models. `PRICING_FILE`
-//! layers a user table on top: a model found there (under any of the names below) wins over
-//! the built-in entry *as a whole*, so an override never inherits a stale built-in price.
-//! The file is re-read on SIGHUP; a file that fails to parse keeps the previous table.
-//!
-//! # Lookup
-//! The event's model may be a bare id (`gemini-live-2.5-flash`), a resource path
-//! (`projects/p/locations/l/publishers/google/models/gemini-live-2.5-flash`, `models/…`) or
-//! carry LiteLLM's provider prefix (`vertex_ai/…`). Tried in order, user table first, then the
-//! built-in one: the name as given, the id after the last `/`, `vertex_ai/<id>`,
-//! `gemini/<id>`. Not found: the event is recorded with cost 0 and `priced = 0`.
-//!
-//! # Rules (all arithmetic in `rust_decimal`, each cost component rounded to 1e-12 USD)
-//! - **Modalities.** Prompt, cached and tool-use tokens are split by Google's `*TokensDetails`;
-//!   tokens a total has beyond its details (or all of them, when details are missing) count
-//!   as TEXT. DOCUMENT and unspecified modalities count as TEXT too. A modality's own price
-//!   (`input_cost_per_audio_token`, `…_image_token`, `…_video_token`,
-//!   `output_cost_per_audio_token`) applies to its tokens, otherwise the plain per-token price.
-//! - **Cached tokens.** Google's `promptTokenCount` *includes* `cachedContentTokenCount`. When the
-//!   entry has `cache_read_input_token_cost`, cached tokens are taken out of their modality's
-//!   prompt tokens and billed at that price instead; without it they stay in the prompt and
-//!   are billed like any other prompt token (never free, never twice).
-//! - **Tool-use prompt tokens** (`toolUsePromptTokenCount`: tool results such as search
-//!   grounding fed back to the model) are separate from `promptTokenCount` in Google's usage and
-//!   billed as input at the input prices of their modalities.
-//! - **Thoughts tokens** are separate from the response tokens and billed as output at
-//!   `output_cost_per_reasoning_token`, else `output_cost_per_token` (Google bills thinking at the
-//!   output text price).
-//! - **Measurements.** Character, per-second and per-image prices are applied, *in addition* to
-//!   token prices, to the gateway's own measurements whenever an entry has them:
-//!   input/output characters, input/output audio seconds, input video seconds, input images.
-//!   (This is how LiteLLM lists e.g. `gemini-3.8-live`'s video: per token plus per second.
-//!   An entry that prices the same thing both ways is charged both ways: none of the built-in
-//!   ones do.) Seconds are priced at microsecond precision.
-//! - Input cost = input text + audio + image + video + cached + tool-use components; output cost
-//!   = output text + audio + thoughts components; cost = input + output.
+//! The table keys read, the model-name lookup and every pricing rule are documented once, for
+//! users and for this code alike, in the metering README's "Pricing" section
+//! (`services/metering/README.md`); the unit tests in `pricing/tests.rs` pin each rule.
+//! All arithmetic is `rust_decimal`; each cost component is rounded to [`COST_SCALE`] places.
 
 use rust_decimal::{Decimal, RoundingStrategy};
 use std::collections::{HashMap, HashSet};
@@ -106,6 +65,8 @@ pub struct PriceEntry {
     pub input_cost_per_audio_token: Option<Decimal>,
     /// AUDIO output tokens.
     pub output_cost_per_audio_token: Option<Decimal>,
+    /// VIDEO output tokens (avatars).
+    pub output_cost_per_video_token: Option<Decimal>,
     /// IMAGE input tokens.
     pub input_cost_per_image_token: Option<Decimal>,
     /// VIDEO input tokens.
@@ -126,6 +87,10 @@ pub struct PriceEntry {
     pub input_cost_per_video_per_second: Option<Decimal>,
     /// Per input image.
     pub input_cost_per_image: Option<Decimal>,
+    /// LiteLLM's `deprecation_date`: the model still prices, and is logged once as deprecated.
+    pub deprecation_date: Option<String>,
+    /// livegate's `successor`: the model to move to, named in that log line.
+    pub successor: Option<String>,
 }
 
 /// The keys read from an entry, with their setters.
@@ -138,6 +103,9 @@ const KEYS: &[(&str, Setter)] = &[
     }),
     ("output_cost_per_audio_token", |e| {
         &mut e.output_cost_per_audio_token
+    }),
+    ("output_cost_per_video_token", |e| {
+        &mut e.output_cost_per_video_token
     }),
     ("input_cost_per_image_token", |e| {
         &mut e.input_cost_per_image_token
@@ -199,6 +167,14 @@ impl PriceTable {
                     *slot(&mut entry) = price(&model, key, v)?;
                 }
             }
+            let text = |key: &str| {
+                fields
+                    .get(key)
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned)
+            };
+            entry.deprecation_date = text("deprecation_date");
+            entry.successor = text("successor");
             entries.insert(model, entry);
         }
         Ok(Self { entries })
@@ -456,6 +432,7 @@ impl PriceEntry {
         let image_in = self.input_cost_per_image_token.or(plain_in);
         let video_in = self.input_cost_per_video_token.or(plain_in);
         let audio_out = self.output_cost_per_audio_token.or(plain_out);
+        let video_out = self.output_cost_per_video_token.or(plain_out);
 
         let prompt = usage.prompt.with_total(usage.prompt_tokens);
         // Cached tokens leave the prompt only when they have a price of their own.
@@ -469,21 +446,38 @@ impl PriceEntry {
         let tool_use = usage.tool_use.with_total(usage.tool_use_tokens);
         let response = usage.response.with_total(usage.response_tokens);
 
+        // Google's token counts are the bill: a measurement price (per character, second or
+        // image) applies only to a modality the usage has no token count for, so one
+        // modality is never charged two ways (LiteLLM's rule too).
+        let measured = |token_count: u64, quantity: Decimal, unit_price: Option<Decimal>| {
+            if token_count == 0 {
+                times(quantity, unit_price)
+            } else {
+                Decimal::ZERO
+            }
+        };
         let cost = Cost {
             input_text: times(tokens(prompt.text.saturating_sub(cached.text)), plain_in)
-                + times(
+                + measured(
+                    prompt.text,
                     tokens(usage.input_characters),
                     self.input_cost_per_character,
                 ),
             input_audio: times(tokens(prompt.audio.saturating_sub(cached.audio)), audio_in)
-                + times(
+                + measured(
+                    prompt.audio,
                     seconds(usage.input_audio_seconds),
                     self.input_cost_per_audio_per_second,
                 ),
             input_image: times(tokens(prompt.image.saturating_sub(cached.image)), image_in)
-                + times(tokens(usage.input_images), self.input_cost_per_image),
+                + measured(
+                    prompt.image,
+                    tokens(usage.input_images),
+                    self.input_cost_per_image,
+                ),
             input_video: times(tokens(prompt.video.saturating_sub(cached.video)), video_in)
-                + times(
+                + measured(
+                    prompt.video,
                     seconds(usage.input_video_seconds),
                     self.input_cost_per_video_per_second,
                 ),
@@ -492,20 +486,20 @@ impl PriceEntry {
                 + times(tokens(tool_use.audio), audio_in)
                 + times(tokens(tool_use.image), image_in)
                 + times(tokens(tool_use.video), video_in),
+            // IMAGE and VIDEO output share this component (and the output_text columns) until
+            // they get columns of their own; video output has its own price.
             output_text: times(
-                tokens(
-                    response
-                        .text
-                        .saturating_add(response.image)
-                        .saturating_add(response.video),
-                ),
+                tokens(response.text.saturating_add(response.image)),
                 plain_out,
-            ) + times(
-                tokens(usage.output_characters),
-                self.output_cost_per_character,
-            ),
+            ) + times(tokens(response.video), video_out)
+                + measured(
+                    response.text,
+                    tokens(usage.output_characters),
+                    self.output_cost_per_character,
+                ),
             output_audio: times(tokens(response.audio), audio_out)
-                + times(
+                + measured(
+                    response.audio,
                     seconds(usage.output_audio_seconds),
                     self.output_cost_per_audio_per_second,
                 ),
@@ -528,14 +522,14 @@ pub struct Priced {
 }
 
 /// The live pricing state: the built-in table, the user's file on top (reloadable), and the
-/// set of unknown models already warned about.
+/// set of unknown and deprecated models already logged about.
 #[derive(Debug)]
 pub struct Pricing {
     builtin: PriceTable,
     file: Option<PathBuf>,
     /// Replaced whole on reload; readers clone the `Arc` and never wait on a reload.
     user: RwLock<Arc<PriceTable>>,
-    /// Unknown models warned about once each. A std `Mutex`: the critical section is a set
+    /// Unknown and deprecated models (or entries) logged about once each. A std `Mutex`: the critical section is a set
     /// insert, never held across an await.
     warned: Mutex<HashSet<String>>,
 }
@@ -588,6 +582,15 @@ impl Pricing {
         Ok(n)
     }
 
+    /// Whether `name` is logged about for the first time (each unknown or deprecated model is
+    /// logged once, and again after a reload).
+    fn first_sighting(&self, name: &str) -> bool {
+        self.warned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned())
+    }
+
     /// The pricing file, if any.
     pub fn file(&self) -> Option<&Path> {
         self.file.as_deref()
@@ -603,17 +606,25 @@ impl Pricing {
             .clone();
         let found = user.lookup(model).or_else(|| self.builtin.lookup(model));
         match found {
-            Some((key, entry)) => Priced {
-                entry: Some(key.to_string()),
-                cost: entry.cost(usage),
-            },
+            Some((key, entry)) => {
+                if let Some(date) = &entry.deprecation_date
+                    && self.first_sighting(key)
+                {
+                    tracing::warn!(
+                        model,
+                        pricing.entry = key,
+                        deprecation_date = %date,
+                        successor = entry.successor.as_deref().unwrap_or("(none named)"),
+                        "model is deprecated by Google: still priced, move to its successor"
+                    );
+                }
+                Priced {
+                    entry: Some(key.to_string()),
+                    cost: entry.cost(usage),
+                }
+            }
             None => {
-                let first = self
-                    .warned
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(model.to_string());
-                if first {
+                if self.first_sighting(model) {
                     tracing::warn!(
                         model,
                         "no price for model: its usage is recorded with cost 0 and priced = 0 \

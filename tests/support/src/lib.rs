@@ -10,6 +10,7 @@
 //! - [`google`]: a generated service-account key whose self-signed JWTs the emulator accepts,
 //!   a fake OAuth token endpoint for `authorized_user` files, and a fake GCE metadata server,
 //!   all driven through the real `google-cloud-auth` crate.
+//! - [`live`]: the client side of a Live session (setup and turn frames, bounded readers).
 //! - [`python`]: [`python::venv`], the one Python virtualenv (`~/.cache/livegate-py`) the
 //!   tests that run Python share, its packages installed on demand under a lock.
 //! - [`workspace`]: [`workspace::workspace_bin`], the workspace's binaries as built by
@@ -32,6 +33,7 @@ mod bin;
 pub mod clickhouse;
 pub mod google;
 mod httpio;
+pub mod live;
 pub mod names;
 pub mod nats;
 mod process;

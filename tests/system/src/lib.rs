@@ -13,7 +13,6 @@
     reason = "test support: a failed step fails the test loudly; tasks are owned by the test"
 )]
 
-use futures_util::{SinkExt, StreamExt};
 use livegate_emulator::{Emulator, EmulatorConfig};
 use livegate_proto::auth::auth_client::AuthClient;
 use livegate_proto::auth::{CreateKeyRequest, KeySettings};
@@ -26,9 +25,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub use livegate_gateway::Config as GatewayConfig;
 
@@ -41,8 +38,10 @@ pub const PROJECT: &str = "test-project";
 /// A model every test key may use.
 pub const MODEL: &str = "gemini-live-2.5-flash";
 
-/// A client WebSocket.
-pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub use livegate_test_support::live::{
+    Ws, close_of, json_of, litellm_setup, litellm_text_turn, next_frame, open_session, read_turn,
+    turn_text,
+};
 
 /// A running service: its address and a way to stop it.
 pub struct Service {
@@ -382,102 +381,6 @@ async fn read_all(js: &async_nats::jetstream::Context) -> Events {
         }
     }
     events
-}
-
-/// `{"setup":{"model": model, "generation_config": {"response_modalities": [modality]}}}`
-pub fn setup(model: &str, modality: &str) -> Message {
-    Message::text(
-        serde_json::json!({"setup": {"model": model, "generation_config": {"response_modalities": [modality]}}})
-            .to_string(),
-    )
-}
-
-/// A text turn in LiteLLM's snake_case form.
-pub fn text_turn(text: &str) -> Message {
-    Message::text(
-        serde_json::json!({"client_content": {"turns": [{"role": "user", "parts": [{"text": text}]}], "turn_complete": true}})
-            .to_string(),
-    )
-}
-
-/// The JSON of a text or binary frame.
-pub fn json_of(msg: &Message) -> serde_json::Value {
-    match msg {
-        Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
-        Message::Binary(b) => serde_json::from_slice(b).unwrap(),
-        other => panic!("expected a data frame, got {other:?}"),
-    }
-}
-
-/// Next data frame (skipping pings), bounded.
-pub async fn next_frame(ws: &mut Ws) -> Message {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                Some(Ok(m)) => return m,
-                Some(Err(e)) => panic!("websocket error: {e}"),
-                None => panic!("websocket ended"),
-            }
-        }
-    })
-    .await
-    .expect("no frame within 10 s")
-}
-
-/// Reads frames until a `turnComplete`; returns all frames of the turn.
-pub async fn read_turn(ws: &mut Ws) -> Vec<Message> {
-    let mut frames = Vec::new();
-    for _ in 0..1000 {
-        let m = next_frame(ws).await;
-        let done = matches!(&m, Message::Text(_) | Message::Binary(_))
-            && json_of(&m)["serverContent"]["turnComplete"] == true;
-        frames.push(m);
-        if done {
-            return frames;
-        }
-    }
-    panic!("no turnComplete in 1000 frames");
-}
-
-/// Sends setup and waits for `setupComplete`.
-pub async fn open_session(ws: &mut Ws, model: &str) {
-    ws.send(setup(model, "TEXT")).await.unwrap();
-    let first = next_frame(ws).await;
-    assert!(
-        json_of(&first).get("setupComplete").is_some(),
-        "expected setupComplete, got {first:?}"
-    );
-}
-
-/// Waits for the close frame and returns (code, reason).
-pub async fn close_of(ws: &mut Ws) -> (u16, String) {
-    tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(Some(f)))) => {
-                    return (u16::from(f.code), f.reason.to_string());
-                }
-                Some(Ok(Message::Close(None))) => return (1005, String::new()),
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => panic!("connection ended without a close frame: {e}"),
-                None => panic!("connection ended without a close frame"),
-            }
-        }
-    })
-    .await
-    .expect("no close frame within 15 s")
-}
-
-/// The model text of a turn, chunks concatenated.
-pub fn turn_text(turn: &[Message]) -> String {
-    turn.iter()
-        .filter_map(|m| {
-            json_of(m)["serverContent"]["modelTurn"]["parts"][0]["text"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .collect()
 }
 
 /// A minimal HTTP/1.1 exchange with the gateway (one request, `Connection: close`); returns

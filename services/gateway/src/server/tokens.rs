@@ -33,14 +33,9 @@ pub(super) async fn mint_token(app: App, req: Request<Incoming>) -> Response<Bod
             );
         }
     };
-    let body = match Limited::new(req.into_body(), 4096).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return json(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &serde_json::json!({"error": "body larger than 4 KiB"}),
-            );
-        }
+    let body = match read_body(&app, req.into_body()).await {
+        Ok(b) => b,
+        Err(refusal) => return refusal,
     };
     let parsed: TokenBody = if body.iter().all(u8::is_ascii_whitespace) {
         TokenBody::default()
@@ -72,6 +67,40 @@ pub(super) async fn mint_token(app: App, req: Request<Incoming>) -> Response<Bod
                 _ => StatusCode::SERVICE_UNAVAILABLE,
             };
             json(status, &serde_json::json!({"error": s.message()}))
+        }
+    }
+}
+
+/// Largest token request body accepted.
+const MAX_BODY_BYTES: usize = 4096;
+
+/// The request body, at most [`MAX_BODY_BYTES`] and within `GATEWAY_BODY_TIMEOUT` (the caller
+/// is not authenticated yet: a body trickled in byte by byte must not hold the connection).
+async fn read_body(app: &App, body: Incoming) -> Result<bytes::Bytes, Response<Body>> {
+    let read = Limited::new(body, MAX_BODY_BYTES).collect();
+    match tokio::time::timeout(app.config.body_timeout, read).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(_)) => Err(json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &serde_json::json!({"error": "body larger than 4 KiB"}),
+        )),
+        Err(_) => {
+            app.metrics
+                .preauth_timeouts
+                .get_or_create(&crate::metrics::PhaseLabel {
+                    phase: "request_body",
+                })
+                .inc();
+            let mut r = json(
+                StatusCode::REQUEST_TIMEOUT,
+                &serde_json::json!({"error": "request body not received in time"}),
+            );
+            // The rest of the body may still come: the connection cannot carry another request.
+            r.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            Err(r)
         }
     }
 }

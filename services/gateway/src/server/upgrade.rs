@@ -1,8 +1,9 @@
 //! The WebSocket upgrade: refuses while draining or at capacity, validates the handshake,
 //! answers `101 Switching Protocols` (echoing a `livegate-key.` subprotocol), and spawns the
-//! session on the upgraded socket.
+//! session on the upgraded socket (which keeps the connection's place under the caps).
 
 use super::{Body, text};
+use crate::limits::Connection;
 use crate::state::App;
 use crate::ws::request;
 use crate::ws::session;
@@ -13,6 +14,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -30,6 +32,7 @@ fn header_has(req: &Request<Incoming>, name: header::HeaderName, token: &str) ->
 pub(super) fn upgrade(
     app: App,
     peer: SocketAddr,
+    conn: Arc<Connection>,
     mut req: Request<Incoming>,
     version: ApiVersion,
 ) -> Response<Body> {
@@ -79,6 +82,8 @@ pub(super) fn upgrade(
     let on_upgrade = hyper::upgrade::on(&mut req);
     let tracker = app.tracker.clone();
     tracker.spawn(async move {
+        // The socket stays counted until the session drops it.
+        let _conn = conn;
         match on_upgrade.await {
             Ok(upgraded) => {
                 let config = crate::ws::socket_config(max);

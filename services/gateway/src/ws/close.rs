@@ -7,7 +7,7 @@ pub const NORMAL: u16 = 1000;
 pub const INVALID_PAYLOAD: u16 = 1007;
 /// First frame is not `setup`, or setup not received in time.
 pub const POLICY: u16 = 1008;
-/// Frame larger than the configured maximum.
+/// Message (or a frame of one) larger than the configured maximum.
 pub const TOO_BIG: u16 = 1009;
 /// Internal error.
 pub const INTERNAL: u16 = 1011;
@@ -47,6 +47,16 @@ impl Close {
             reason.truncate(end);
         }
         Self { code, reason }
+    }
+}
+
+impl Close {
+    /// 1009 for a message over `limit` bytes (`GATEWAY_MAX_FRAME_BYTES`), whole or in fragments.
+    pub fn too_big(limit: usize) -> Self {
+        Self::new(
+            TOO_BIG,
+            format!("message larger than {limit} bytes (the gateway's maximum message size)"),
+        )
     }
 }
 

@@ -89,7 +89,7 @@ fn payload(msg: &Message) -> Option<&[u8]> {
 }
 
 fn too_big(limit: usize) -> Close {
-    Close::new(close::TOO_BIG, format!("frame larger than {limit} bytes"))
+    Close::too_big(limit)
 }
 
 /// The next frame from `rx`. When `rx` has nothing ready and frames fed to `tx` are not

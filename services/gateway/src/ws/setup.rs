@@ -1,7 +1,21 @@
 //! The client's first frame: validating `setup` and rewriting its model into the full Vertex
 //! resource path `projects/{p}/locations/{l}/publishers/google/models/{id}`.
+//!
+//! The frame is never parsed into a `serde_json::Value` tree (several times the frame's size
+//! in memory, and the frame may be `GATEWAY_MAX_FRAME_BYTES` of system instruction): borrowed
+//! structs take `setup` and `setup.model` as raw slices of the frame and skip everything else
+//! (still checking it is valid JSON), and the rewritten model is spliced into the original
+//! bytes, so everything but the model reaches upstream byte for byte.
+//!
+//! Duplicate keys: a `setup` with two `model` keys, or a frame with two `setup` keys (however
+//! spelled, escapes included), is refused with 1007. JSON parsers disagree on which duplicate
+//! wins, so the model the gateway checks could otherwise differ from the one upstream uses.
 
 use super::close::{self, Close};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
+use std::ops::Range;
 
 /// Where the session's project and location come from, by precedence.
 #[derive(Debug, Clone, Default)]
@@ -115,25 +129,101 @@ fn parse_model(model: &str) -> Option<ModelRef<'_>> {
     ok.then_some(r)
 }
 
+/// The first frame's top level: only `setup`, as its raw text; other keys are skipped.
+#[derive(Deserialize)]
+struct Frame<'a> {
+    #[serde(borrow)]
+    setup: Option<&'a RawValue>,
+}
+
+/// The `setup` object: only `model`, as its raw text; other keys are skipped.
+#[derive(Deserialize)]
+struct SetupFields<'a> {
+    #[serde(borrow)]
+    model: Option<&'a RawValue>,
+}
+
+fn not_json() -> Close {
+    Close::new(
+        close::INVALID_PAYLOAD,
+        "first message is not valid JSON; expected a setup message",
+    )
+}
+
+fn not_setup() -> Close {
+    Close::new(close::POLICY, "first message must be setup")
+}
+
+/// The first byte that is not JSON whitespace.
+fn first_token(s: &str) -> Option<u8> {
+    s.bytes()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+}
+
+/// Where `inner`, a slice borrowed from `outer`, sits in it; `None` if it is not a slice of it.
+fn span(outer: &str, inner: &str) -> Option<Range<usize>> {
+    let start = inner.as_ptr().addr().checked_sub(outer.as_ptr().addr())?;
+    let end = start.checked_add(inner.len())?;
+    // Two live slices cannot overlap unless one lies in the other: inside the bounds is enough.
+    (end <= outer.len()).then_some(start..end)
+}
+
+/// The model as the client wrote it (escapes decoded) and where its JSON string sits in
+/// `text`.
+///
+/// # Errors
+/// The close for a frame that is not JSON (1007), not a setup (1008), has duplicate `setup`
+/// or `model` keys (1007), or no string `setup.model` (1007).
+fn find_model(text: &str) -> Result<(String, Range<usize>), Close> {
+    // serde reads a struct from a JSON array too (fields by position): only an object is a
+    // setup message. Anything else is 1008 if it is JSON at all.
+    if first_token(text) != Some(b'{') {
+        return Err(match serde_json::from_str::<IgnoredAny>(text) {
+            Ok(_) => not_setup(),
+            Err(_) => not_json(),
+        });
+    }
+    let frame: Frame<'_> = serde_json::from_str(text).map_err(|e| {
+        if e.is_data() {
+            Close::new(
+                close::INVALID_PAYLOAD,
+                "first message has more than one setup key",
+            )
+        } else {
+            not_json()
+        }
+    })?;
+    let setup = frame.setup.ok_or_else(not_setup)?;
+    if first_token(setup.get()) != Some(b'{') {
+        return Err(not_setup());
+    }
+    let fields: SetupFields<'_> = serde_json::from_str(setup.get()).map_err(|e| {
+        if e.is_data() {
+            Close::new(close::INVALID_PAYLOAD, "setup has more than one model key")
+        } else {
+            not_json()
+        }
+    })?;
+    let missing = || Close::new(close::INVALID_PAYLOAD, "setup.model is missing");
+    let raw = fields.model.ok_or_else(missing)?;
+    let model: String = match first_token(raw.get()) {
+        Some(b'"') => serde_json::from_str(raw.get()).map_err(|_| missing())?,
+        _ => return Err(missing()),
+    };
+    let at = span(text, raw.get())
+        .ok_or_else(|| Close::new(close::INTERNAL, "cannot locate setup.model in the frame"))?;
+    Ok((model, at))
+}
+
 /// Parses and rewrites the client's first frame.
 ///
 /// # Errors
-/// The close to send: 1007 for non-JSON or a malformed model, 1008 when the frame is not a
-/// setup, 4002 when no project can be resolved.
+/// The close to send: 1007 for non-JSON, duplicate `setup` / `model` keys or a malformed
+/// model, 1008 when the frame is not a setup, 4002 when no project can be resolved.
 pub fn rewrite(frame: &[u8], placement: &Placement) -> Result<Setup, Close> {
-    let mut msg: serde_json::Value = serde_json::from_slice(frame).map_err(|_| {
-        Close::new(
-            close::INVALID_PAYLOAD,
-            "first message is not valid JSON; expected a setup message",
-        )
-    })?;
-    let Some(setup) = msg.get_mut("setup").and_then(|s| s.as_object_mut()) else {
-        return Err(Close::new(close::POLICY, "first message must be setup"));
-    };
-    let Some(model) = setup.get("model").and_then(|m| m.as_str()) else {
-        return Err(Close::new(close::INVALID_PAYLOAD, "setup.model is missing"));
-    };
-    let parsed = parse_model(model).ok_or_else(|| {
+    let text = std::str::from_utf8(frame).map_err(|_| not_json())?;
+    let (model, at) = find_model(text)?;
+    let parsed = parse_model(&model).ok_or_else(|| {
         Close::new(
             close::INVALID_PAYLOAD,
             "setup.model is not a valid Live model name",
@@ -166,8 +256,15 @@ pub fn rewrite(frame: &[u8], placement: &Placement) -> Result<Setup, Close> {
     let frame = if full == model {
         frame.to_vec()
     } else {
-        setup.insert("model".to_string(), serde_json::Value::String(full));
-        serde_json::to_vec(&msg).map_err(|_| Close::new(close::INTERNAL, "cannot encode setup"))?
+        // Every segment of `full` passed `valid_segment`/`valid_location`: nothing in it
+        // needs escaping, but the JSON encoder decides that, not this code.
+        let encoded = serde_json::to_string(&full)
+            .map_err(|_| Close::new(close::INTERNAL, "cannot encode setup"))?;
+        let mut out = Vec::with_capacity(frame.len() - at.len() + encoded.len());
+        out.extend_from_slice(&frame[..at.start]);
+        out.extend_from_slice(encoded.as_bytes());
+        out.extend_from_slice(&frame[at.end..]);
+        out
     };
     Ok(Setup {
         frame,
@@ -295,6 +392,143 @@ mod tests {
                 .unwrap_err()
                 .code,
             close::NO_PROJECT
+        );
+    }
+
+    const FULL: &str =
+        "projects/cfg-proj/locations/us-central1/publishers/google/models/gemini-live-2.5-flash";
+
+    /// `frame` rewritten; the result must be `frame` with only the model's JSON string
+    /// (`old_model`, as written) replaced: every other byte kept.
+    fn assert_spliced(frame: &str, old_model: &str) {
+        let s = rewrite(frame.as_bytes(), &placement()).unwrap();
+        assert_eq!(s.model_id, "gemini-live-2.5-flash");
+        assert_eq!(
+            frame.matches(old_model).count(),
+            1,
+            "test frame is ambiguous"
+        );
+        let expected = frame.replace(old_model, &format!("\"{FULL}\""));
+        assert_eq!(String::from_utf8(s.frame).unwrap(), expected);
+    }
+
+    #[test]
+    fn the_model_is_spliced_into_the_original_bytes() {
+        // Whitespace, key order, number spellings and other keys stay as the client wrote them.
+        assert_spliced(
+            "{ \"setup\" : {\n  \"generation_config\": {\"temperature\": 1.0e0, \"n\": [1, 2.50]},\n  \"model\" :\t\"gemini-live-2.5-flash\"  }\n}",
+            "\"gemini-live-2.5-flash\"",
+        );
+        // setup not first, model not first or last in setup.
+        assert_spliced(
+            r#"{"x":1,"setup":{"a":{},"model":"models/gemini-live-2.5-flash","b":[]}}"#,
+            r#""models/gemini-live-2.5-flash""#,
+        );
+    }
+
+    #[test]
+    fn escaped_strings_are_decoded_and_strings_that_look_like_keys_are_data() {
+        // The model spelled with escapes is decoded before it is checked and replaced whole.
+        assert_spliced(
+            r#"{"setup":{"model":"gemini\u002dlive-2.5-flash"}}"#,
+            r#""gemini\u002dlive-2.5-flash""#,
+        );
+        // An escaped key name is still `model`.
+        let s = rewrite(
+            br#"{"setup":{"m\u006fdel":"gemini-live-2.5-flash"}}"#,
+            &placement(),
+        )
+        .unwrap();
+        assert_eq!(model_of(&s), FULL);
+        // Text that contains `"model":"..."` inside a string value is not a key.
+        assert_spliced(
+            r#"{"setup":{"system_instruction":{"parts":[{"text":"say \"model\":\"evil\" and \\"}]},"model":"gemini-live-2.5-flash"}}"#,
+            r#""gemini-live-2.5-flash""#,
+        );
+    }
+
+    #[test]
+    fn model_keys_in_other_objects_are_left_alone() {
+        assert_spliced(
+            r#"{"model":"top-level","setup":{"tools":[{"model":"in-a-tool"}],"generation_config":{"model":{"model":"deep"}},"model":"gemini-live-2.5-flash"},"other":{"setup":{"model":"nested-setup"}}}"#,
+            r#""gemini-live-2.5-flash""#,
+        );
+        // Only setup.model counts: a model elsewhere does not stand in for a missing one.
+        assert_eq!(
+            rewrite(
+                br#"{"model":"m","setup":{"tools":[{"model":"m"}]}}"#,
+                &placement()
+            )
+            .unwrap_err(),
+            Close::new(close::INVALID_PAYLOAD, "setup.model is missing")
+        );
+    }
+
+    #[test]
+    fn duplicate_setup_or_model_keys_are_refused() {
+        let p = placement();
+        for frame in [
+            r#"{"setup":{"model":"gemini-other","model":"gemini-live-2.5-flash"}}"#,
+            r#"{"setup":{"model":"gemini-other","m\u006fdel":"gemini-live-2.5-flash"}}"#,
+        ] {
+            assert_eq!(
+                rewrite(frame.as_bytes(), &p).unwrap_err(),
+                Close::new(close::INVALID_PAYLOAD, "setup has more than one model key"),
+                "{frame}"
+            );
+        }
+        for frame in [
+            r#"{"setup":{"model":"gemini-other"},"setup":{"model":"gemini-live-2.5-flash"}}"#,
+            r#"{"setup":{"model":"gemini-other"},"s\u0065tup":{}}"#,
+        ] {
+            assert_eq!(
+                rewrite(frame.as_bytes(), &p).unwrap_err(),
+                Close::new(
+                    close::INVALID_PAYLOAD,
+                    "first message has more than one setup key"
+                ),
+                "{frame}"
+            );
+        }
+        // Duplicates the gateway does not read are relayed as they are.
+        let frame = r#"{"setup":{"tools":[],"tools":[],"model":"gemini-live-2.5-flash"}}"#;
+        assert_spliced(frame, r#""gemini-live-2.5-flash""#);
+    }
+
+    #[test]
+    fn only_an_object_with_a_setup_object_and_a_string_model_is_a_setup() {
+        let p = placement();
+        let code = |f: &str| rewrite(f.as_bytes(), &p).map(|_| ()).unwrap_err().code;
+        // JSON, but not a setup message: 1008 (an array is not read field by field).
+        for f in [
+            r#"[{"setup":{"model":"m"}}]"#,
+            r#"[{"model":"m"}]"#,
+            r#""setup""#,
+            "null",
+            r#"{"setup":null}"#,
+            r#"{"setup":["m"]}"#,
+            r#"{"setup":"m"}"#,
+        ] {
+            assert_eq!(code(f), close::POLICY, "{f}");
+        }
+        // Not JSON, or a model that is not a string: 1007.
+        for f in [
+            "",
+            r#"{"setup":{"model":"m"}"#,
+            r#"{"setup":{"model":"m"}} trailing"#,
+            r#"{"setup":{"model":"m","x":[1,}}"#,
+            r#"{"setup":{"model":5}}"#,
+            r#"{"setup":{"model":null}}"#,
+            r#"{"setup":{"model":["m"]}}"#,
+        ] {
+            assert_eq!(code(f), close::INVALID_PAYLOAD, "{f}");
+        }
+        assert_eq!(
+            rewrite(b"{\"setup\":{\"model\":\"\xff\"}}", &p)
+                .unwrap_err()
+                .code,
+            close::INVALID_PAYLOAD,
+            "invalid UTF-8"
         );
     }
 }

@@ -3,7 +3,7 @@
 //! upstream (accepting only the fake auth's Google token); plus small WebSocket, HTTP and
 //! NATS helpers for the tests.
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use livegate_emulator::{Emulator, EmulatorConfig};
 use livegate_gateway::Config;
 use livegate_proto::auth::auth_server::{Auth, AuthServer};
@@ -21,9 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tonic::{Request, Response, Status};
 
 /// The secret between gateway and auth.
@@ -36,11 +34,9 @@ pub const PROJECT: &str = "it-project";
 pub const MODEL: &str = "gemini-live-2.5-flash";
 /// What the fake auth answers for a credential it does not know.
 pub const REJECTED: &str = "invalid API key";
-/// How long any single wait in these tests may take.
-pub const WAIT: Duration = Duration::from_secs(10);
-
-/// A client WebSocket to the gateway.
-pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub use livegate_test_support::live::{
+    WAIT, Ws, close_of, closed, json_of, next_frame, open_session, read_turn, setup, text_turn,
+};
 
 /// What the fake auth knows and what it was asked.
 #[derive(Default)]
@@ -434,94 +430,6 @@ pub async fn stream_holds(nats: &NatsServer, n: u64) -> u64 {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// `{"setup":{"model": model}}` as a text frame.
-pub fn setup(model: &str) -> Message {
-    Message::text(serde_json::json!({"setup": {"model": model}}).to_string())
-}
-
-/// A complete text turn.
-pub fn text_turn(text: &str) -> Message {
-    Message::text(
-        serde_json::json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": text}]}], "turnComplete": true}})
-            .to_string(),
-    )
-}
-
-/// The JSON of a data frame.
-pub fn json_of(msg: &Message) -> serde_json::Value {
-    match msg {
-        Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
-        Message::Binary(b) => serde_json::from_slice(b).unwrap(),
-        other => panic!("expected a data frame, got {other:?}"),
-    }
-}
-
-/// The next data frame (pings skipped), bounded by [`WAIT`].
-pub async fn next_frame(ws: &mut Ws) -> Message {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                Some(Ok(m)) => return m,
-                Some(Err(e)) => panic!("websocket error: {e}"),
-                None => panic!("websocket ended"),
-            }
-        }
-    })
-    .await
-    .expect("a frame within the wait")
-}
-
-/// Sends setup for `model` and expects `setupComplete`.
-pub async fn open_session(ws: &mut Ws, model: &str) {
-    ws.send(setup(model)).await.unwrap();
-    let first = next_frame(ws).await;
-    assert!(
-        json_of(&first).get("setupComplete").is_some(),
-        "expected setupComplete, got {first:?}"
-    );
-}
-
-/// Frames up to and with the one carrying `serverContent.turnComplete` (at most 1,000).
-pub async fn read_turn(ws: &mut Ws) -> Vec<Message> {
-    let mut frames = Vec::new();
-    for _ in 0..1000 {
-        let m = next_frame(ws).await;
-        let done = json_of(&m)["serverContent"]["turnComplete"] == true;
-        frames.push(m);
-        if done {
-            return frames;
-        }
-    }
-    panic!("no turnComplete in 1,000 frames");
-}
-
-/// The close frame's (code, reason), bounded by [`WAIT`].
-pub async fn close_of(ws: &mut Ws) -> (u16, String) {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(Some(f)))) => {
-                    return (u16::from(f.code), f.reason.to_string());
-                }
-                Some(Ok(Message::Close(None))) => return (1005, String::new()),
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => panic!("connection ended without a close frame: {e}"),
-                None => panic!("connection ended without a close frame"),
-            }
-        }
-    })
-    .await
-    .expect("a close frame within the wait")
-}
-
-/// Reads until the connection ends (close handshake or not), bounded by [`WAIT`].
-pub async fn closed(ws: &mut Ws) {
-    tokio::time::timeout(WAIT, async { while let Some(Ok(_)) = ws.next().await {} })
-        .await
-        .expect("connection ended within the wait");
 }
 
 /// A key with no restrictions.

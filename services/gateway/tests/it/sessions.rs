@@ -105,7 +105,7 @@ async fn the_keys_limits_are_enforced_before_relaying() {
     assert_eq!(app.emulator.stats().sessions, 0, "upstream never contacted");
 
     let mut first = app.connect(Some("lg-single")).await;
-    open_session(&mut first, MODEL).await;
+    open_session(&mut first, setup(MODEL)).await;
     assert_eq!(
         refusal(&app, "lg-single", None).await,
         (
@@ -140,7 +140,7 @@ async fn a_relayed_session_publishes_started_usage_and_ended() {
     let mut tap = app.events().await;
 
     let mut ws = app.connect(Some("lg-good")).await;
-    open_session(&mut ws, MODEL).await;
+    open_session(&mut ws, setup(MODEL)).await;
     let text = "hello through the gateway";
     ws.send(text_turn(text)).await.unwrap();
     let turn = read_turn(&mut ws).await;
@@ -269,7 +269,7 @@ async fn shutdown_sends_go_away_then_closes_with_1012() {
     app.add_key("lg-good", key("key-drain"));
     let addr = app.addr;
     let mut ws = app.connect(Some("lg-good")).await;
-    open_session(&mut ws, MODEL).await;
+    open_session(&mut ws, setup(MODEL)).await;
 
     let stopping = tokio::spawn(app.stop());
     let go_away = next_frame(&mut ws).await;

@@ -25,6 +25,9 @@ fn builtin_table_has_the_live_models_at_the_documented_prices() {
         "gemini-3.8-live",
         "gemini-2.0-flash-live-preview-04-09",
         "gemini-live-2.5-flash",
+        "gemini-3.5-live-translate-preview",
+        "gemini-3.5-transcribe-live",
+        "projects/p/locations/us-central1/publishers/google/models/gemini-3.8-live",
     ] {
         assert!(t.lookup(model).is_some(), "{model} missing");
     }
@@ -213,7 +216,8 @@ fn per_second_prices() {
     };
     assert_eq!(e.cost(&usage).input_video, d("0.000004111118"));
 
-    // gemini-3.8-live's video: 263 tokens per second at $1/M plus $0.0000333 per second.
+    // gemini-3.8-live's video is listed two ways (per token and per second): with Google's
+    // VIDEO token count, only the tokens are billed (263 at $1/M); without one, the seconds.
     let p = builtin();
     let usage = Usage {
         prompt_tokens: 263,
@@ -225,7 +229,101 @@ fn per_second_prices() {
         ..Usage::default()
     };
     let priced = p.price("gemini-3.8-live", &usage);
-    assert_eq!(priced.cost.input_video, d("0.0002963")); // 0.000263 + 0.0000333
+    assert_eq!(priced.cost.input_video, d("0.000263")); // 263 × 0.000001, no surcharge
+    let seconds_only = Usage {
+        input_video_seconds: 1.0,
+        ..Usage::default()
+    };
+    let priced = p.price("gemini-3.8-live", &seconds_only);
+    assert_eq!(priced.cost.input_video, d("0.0000333")); // 1 s × 0.0000333
+}
+
+#[test]
+fn a_measurement_price_applies_only_to_a_modality_without_tokens() {
+    // Every modality priced both ways; each report has tokens for some modalities only.
+    let e = entry(
+        r#"{"input_cost_per_token": 1e-06, "input_cost_per_audio_token": 2e-06,
+            "output_cost_per_token": 4e-06, "output_cost_per_audio_token": 8e-06,
+            "input_cost_per_character": 1e-07, "output_cost_per_character": 3e-07,
+            "input_cost_per_audio_per_second": 5e-05, "output_cost_per_audio_per_second": 7e-05,
+            "input_cost_per_image": 1e-03, "input_cost_per_video_per_second": 2e-05}"#,
+    );
+    // Audio in by token, text in by character (no TEXT tokens), images by count, video by
+    // second; audio out by second (no AUDIO tokens), text out by token.
+    let usage = Usage {
+        prompt_tokens: 100,
+        prompt: ByModality {
+            audio: 100,
+            ..ByModality::default()
+        },
+        response_tokens: 10,
+        response: ByModality {
+            text: 10,
+            ..ByModality::default()
+        },
+        input_characters: 50,
+        input_audio_seconds: 3.0,
+        input_images: 2,
+        input_video_seconds: 4.0,
+        output_characters: 40,
+        output_audio_seconds: 6.0,
+        ..Usage::default()
+    };
+    let c = e.cost(&usage);
+    assert_eq!(c.input_audio, d("0.0002")); // 100 × 0.000002, not + 3 s
+    assert_eq!(c.input_text, d("0.000005")); // 50 chars × 0.0000001
+    assert_eq!(c.input_image, d("0.002")); // 2 × 0.001
+    assert_eq!(c.input_video, d("0.00008")); // 4 s × 0.00002
+    assert_eq!(c.output_text, d("0.00004")); // 10 × 0.000004, not + 40 chars
+    assert_eq!(c.output_audio, d("0.00042")); // 6 s × 0.00007
+    assert_eq!(c.total(), d("0.002745"));
+}
+
+#[test]
+fn video_output_has_its_own_price() {
+    // gemini-3.8-live avatars: 1,000 VIDEO output tokens at $1/M, next to 100 text at $4.50/M.
+    let usage = Usage {
+        response_tokens: 1100,
+        response: ByModality {
+            text: 100,
+            video: 1000,
+            ..ByModality::default()
+        },
+        ..Usage::default()
+    };
+    let c = builtin().price("gemini-3.8-live", &usage).cost;
+    assert_eq!(c.output_text, d("0.00145")); // 0.00045 + 0.001
+}
+
+#[test]
+fn a_deprecated_model_is_priced_and_logged_once_with_its_successor() {
+    let p = builtin();
+    let usage = Usage {
+        prompt_tokens: 1000,
+        ..Usage::default()
+    };
+    let (_, e) = PriceTable::builtin()
+        .lookup("gemini-live-2.5-flash-native-audio")
+        .map(|(k, e)| (k.to_string(), e.clone()))
+        .unwrap();
+    assert_eq!(e.deprecation_date.as_deref(), Some("2026-12-13"));
+    assert_eq!(e.successor.as_deref(), Some("gemini-3.8-live"));
+    let priced = p.price("gemini-live-2.5-flash-native-audio", &usage);
+    assert_eq!(priced.cost.input_text, d("0.0005")); // still priced: 1000 × 0.0000005
+    assert!(
+        p.warned
+            .lock()
+            .unwrap()
+            .contains("gemini-live-2.5-flash-native-audio")
+    );
+    // The current model is not remembered as deprecated.
+    p.price("gemini-3.8-live", &usage);
+    assert!(
+        !p.warned
+            .lock()
+            .unwrap()
+            .contains("vertex_ai/gemini-3.8-live")
+    );
 }
 
 #[test]
@@ -241,8 +339,14 @@ fn per_image_price() {
         ..Usage::default()
     };
     let c = e.cost(&usage);
-    // 774 image tokens at the plain price (no image token price) + 3 × 0.0001315.
-    assert_eq!(c.input_image, d("0.0011685")); // 0.000774 + 0.0003945
+    // 774 image tokens at the plain price (no image token price); the per-image price is a
+    // second way to price the same images, not used when Google counted their tokens.
+    assert_eq!(c.input_image, d("0.000774"));
+    let counted_only = Usage {
+        input_images: 3,
+        ..Usage::default()
+    };
+    assert_eq!(e.cost(&counted_only).input_image, d("0.0003945")); // 3 × 0.0001315
 }
 
 #[test]
@@ -304,7 +408,8 @@ fn resource_path_lookup() {
 #[test]
 fn a_realistic_audio_turn_on_a_builtin_model() {
     // 10 s of audio in (320 tokens) + 40 text prompt tokens of which 20 cached;
-    // 5 s of audio out (160 tokens) + 12 text tokens of transcript.
+    // 5 s of audio out (160 tokens) + 12 text tokens of transcript. The built-in entries have
+    // no cache price (none in LiteLLM's map), so the cached tokens are billed as prompt.
     let usage = Usage {
         prompt_tokens: 360,
         prompt: ByModality {
@@ -327,14 +432,14 @@ fn a_realistic_audio_turn_on_a_builtin_model() {
     };
     let priced = builtin().price("gemini-live-2.5-flash-native-audio", &usage);
     let c = priced.cost;
-    assert_eq!(c.input_text, d("0.00001")); // 20 × 0.0000005
+    assert_eq!(c.input_text, d("0.00002")); // 40 × 0.0000005
     assert_eq!(c.input_audio, d("0.00096")); // 320 × 0.000003
-    assert_eq!(c.cached, d("0.000001")); // 20 × 0.00000005
+    assert_eq!(c.cached, d("0"));
     assert_eq!(c.output_text, d("0.000024")); // 12 × 0.000002
     assert_eq!(c.output_audio, d("0.00192")); // 160 × 0.000012
-    assert_eq!(c.input(), d("0.000971"));
+    assert_eq!(c.input(), d("0.00098"));
     assert_eq!(c.output(), d("0.001944"));
-    assert_eq!(c.total(), d("0.002915"));
+    assert_eq!(c.total(), d("0.002924"));
 }
 
 #[test]

@@ -9,12 +9,13 @@ async fn sessions_land_priced_in_all_three_tables_and_spend_reaches_kv() {
     let w = World::new().await;
     let m = spawn_metering(w.config()).await;
 
-    // A: text on gemini-live-2.5-flash ($0.50 in, $2.00 out, cache $0.05 per 1M).
+    // A: text on gemini-live-2.5-flash ($0.50 in, $2.00 out per 1M; no cache price, so cached
+    // tokens are billed as prompt).
     let a = context("sa", "k1", "t1", "gemini-live-2.5-flash");
     w.publish_session(&started(&a)).await;
     // 100 × 0.0000005 = 0.00005 in; 50 × 0.000002 = 0.0001 out.
     w.publish_report(&text_report(&a, 1, 100, 50)).await;
-    // 200 prompt incl. 100 cached: 100 × 0.0000005 + 100 × 0.00000005 = 0.000055 in;
+    // 200 prompt incl. 100 cached: 200 × 0.0000005 = 0.0001 in;
     // 80 × 0.000002 = 0.00016 out. The gateway measured 40 chars in, 300 out.
     let mut r2 = text_report(&a, 2, 200, 80);
     let t = r2.tokens.as_mut().unwrap();
@@ -125,9 +126,9 @@ async fn sessions_land_priced_in_all_three_tables_and_spend_reaches_kv() {
         ),
         (
             "sa:2",
-            "0.000055",
+            "0.0001",
             "0.00016",
-            "0.000215",
+            "0.00026",
             "1",
             "gemini-live-2.5-flash",
             "200 0 0 0 80 0",
@@ -141,25 +142,25 @@ async fn sessions_land_priced_in_all_three_tables_and_spend_reaches_kv() {
             "gemini-live-2.5-flash",
             "0 0 0 0 0 0",
         ),
-        // 20 × 0.0000005 + 320 × 0.000003 + 20 × 0.00000005 = 0.000971;
+        // 40 × 0.0000005 + 320 × 0.000003 = 0.00098 (Google's AUDIO tokens, not the seconds);
         // 12 × 0.000002 + 160 × 0.000012 = 0.001944.
         (
             "sb:1",
-            "0.000971",
+            "0.00098",
             "0.001944",
-            "0.002915",
+            "0.002924",
             "1",
             "gemini-live-2.5-flash-native-audio",
             "40 320 0 0 12 160",
         ),
         ("sc:1", "0", "0", "0", "0", "", "1000 0 0 0 1000 0"),
-        // 263 × 0.000001 + 1 s × 0.0000333 + 258 × 0.000001 + 10 × 0.00000075 = 0.0005618;
-        // 20 × 0.0000045 = 0.00009.
+        // 263 × 0.000001 + 258 × 0.000001 + 10 × 0.00000075 = 0.0005285 (the VIDEO tokens
+        // are the bill: no per-second charge on top); 20 × 0.0000045 = 0.00009.
         (
             "sd:1",
-            "0.0005618",
+            "0.0005285",
             "0.00009",
-            "0.0006518",
+            "0.0006185",
             "1",
             "vertex_ai/gemini-3.8-live",
             "10 0 263 258 20 0",
@@ -189,9 +190,9 @@ async fn sessions_land_priced_in_all_three_tables_and_spend_reaches_kv() {
         .await;
     let sa: Vec<&str> = s[0].split('\t').collect();
     assert_eq!(&sa[..8], ["sa", "k1", "t1", "2", "3", "300", "130", "352"]);
-    assert_eq!(ch_dec(sa[8]), dec("0.000105"));
+    assert_eq!(ch_dec(sa[8]), dec("0.00015"));
     assert_eq!(ch_dec(sa[9]), dec("0.00026"));
-    assert_eq!(ch_dec(sa[10]), dec("0.000365"));
+    assert_eq!(ch_dec(sa[10]), dec("0.00041"));
     assert_eq!(
         &sa[11..],
         [
@@ -205,11 +206,11 @@ async fn sessions_land_priced_in_all_three_tables_and_spend_reaches_kv() {
         ]
     );
     let sb: Vec<&str> = s[1].split('\t').collect();
-    assert_eq!(ch_dec(sb[10]), dec("0.002915"));
+    assert_eq!(ch_dec(sb[10]), dec("0.002924"));
     let sc: Vec<&str> = s[2].split('\t').collect();
     assert_eq!(ch_dec(sc[10]), dec("0"));
     let sd: Vec<&str> = s[3].split('\t').collect();
-    assert_eq!(ch_dec(sd[10]), dec("0.0006518"));
+    assert_eq!(ch_dec(sd[10]), dec("0.0006185"));
 
     // spend_daily: per day × key × team × model.
     let daily = w
@@ -220,10 +221,10 @@ async fn sessions_land_priced_in_all_three_tables_and_spend_reaches_kv() {
         )
         .await;
     let expected = [
-        "2027-01-15 k1 t1 1 300 130 0.000365",
+        "2027-01-15 k1 t1 1 300 130 0.00041",
         "2027-01-15 k2  1 1000 1000 0",
-        "2027-01-15 k2 t1 1 360 172 0.002915",
-        "2027-01-15 k3 t2 1 531 20 0.0006518",
+        "2027-01-15 k2 t1 1 360 172 0.002924",
+        "2027-01-15 k3 t2 1 531 20 0.0006185",
     ];
     assert_eq!(daily.len(), expected.len(), "{daily:#?}");
     for (row, want) in daily.iter().zip(expected) {
@@ -233,11 +234,11 @@ async fn sessions_land_priced_in_all_three_tables_and_spend_reaches_kv() {
     }
 
     // Spend fed back to KV, exactly.
-    w.wait_spend("key.k1", "0.000365").await;
-    w.wait_spend("key.k2", "0.002915").await;
-    w.wait_spend("key.k3", "0.0006518").await;
-    w.wait_spend("team.t1", "0.00328").await;
-    w.wait_spend("team.t2", "0.0006518").await;
+    w.wait_spend("key.k1", "0.00041").await;
+    w.wait_spend("key.k2", "0.002924").await;
+    w.wait_spend("key.k3", "0.0006185").await;
+    w.wait_spend("team.t1", "0.003334").await;
+    w.wait_spend("team.t2", "0.0006185").await;
     assert_eq!(w.spend("team.").await, None);
 
     // Metrics and health.

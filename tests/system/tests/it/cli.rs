@@ -49,7 +49,7 @@ async fn keys_lifecycle_and_tokens_through_the_cli() {
     );
     // The key works at the gateway.
     let mut ws = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
-    open_session(&mut ws, MODEL).await;
+    open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
 
     let (r, out) = cli(&with(&["keys", "list", "--json"])).await;
     r.unwrap();

@@ -29,7 +29,7 @@ async fn bad_keys_get_4401() {
         &stack,
         "/v1/vertex-ai/live",
         Some("lg-wrong"),
-        Some(setup(MODEL, "TEXT")),
+        Some(litellm_setup(MODEL, "TEXT")),
     )
     .await;
     assert_eq!(code, 4401);
@@ -50,7 +50,7 @@ async fn setup_errors_get_1007_1008_and_1009() {
             .0,
         1007
     );
-    let (code, reason) = refused(&stack, p, Some(&key), Some(text_turn("hi"))).await;
+    let (code, reason) = refused(&stack, p, Some(&key), Some(litellm_text_turn("hi"))).await;
     assert_eq!(
         (code, reason.as_str()),
         (1008, "first message must be setup")
@@ -62,7 +62,7 @@ async fn setup_errors_get_1007_1008_and_1009() {
     );
     // Oversized frame mid-session.
     let mut ws = stack.connect(p, Some(&key)).await;
-    open_session(&mut ws, MODEL).await;
+    open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
     ws.send(Message::binary(vec![b' '; 64 * 1024 + 1]))
         .await
         .unwrap();
@@ -84,7 +84,7 @@ async fn forbidden_models_and_projects_get_4403() {
         &stack,
         p,
         Some(&key),
-        Some(setup("gemini-3.8-live", "TEXT")),
+        Some(litellm_setup("gemini-3.8-live", "TEXT")),
     )
     .await;
     assert_eq!(code, 4403, "{reason}");
@@ -92,13 +92,13 @@ async fn forbidden_models_and_projects_get_4403() {
         &stack,
         "/v1/vertex-ai/live?project_id=other",
         Some(&key),
-        Some(setup(MODEL, "TEXT")),
+        Some(litellm_setup(MODEL, "TEXT")),
     )
     .await;
     assert_eq!(code, 4403, "{reason}");
     // The same key within its grant works.
     let mut ws = stack.connect(p, Some(&key)).await;
-    open_session(&mut ws, MODEL).await;
+    open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
 }
 
 #[tokio::test]
@@ -114,7 +114,7 @@ async fn no_project_gets_4002_and_no_credentials_4001() {
         &stack,
         "/v1/vertex-ai/live",
         Some(&key),
-        Some(setup(MODEL, "TEXT")),
+        Some(litellm_setup(MODEL, "TEXT")),
     )
     .await;
     assert_eq!(code, 4002, "{reason}");
@@ -122,7 +122,7 @@ async fn no_project_gets_4002_and_no_credentials_4001() {
         &stack,
         "/v1/vertex-ai/live?project_id=p",
         Some(&key),
-        Some(setup(MODEL, "TEXT")),
+        Some(litellm_setup(MODEL, "TEXT")),
     )
     .await;
     assert_eq!(
@@ -141,12 +141,12 @@ async fn session_limit_gets_4429() {
         })
         .await;
     let mut first = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
-    open_session(&mut first, MODEL).await;
+    open_session(&mut first, litellm_setup(MODEL, "TEXT")).await;
     let (code, _) = refused(
         &stack,
         "/v1/vertex-ai/live",
         Some(&key),
-        Some(setup(MODEL, "TEXT")),
+        Some(litellm_setup(MODEL, "TEXT")),
     )
     .await;
     assert_eq!(code, 4429);
@@ -156,7 +156,7 @@ async fn session_limit_gets_4429() {
     let ok = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             let mut ws = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
-            ws.send(setup(MODEL, "TEXT")).await.unwrap();
+            ws.send(litellm_setup(MODEL, "TEXT")).await.unwrap();
             if let Message::Binary(_) | Message::Text(_) = next_frame(&mut ws).await {
                 return;
             }
@@ -176,7 +176,7 @@ async fn spent_budget_gets_4402_at_start_and_after_the_turn() {
         })
         .await;
     let mut running = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
-    open_session(&mut running, MODEL).await;
+    open_session(&mut running, litellm_setup(MODEL, "TEXT")).await;
     // Metering reports the budget spent.
     let js = stack.jetstream().await;
     let spend = livegate_common::kv::open_bucket(
@@ -196,7 +196,7 @@ async fn spent_budget_gets_4402_at_start_and_after_the_turn() {
     // The running session finishes its turn, then is closed with 4402.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let code = loop {
-        running.send(text_turn("one more")).await.unwrap();
+        running.send(litellm_text_turn("one more")).await.unwrap();
         let turn = read_turn(&mut running).await;
         assert!(!turn.is_empty());
         let next = tokio::time::timeout(Duration::from_millis(500), close_of(&mut running)).await;
@@ -216,7 +216,7 @@ async fn spent_budget_gets_4402_at_start_and_after_the_turn() {
                 &stack,
                 "/v1/vertex-ai/live",
                 Some(&key),
-                Some(setup(MODEL, "TEXT")),
+                Some(litellm_setup(MODEL, "TEXT")),
             )
             .await;
             if code == 4402 {
@@ -240,7 +240,7 @@ async fn upstream_refusal_gets_1013_with_the_status() {
         &stack,
         "/v1/vertex-ai/live",
         Some(&key),
-        Some(setup(MODEL, "TEXT")),
+        Some(litellm_setup(MODEL, "TEXT")),
     )
     .await;
     assert_eq!(code, 1013);
@@ -256,7 +256,7 @@ async fn upstream_closes_are_relayed_with_code_and_reason() {
         ..Behaviour::default()
     });
     let mut ws = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
-    open_session(&mut ws, MODEL).await;
+    open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
     assert_eq!(
         close_of(&mut ws).await,
         (4000, "quota exceeded".to_string())
@@ -266,7 +266,7 @@ async fn upstream_closes_are_relayed_with_code_and_reason() {
         ..Behaviour::default()
     });
     let mut ws = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
-    open_session(&mut ws, MODEL).await;
+    open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
     assert_eq!(close_of(&mut ws).await, (1000, "done".to_string()));
 }
 
@@ -275,7 +275,7 @@ async fn auth_outage_gets_1011() {
     let mut stack = Stack::start().await;
     let key = stack.key().await;
     let mut ws = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
-    open_session(&mut ws, MODEL).await;
+    open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
     // Auth down: a new session cannot be checked (fresh key, so no cache) → 1011.
     let key2 = stack.key().await;
     stack.auth.stop().await;
@@ -283,7 +283,7 @@ async fn auth_outage_gets_1011() {
         &stack,
         "/v1/vertex-ai/live",
         Some(&key2),
-        Some(setup(MODEL, "TEXT")),
+        Some(litellm_setup(MODEL, "TEXT")),
     )
     .await;
     assert_eq!((code, reason.as_str()), (1011, "auth service unavailable"));
@@ -305,7 +305,7 @@ async fn drain_on_relay_threads_sends_go_away_then_1012() {
 async fn drain_sends_go_away_then_1012_with(mut stack: Stack) {
     let key = stack.key().await;
     let mut ws = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
-    open_session(&mut ws, MODEL).await;
+    open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
     let stop = async { stack.gateway.stop().await };
     let client = async {
         let go_away = next_frame(&mut ws).await;

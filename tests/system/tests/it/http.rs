@@ -26,8 +26,8 @@ async fn health_readiness_and_metrics() {
     assert!(ready.contains(r#""nats_publisher":true"#), "{ready}");
     let key = stack.key().await;
     let mut ws = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
-    open_session(&mut ws, MODEL).await;
-    ws.send(text_turn("metrics")).await.unwrap();
+    open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
+    ws.send(litellm_text_turn("metrics")).await.unwrap();
     read_turn(&mut ws).await;
     ws.close(None).await.unwrap();
     let _ = stack
@@ -86,12 +86,14 @@ async fn browser_tokens_and_subprotocol_auth() {
     let mut ws = stack
         .connect(&format!("/v1/vertex-ai/live?access_token={token}"), None)
         .await;
-    open_session(&mut ws, MODEL).await;
+    open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
     // ...and not for another one.
     let mut ws = stack
         .connect(&format!("/v1/vertex-ai/live?access_token={token}"), None)
         .await;
-    ws.send(setup("gemini-3.8-live", "TEXT")).await.unwrap();
+    ws.send(litellm_setup("gemini-3.8-live", "TEXT"))
+        .await
+        .unwrap();
     assert_eq!(close_of(&mut ws).await.0, 4403);
     // Bad requests get clear HTTP errors.
     let (status, _, _) = http(stack.gateway.addr, "POST", "/v1/live/tokens", &[], "").await;
@@ -128,7 +130,7 @@ async fn browser_tokens_and_subprotocol_auth() {
         resp.headers().get("sec-websocket-protocol").unwrap(),
         proto.as_str()
     );
-    open_session(&mut ws, MODEL).await;
+    open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
 }
 
 #[tokio::test]
@@ -169,8 +171,8 @@ async fn tls_serves_wss() {
     )
     .await
     .unwrap();
-    open_session(&mut ws, MODEL).await;
-    ws.send(text_turn("over TLS")).await.unwrap();
+    open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
+    ws.send(litellm_text_turn("over TLS")).await.unwrap();
     assert_eq!(turn_text(&read_turn(&mut ws).await), "You said: over TLS");
 }
 
@@ -179,7 +181,7 @@ async fn a_full_gateway_refuses_upgrades_with_503() {
     let stack = Stack::start_with_gateway(|g| g.max_sessions = 1).await;
     let key = stack.key().await;
     let mut first = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
-    open_session(&mut first, MODEL).await;
+    open_session(&mut first, litellm_setup(MODEL, "TEXT")).await;
     let mut req = stack
         .url("/v1/vertex-ai/live")
         .into_client_request()

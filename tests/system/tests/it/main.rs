@@ -12,6 +12,7 @@ mod cli;
 mod clients;
 mod close_codes;
 mod credentials;
+mod front_door;
 mod http;
 mod metering;
 mod relay;

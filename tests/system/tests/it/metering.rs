@@ -14,7 +14,6 @@ use tokio_tungstenite::tungstenite::Message;
 struct Prices {
     input: [(&'static str, &'static str); 4],
     output: [(&'static str, &'static str); 2],
-    video_per_second: &'static str,
 }
 
 const LIVE_25_FLASH: Prices = Prices {
@@ -25,7 +24,6 @@ const LIVE_25_FLASH: Prices = Prices {
         ("VIDEO", "0.000003"),
     ],
     output: [("TEXT", "0.000002"), ("AUDIO", "0.000012")],
-    video_per_second: "0",
 };
 
 const LIVE_38: Prices = Prices {
@@ -35,8 +33,9 @@ const LIVE_38: Prices = Prices {
         ("IMAGE", "0.000001"),
         ("VIDEO", "0.000001"),
     ],
+    // LiteLLM also lists 3.8's video input at $0.0000333/s: a second way to price the same
+    // video, which does not apply when Google counts VIDEO tokens (the emulator does).
     output: [("TEXT", "0.0000045"), ("AUDIO", "0.000012")],
-    video_per_second: "0.0000333",
 };
 
 fn d(s: &str) -> Decimal {
@@ -50,14 +49,9 @@ fn price(list: &[(&str, &str)], modality: &str) -> Decimal {
         .unwrap()
 }
 
-/// Cost of everything the emulator reported for one of its sessions, plus the per-second
-/// video surcharge on the gateway's measured seconds.
-fn expected_cost(
-    stack: &Stack,
-    emulator_session: &str,
-    prices: &Prices,
-    video_seconds: u64,
-) -> Decimal {
+/// Cost of everything the emulator reported for one of its sessions: Google's token counts
+/// are the bill.
+fn expected_cost(stack: &Stack, emulator_session: &str, prices: &Prices) -> Decimal {
     let mut total = Decimal::ZERO;
     for rec in stack
         .emulator
@@ -82,7 +76,7 @@ fn expected_cost(
             total += n * price(&prices.output, item["modality"].as_str().unwrap());
         }
     }
-    total + Decimal::from(video_seconds) * d(prices.video_per_second)
+    total
 }
 
 fn b64(bytes: usize) -> String {
@@ -125,16 +119,16 @@ async fn text_audio_and_video_sessions_are_priced_exactly_into_clickhouse() {
 
     // 1. Text.
     let mut ws = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
-    open_session(&mut ws, MODEL).await;
+    open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
     for t in ["What is the capital of France?", "And of Italy?"] {
-        ws.send(text_turn(t)).await.unwrap();
+        ws.send(litellm_text_turn(t)).await.unwrap();
         read_turn(&mut ws).await;
     }
     ws.close(None).await.unwrap();
 
     // 2. Audio in, audio out.
     let mut ws = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
-    ws.send(setup(MODEL, "AUDIO")).await.unwrap();
+    ws.send(litellm_setup(MODEL, "AUDIO")).await.unwrap();
     next_frame(&mut ws).await;
     let audio = serde_json::json!({"realtimeInput": {"audio": {"mimeType": "audio/pcm;rate=16000", "data": b64(64_000)}}});
     ws.send(Message::text(audio.to_string())).await.unwrap();
@@ -146,9 +140,9 @@ async fn text_audio_and_video_sessions_are_priced_exactly_into_clickhouse() {
     read_turn(&mut ws).await;
     ws.close(None).await.unwrap();
 
-    // 3. Video frames and an image, on a model with a per-second video price.
+    // 3. Video frames and an image, on a model that lists video per token and per second.
     let mut ws = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
-    open_session(&mut ws, "gemini-3.8-live").await;
+    open_session(&mut ws, litellm_setup("gemini-3.8-live", "TEXT")).await;
     for _ in 0..3 {
         let frame = serde_json::json!({"realtimeInput": {"video": {"mimeType": "image/jpeg", "data": b64(2_000)}}});
         ws.send(Message::text(frame.to_string())).await.unwrap();
@@ -177,12 +171,12 @@ async fn text_audio_and_video_sessions_are_priced_exactly_into_clickhouse() {
     assert_eq!(emu_sessions.len(), 3);
 
     let mut total = Decimal::ZERO;
-    for (i, (prices, video_s)) in [(&LIVE_25_FLASH, 0), (&LIVE_25_FLASH, 0), (&LIVE_38, 3)]
+    for (i, prices) in [&LIVE_25_FLASH, &LIVE_25_FLASH, &LIVE_38]
         .into_iter()
         .enumerate()
     {
         let sid = &started[i].context.as_ref().unwrap().session_id;
-        let expected = expected_cost(&stack, &emu_sessions[i], prices, video_s);
+        let expected = expected_cost(&stack, &emu_sessions[i], prices);
         assert!(expected > Decimal::ZERO);
         let (usage, session, _) = session_cost(&stack, sid).await;
         let tolerance = d("0.000000001");

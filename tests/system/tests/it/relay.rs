@@ -33,8 +33,8 @@ async fn litellm_client_flow(stack: Stack) {
         "/ws/google.cloud.aiplatform.v1beta1.LlmBidiService/BidiGenerateContent",
     ] {
         let mut ws = stack.connect(path, Some(&key)).await;
-        open_session(&mut ws, FULL_MODEL).await;
-        ws.send(text_turn("Hello!")).await.unwrap();
+        open_session(&mut ws, litellm_setup(FULL_MODEL, "TEXT")).await;
+        ws.send(litellm_text_turn("Hello!")).await.unwrap();
         let turn = read_turn(&mut ws).await;
         assert!(
             turn.len() >= 3,
@@ -45,7 +45,7 @@ async fn litellm_client_flow(stack: Stack) {
         open.push(ws);
     }
     for mut ws in open {
-        ws.send(text_turn("Still there?")).await.unwrap();
+        ws.send(litellm_text_turn("Still there?")).await.unwrap();
         assert_eq!(
             turn_text(&read_turn(&mut ws).await),
             "You said: Still there?"
@@ -72,8 +72,10 @@ async fn frames_relay_byte_for_byte_and_stay_binary() {
     let (mut direct, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     let mut via = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
     for ws in [&mut direct, &mut via] {
-        open_session(ws, FULL_MODEL).await;
-        ws.send(text_turn("byte for byte, ünïcödé")).await.unwrap();
+        open_session(ws, litellm_setup(FULL_MODEL, "TEXT")).await;
+        ws.send(litellm_text_turn("byte for byte, ünïcödé"))
+            .await
+            .unwrap();
     }
     let a = read_turn(&mut direct).await;
     let b = read_turn(&mut via).await;
@@ -97,7 +99,7 @@ async fn a_one_mebibyte_audio_stream_relays_in_order() {
     let stack = Stack::start().await;
     let key = stack.key().await;
     let mut ws = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
-    open_session(&mut ws, "gemini-live-2.5-flash").await;
+    open_session(&mut ws, litellm_setup("gemini-live-2.5-flash", "TEXT")).await;
     // 1 MiB of 16 kHz PCM in 32 KiB chunks = 32.768 s → ceil(32.768 × 32) = 1049 AUDIO tokens.
     let chunk = base64::engine::general_purpose::STANDARD.encode(vec![0x11u8; 32 * 1024]);
     for _ in 0..32 {

@@ -25,8 +25,8 @@ async fn reports_equal_the_emulators_usage_frame_for_frame() {
         })
         .await;
     let mut ws = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
-    open_session(&mut ws, MODEL).await;
-    ws.send(text_turn("first turn")).await.unwrap();
+    open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
+    ws.send(litellm_text_turn("first turn")).await.unwrap();
     read_turn(&mut ws).await;
     ws.send(audio(2.0)).await.unwrap();
     ws.send(Message::text(
@@ -35,7 +35,7 @@ async fn reports_equal_the_emulators_usage_frame_for_frame() {
     .await
     .unwrap();
     read_turn(&mut ws).await;
-    ws.send(text_turn("third")).await.unwrap();
+    ws.send(litellm_text_turn("third")).await.unwrap();
     read_turn(&mut ws).await;
     ws.close(Some(CloseFrame {
         code: CloseCode::Normal,
@@ -118,7 +118,7 @@ async fn an_abrupt_disconnect_still_ends_the_session_with_the_remainder() {
     let stack = Stack::start().await;
     let key = stack.key().await;
     let mut ws = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
-    open_session(&mut ws, MODEL).await;
+    open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
     // Audio that was never answered, then the TCP connection just goes away.
     ws.send(audio(1.5)).await.unwrap();
     ws.send(Message::text(r#"{"clientContent":{"turns":[{"role":"user","parts":[{"text":"unanswered"}]}],"turnComplete":false}}"#))
@@ -151,8 +151,8 @@ async fn nats_restart_mid_session_loses_and_duplicates_nothing() {
     let mut stack = Stack::start().await;
     let key = stack.key().await;
     let mut ws = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
-    open_session(&mut ws, MODEL).await;
-    ws.send(text_turn("before")).await.unwrap();
+    open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
+    ws.send(litellm_text_turn("before")).await.unwrap();
     read_turn(&mut ws).await;
     let _ = stack
         .events_until(Duration::from_secs(10), |e| e.reports.len() == 1)
@@ -160,11 +160,13 @@ async fn nats_restart_mid_session_loses_and_duplicates_nothing() {
     stack.nats.stop().await.unwrap();
     // The session keeps running while NATS is down.
     for i in 0..3 {
-        ws.send(text_turn(&format!("during {i}"))).await.unwrap();
+        ws.send(litellm_text_turn(&format!("during {i}")))
+            .await
+            .unwrap();
         read_turn(&mut ws).await;
     }
     stack.nats.restart().await.unwrap();
-    ws.send(text_turn("after")).await.unwrap();
+    ws.send(litellm_text_turn("after")).await.unwrap();
     read_turn(&mut ws).await;
     ws.close(None).await.unwrap();
     let events = stack
