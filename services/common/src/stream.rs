@@ -26,7 +26,7 @@
 //! # Ok(()) }
 //! ```
 
-use crate::subjects::{DUPLICATE_WINDOW, STREAM_SUBJECTS};
+use crate::subjects::{DEAD_LETTER_STREAM, DEAD_LETTER_SUBJECT, DUPLICATE_WINDOW, STREAM_SUBJECTS};
 use async_nats::jetstream::{self, stream};
 use std::time::Duration;
 
@@ -124,4 +124,45 @@ pub async fn ensure_usage_stream(
         let _ = stream.info().await;
     }
     Ok(stream)
+}
+
+/// How long a dead letter is kept: time for an operator to notice (`livegate doctor`, the
+/// metric) and replay or discard it.
+pub const DEAD_LETTER_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+/// Disk the dead-letter stream may use. When full, new dead letters are refused (not old ones
+/// dropped), and metering leaves the message unacknowledged in the usage stream instead.
+pub const DEAD_LETTER_MAX_BYTES: i64 = 1 << 30;
+
+/// The dead-letter stream's configuration: [`DEAD_LETTER_SUBJECT`], file storage, kept for
+/// [`DEAD_LETTER_RETENTION`] up to [`DEAD_LETTER_MAX_BYTES`], refusing new messages when full.
+pub fn dead_letter_stream_config() -> stream::Config {
+    stream::Config {
+        name: DEAD_LETTER_STREAM.to_string(),
+        subjects: vec![DEAD_LETTER_SUBJECT.to_string()],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        max_age: DEAD_LETTER_RETENTION,
+        max_bytes: DEAD_LETTER_MAX_BYTES,
+        discard: stream::DiscardPolicy::New,
+        duplicate_window: DUPLICATE_WINDOW,
+        description: Some(
+            "livegate: bus messages metering could not use, with the reason".to_string(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// Creates the dead-letter stream if it does not exist (an existing one is used as it is).
+///
+/// # Errors
+/// [`BusError::Create`] when JetStream is unreachable or refuses the stream.
+pub async fn ensure_dead_letter_stream(
+    js: &jetstream::Context,
+) -> Result<jetstream::stream::Stream, BusError> {
+    js.get_or_create_stream(dead_letter_stream_config())
+        .await
+        .map_err(|source| BusError::Create {
+            stream: DEAD_LETTER_STREAM.to_string(),
+            source,
+        })
 }

@@ -15,6 +15,15 @@ pub const STREAM_SUBJECTS: &str = "livegate.usage.>";
 pub const USAGE_REPORT: &str = "livegate.usage.v1.report";
 /// `SessionEvent` (started / ended).
 pub const SESSION_EVENT: &str = "livegate.usage.v1.session";
+/// JetStream stream holding what metering could not use (an unknown subject, an undecodable
+/// payload), each with the reason: set aside, never dropped.
+pub const DEAD_LETTER_STREAM: &str = "LIVEGATE_DEADLETTER";
+/// The subject [`DEAD_LETTER_STREAM`] captures; metering publishes to it.
+pub const DEAD_LETTER_SUBJECT: &str = "livegate.deadletter.v1";
+/// Header on a dead letter: the subject the message was published to.
+pub const DEAD_LETTER_SUBJECT_HEADER: &str = "Livegate-Original-Subject";
+/// Header on a dead letter: why metering could not use it.
+pub const DEAD_LETTER_REASON_HEADER: &str = "Livegate-Reason";
 /// Durable pull consumer shared by all metering replicas.
 pub const METERING_CONSUMER: &str = "livegate-metering";
 /// KV bucket: key records by key hash.

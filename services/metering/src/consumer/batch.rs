@@ -7,8 +7,10 @@
 //! the batch is still being worked on (`+WPI`) so it is not redelivered meanwhile. After the
 //! last attempt the batch is handed back (`NAK` with a delay) and the loop pauses before fetching
 //! again: nothing is acknowledged, so nothing is lost, and the consumer resumes by itself once
-//! ClickHouse is back. A message that cannot be decoded is terminated (`+TERM`) and counted:
-//! retrying cannot fix it. (Which message gets which answer: `ack`.)
+//! ClickHouse is back. A message that cannot be used (undecodable, or on a subject metering does
+//! not know) is copied to the dead-letter stream first and then acknowledged: retrying cannot
+//! fix it, and dropping it would lose usage (`dead_letter`; which message gets which answer:
+//! `ack`).
 
 use super::ack::in_progress;
 use super::sessions::SessionStep;
@@ -28,6 +30,8 @@ pub(super) struct Item {
     pub(super) msg: jetstream::Message,
     pub(super) delivered: u64,
     pub(super) event: Result<Event, events::DecodeError>,
+    /// An unusable message that is now in the dead-letter stream (so it may be acknowledged).
+    pub(super) dead_lettered: bool,
 }
 
 /// What a successful write did.
@@ -43,7 +47,8 @@ impl Pipeline {
     pub(super) async fn process(&self, batch: Vec<jetstream::Message>) -> bool {
         let started = Instant::now();
         self.metrics.batch_size.observe(batch.len() as f64);
-        let items: Vec<Item> = batch.into_iter().map(|msg| self.decode(msg)).collect();
+        let mut items: Vec<Item> = batch.into_iter().map(|msg| self.decode(msg)).collect();
+        self.dead_letter(&mut items).await;
 
         // The rows to write, one per event id (a batch may hold two copies of one event).
         let mut seen = HashSet::new();
@@ -179,21 +184,16 @@ impl Pipeline {
                 }
                 "session_ended"
             }
-            Ok(Event::Ignored) => {
-                tracing::warn!(subject = %msg.subject, "ignoring a message on an unknown subject");
-                "ignored"
-            }
-            Err(e) => {
-                let stream_seq = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
-                tracing::error!(subject = %msg.subject, stream.seq = stream_seq, error.message = %e, "undecodable bus message; terminated");
-                "invalid"
-            }
+            // Both go to the dead-letter stream (`dead_letter`), which logs them.
+            Ok(Event::Ignored) => "ignored",
+            Err(_) => "invalid",
         };
         self.metrics.consumed(kind);
         Item {
             msg,
             delivered,
             event,
+            dead_lettered: false,
         }
     }
 

@@ -4,6 +4,7 @@
 //! - `fetch`: the loop that pulls batches until stopped ([`Pipeline::run`]).
 //! - `batch`: decoding, pricing and writing one batch, with retries.
 //! - `sessions`: the `sessions` rows of ended sessions.
+//! - `dead_letter`: unusable messages set aside, with the reason, in the dead-letter stream.
 //! - `ack`: what JetStream is told about each message, and when.
 //! - `cost_line`: the LiteLLM-style cost line logged for every session.
 //!
@@ -33,6 +34,7 @@
 mod ack;
 mod batch;
 mod cost_line;
+mod dead_letter;
 mod fetch;
 mod sessions;
 mod setup;

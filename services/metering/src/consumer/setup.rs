@@ -1,5 +1,5 @@
-//! Consumer set-up: the usage stream (created if missing) and the durable pull consumer every
-//! metering replica shares.
+//! Consumer set-up: the usage and dead-letter streams (created if missing) and the durable
+//! pull consumer every metering replica shares.
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
 
@@ -13,6 +13,7 @@ pub(crate) async fn setup(
     config: &crate::Config,
 ) -> Result<PullConsumer, async_nats::Error> {
     let stream = livegate_common::stream::ensure_usage_stream(js, &config.stream).await?;
+    livegate_common::stream::ensure_dead_letter_stream(js).await?;
     let consumer = stream
         .create_consumer(jetstream::consumer::pull::Config {
             durable_name: Some(config.consumer.clone()),

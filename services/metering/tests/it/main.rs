@@ -12,6 +12,7 @@
 mod helpers;
 
 mod binary;
+mod dead_letters;
 mod duplicates;
 mod faults;
 mod migrations;

@@ -92,7 +92,7 @@ async fn idle_and_half_sent_requests_are_closed_while_a_session_keeps_working() 
     let addr = stack.gateway.addr;
     let key = stack.key().await;
     let mut ws = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
-    open_session(&mut ws, MODEL).await;
+    open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
 
     // Silent connections, half a request head, and a keep-alive connection gone quiet after
     // its first request.
@@ -113,7 +113,7 @@ async fn idle_and_half_sent_requests_are_closed_while_a_session_keeps_working() 
         .unwrap();
 
     // The session relays while those wait.
-    ws.send(text_turn("while they wait")).await.unwrap();
+    ws.send(litellm_text_turn("while they wait")).await.unwrap();
     assert_eq!(
         turn_text(&read_turn(&mut ws).await),
         "You said: while they wait"
@@ -133,7 +133,7 @@ async fn idle_and_half_sent_requests_are_closed_while_a_session_keeps_working() 
     assert!(got.starts_with(b"HTTP/1.1 200"), "{got:?}");
 
     // The session, idle far longer than the header timeout meanwhile, is untouched.
-    ws.send(text_turn("still here")).await.unwrap();
+    ws.send(litellm_text_turn("still here")).await.unwrap();
     assert_eq!(turn_text(&read_turn(&mut ws).await), "You said: still here");
     let timeouts = sample_at_least(
         addr,
@@ -240,11 +240,11 @@ async fn a_tls_handshake_that_never_completes_is_closed_while_wss_works() {
     )
     .await
     .unwrap();
-    open_session(&mut ws, MODEL).await;
+    open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
 
     closed_by_gateway(&mut silent, "silent TLS connection").await;
     closed_by_gateway(&mut partial, "partial ClientHello").await;
-    ws.send(text_turn("over TLS")).await.unwrap();
+    ws.send(litellm_text_turn("over TLS")).await.unwrap();
     assert_eq!(turn_text(&read_turn(&mut ws).await), "You said: over TLS");
 }
 
@@ -260,7 +260,7 @@ async fn connections_beyond_the_cap_are_refused_and_counted() {
     let key = stack.key().await;
     // An upgraded session keeps its connection counted.
     let mut ws = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
-    open_session(&mut ws, MODEL).await;
+    open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
     let idle_a = TcpStream::connect(addr).await.unwrap();
     let idle_b = TcpStream::connect(addr).await.unwrap();
     // Accepted in order, so this fourth one finds the three above admitted.
@@ -287,7 +287,7 @@ async fn connections_beyond_the_cap_are_refused_and_counted() {
         "{metrics}"
     );
     // The session was not disturbed.
-    ws.send(text_turn("at the cap")).await.unwrap();
+    ws.send(litellm_text_turn("at the cap")).await.unwrap();
     assert_eq!(turn_text(&read_turn(&mut ws).await), "You said: at the cap");
 
     // Closing the session gives its place back: a new connection gets in (polled, bounded:
@@ -378,7 +378,7 @@ async fn an_over_limit_message_is_closed_with_1009_before_it_is_buffered() {
     // A frame announcing twice the limit, of which only 1 KiB is ever sent: refused from its
     // header (a gateway waiting to buffer it all would never answer).
     let mut ws = stack.connect(path, Some(&key)).await;
-    open_session(&mut ws, MODEL).await;
+    open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
     let mut bytes = frame_header(0x2, true, 2 * LIMIT as u64);
     bytes.extend_from_slice(&[b' '; 1024]);
     write_raw(&mut ws, &bytes).await;
@@ -391,7 +391,7 @@ async fn an_over_limit_message_is_closed_with_1009_before_it_is_buffered() {
 
     // A message in fragments each under the limit, together over it, never finished.
     let mut ws = stack.connect(path, Some(&key)).await;
-    open_session(&mut ws, MODEL).await;
+    open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
     let part = vec![b' '; LIMIT / 2 + 1];
     let mut bytes = frame_header(0x2, false, part.len() as u64);
     bytes.extend_from_slice(&part);
@@ -410,7 +410,7 @@ async fn an_over_limit_message_is_closed_with_1009_before_it_is_buffered() {
 
     // A session under the limit still works on the same gateway.
     let mut ws = stack.connect(path, Some(&key)).await;
-    open_session(&mut ws, MODEL).await;
-    ws.send(text_turn("small")).await.unwrap();
+    open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
+    ws.send(litellm_text_turn("small")).await.unwrap();
     assert_eq!(turn_text(&read_turn(&mut ws).await), "You said: small");
 }
