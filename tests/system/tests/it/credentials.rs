@@ -346,7 +346,7 @@ async fn a_minted_token_never_outlives_or_widens_its_key() {
     let mut ws = stack
         .connect(&format!("{LIVE}?access_token={token}"), None)
         .await;
-    futures_util::SinkExt::send(&mut ws, setup("gemini-3.8-live", "TEXT"))
+    futures_util::SinkExt::send(&mut ws, litellm_setup("gemini-3.8-live", "TEXT"))
         .await
         .unwrap();
     assert_eq!(close_of(&mut ws).await.0, 4403);

@@ -97,8 +97,8 @@ impl Proc {
 }
 
 async fn session_turn(ws: &mut Ws) {
-    open_session(ws, MODEL).await;
-    ws.send(text_turn(PROMPT)).await.unwrap();
+    open_session(ws, litellm_setup(MODEL, "TEXT")).await;
+    ws.send(litellm_text_turn(PROMPT)).await.unwrap();
     assert!(!turn_text(&read_turn(ws).await).is_empty());
     ws.close(None).await.unwrap();
     let _ = close_of(ws).await;
