@@ -2,12 +2,18 @@
 //! JSON `{"k": key_id, "exp": unix_seconds, "m": model}` and the MAC is HMAC-SHA256 over the
 //! payload text with the secret shared through KV. Stateless, so every replica verifies any
 //! token; revoking the key revokes its tokens, because `CheckKey` still loads the key record.
+//!
+//! A token never outlives or widens the key that minted it: [`expiry`] caps its life at the
+//! key's expiry, [`model_allowed`] binds it only to a model the key allows, and only an API
+//! key mints (the service refuses anything that resolves to a browser token).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+
+use crate::keys::KeyRecord;
 
 /// Prefix of every browser token.
 pub const TOKEN_PREFIX: &str = "lgb-";
@@ -52,9 +58,56 @@ pub fn verify(secret: &[u8], token: &str, now: i64) -> Option<Claims> {
     (claims.exp > now).then_some(claims)
 }
 
+/// The expiry of a token minted at `now` for `ttl_seconds`: never later than the key's own.
+pub fn expiry(key: &KeyRecord, now: i64, ttl_seconds: u32) -> i64 {
+    let exp = now.saturating_add(i64::from(ttl_seconds));
+    key.expires_at.map_or(exp, |key_exp| exp.min(key_exp))
+}
+
+/// Whether a token may be bound to `model` (empty = unbound: the key's own limits apply at
+/// use): only to a model the key allows.
+pub fn model_allowed(key: &KeyRecord, model: &str) -> bool {
+    model.is_empty()
+        || key.allowed_models.is_empty()
+        || key.allowed_models.iter().any(|m| m == model)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use livegate_proto::auth::KeySettings;
+
+    fn key(expires_at: Option<i64>, allowed_models: &[&str]) -> KeyRecord {
+        let mut k = KeyRecord::new("h".into(), "key_1".into(), &KeySettings::default()).unwrap();
+        k.expires_at = expires_at;
+        k.allowed_models = allowed_models.iter().map(|m| (*m).to_string()).collect();
+        k
+    }
+
+    #[test]
+    fn a_token_never_outlives_its_key() {
+        for now in [0, 1_000, 1_700_000_000] {
+            for ttl in [1, 60, MAX_TTL_SECONDS] {
+                assert_eq!(expiry(&key(None, &[]), now, ttl), now + i64::from(ttl));
+                for key_exp in [now + 1, now + 30, now + 10_000] {
+                    let exp = expiry(&key(Some(key_exp), &[]), now, ttl);
+                    assert!(exp <= key_exp && exp <= now + i64::from(ttl) && exp > now);
+                }
+            }
+        }
+        assert_eq!(expiry(&key(None, &[]), i64::MAX, MAX_TTL_SECONDS), i64::MAX);
+    }
+
+    #[test]
+    fn a_token_is_bound_only_to_a_model_its_key_allows() {
+        let open = key(None, &[]);
+        let narrow = key(None, &["a", "b"]);
+        assert!(model_allowed(&open, "") && model_allowed(&open, "z"));
+        assert!(model_allowed(&narrow, "") && model_allowed(&narrow, "b"));
+        for other in ["z", "A", "a ", "models/a", "b,a"] {
+            assert!(!model_allowed(&narrow, other), "{other}");
+        }
+    }
 
     #[test]
     fn round_trip_tamper_and_expiry() {

@@ -16,8 +16,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Prefix of every API key.
 pub const KEY_PREFIX: &str = "lg-";
-/// Longest credential we look at; anything longer is rejected before hashing.
-pub const MAX_CREDENTIAL_LEN: usize = 512;
+/// Longest credential we look at; anything longer is rejected before hashing (the shared
+/// parser's limit, so the gateway and auth agree).
+pub const MAX_CREDENTIAL_LEN: usize = livegate_common::credential::MAX_LEN;
 
 /// A freshly generated key: the plaintext (shown once) and its hash.
 pub struct NewKey {

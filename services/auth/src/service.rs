@@ -6,6 +6,7 @@ use crate::browser;
 use crate::google::{GoogleTokens, TokenError};
 use crate::keys::{self, KeyRecord, MAX_CREDENTIAL_LEN, SettingsError, UPDATABLE_FIELDS};
 use crate::store::{Store, StoreError};
+use livegate_common::credential;
 use livegate_common::subjects::{spend_key_for_key, spend_key_for_team};
 use livegate_proto::auth::auth_server::Auth;
 use livegate_proto::auth::*;
@@ -18,6 +19,10 @@ use tonic::{Request, Response, Status};
 /// The one message every failed key check gets, so callers cannot tell unknown, revoked and
 /// expired keys apart.
 const INVALID_CREDENTIAL: &str = "invalid, expired or revoked API key";
+
+/// Why a browser token is refused by `MintBrowserToken`, whatever its spelling.
+const BROWSER_TOKEN_CANNOT_MINT: &str =
+    "a browser token cannot mint another browser token; present the API key";
 
 /// The service state shared by all requests.
 pub struct AuthService {
@@ -62,7 +67,7 @@ impl AuthService {
             })?
             .to_str()
             .map_err(|_| Status::unauthenticated("authorization metadata is not valid ASCII"))?;
-        let token = livegate_common::credential::bearer(given);
+        let token = credential::bearer(given);
         if secret_eq(token, master) {
             Ok(())
         } else {
@@ -100,9 +105,10 @@ impl AuthService {
         r.info(self.store.spend(&spend_key_for_key(&r.key_id)), team_spend)
     }
 
-    /// Resolves a credential (API key or browser token) to a usable key record.
+    /// Resolves a credential (API key or browser token) to a usable key record, and the
+    /// browser token's claims when it is one. The credential is taken exactly as given: the
+    /// gateway reads it with the shared parser, and auth trims nothing into validity.
     fn resolve(&self, credential: &str) -> Result<(KeyRecord, Option<browser::Claims>), Status> {
-        let credential = credential.trim();
         if credential.is_empty() {
             return Err(Status::invalid_argument("credential is empty"));
         }
@@ -110,6 +116,11 @@ impl AuthService {
             return Err(Status::invalid_argument(format!(
                 "credential is longer than {MAX_CREDENTIAL_LEN} bytes"
             )));
+        }
+        if !credential::is_well_formed(credential) {
+            return Err(Status::invalid_argument(
+                "credential has characters no livegate credential has (whitespace, separators or non-ASCII)",
+            ));
         }
         let now = keys::now_unix();
         let (record, claims) = if credential.starts_with(browser::TOKEN_PREFIX) {
@@ -283,12 +294,12 @@ impl Auth for AuthService {
         req: Request<MintBrowserTokenRequest>,
     ) -> Result<Response<MintBrowserTokenResponse>, Status> {
         let req = req.into_inner();
-        if req.credential.starts_with(browser::TOKEN_PREFIX) {
-            return Err(Status::invalid_argument(
-                "a browser token cannot mint another; use the API key",
-            ));
+        // Decided on what the credential resolved to, not on how it was spelled: a browser
+        // token never mints another (that would renew itself forever and shed its binding).
+        let (record, minted_from) = self.resolve(&req.credential)?;
+        if minted_from.is_some() {
+            return Err(Status::unauthenticated(BROWSER_TOKEN_CANNOT_MINT));
         }
-        let (record, _) = self.resolve(&req.credential)?;
         let ttl = match req.ttl_seconds {
             0 => browser::MAX_TTL_SECONDS,
             t if t <= browser::MAX_TTL_SECONDS => t,
@@ -300,18 +311,13 @@ impl Auth for AuthService {
             }
         };
         let model = req.model.trim().to_string();
-        if !model.is_empty()
-            && !record.allowed_models.is_empty()
-            && !record.allowed_models.iter().any(|m| m == &model)
-        {
+        if !browser::model_allowed(&record, &model) {
             return Err(Status::permission_denied(format!(
-                "model {model:?} is not allowed for this key"
+                "model {model:?} is not allowed for this key (allowed: {})",
+                record.allowed_models.join(", ")
             )));
         }
-        let mut exp = keys::now_unix() + i64::from(ttl);
-        if let Some(key_exp) = record.expires_at {
-            exp = exp.min(key_exp);
-        }
+        let exp = browser::expiry(&record, keys::now_unix(), ttl);
         let token = browser::mint(
             self.store.browser_secret(),
             &browser::Claims {

@@ -14,6 +14,7 @@
 use crate::env::{Env, EnvExt};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::combinator::And;
 use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -80,15 +81,21 @@ pub fn dependency_cap() -> Targets {
         .with_target("livegate", LevelFilter::TRACE)
 }
 
+/// The filter [`init`] installs: `directive` (`info` when it does not parse) and, whatever it
+/// says, [`dependency_cap`].
+pub fn filter<S>(directive: &str) -> And<EnvFilter, Targets, S> {
+    let filter = EnvFilter::try_new(directive).unwrap_or_else(|e| {
+        eprintln!("{LIVEGATE_LOG}={directive:?} is not a valid filter ({e}); using info");
+        EnvFilter::new("info")
+    });
+    filter.and(dependency_cap())
+}
+
 /// Installs the global subscriber. Calling it twice is harmless (the second call is a no-op),
 /// which keeps in-process tests simple.
 pub fn init(env: &impl Env) {
     let (directive, format) = settings(env);
-    let filter = EnvFilter::try_new(&directive).unwrap_or_else(|e| {
-        eprintln!("{LIVEGATE_LOG}={directive:?} is not a valid filter ({e}); using info");
-        EnvFilter::new("info")
-    });
-    let filter = filter.and(dependency_cap());
+    let filter = filter(&directive);
     let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let _already_set = match format {
         Format::Json => tracing_subscriber::registry()
@@ -98,4 +105,47 @@ pub fn init(env: &impl Env) {
             .with(layer.with_filter(filter))
             .try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn trace_for_everything_still_caps_dependencies_at_info() {
+        for directive in ["trace", "tungstenite=trace,h2=trace,trace", "debug"] {
+            let out = Capture::default();
+            let writer = out.clone();
+            let subscriber = tracing_subscriber::registry().with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(move || writer.clone())
+                    .with_filter(filter(directive)),
+            );
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::trace!(target: "tungstenite::handshake::client", "authorization: Bearer secret-1");
+                tracing::debug!(target: "h2::codec", "secret-2");
+                tracing::debug!(target: "async_nats", "secret-3");
+                tracing::info!(target: "async_nats", "dependency info");
+                tracing::debug!(target: "livegate_gateway::ws", "livegate debug");
+            });
+            let out = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+            assert!(!out.contains("secret-"), "{directive}: {out}");
+            assert!(out.contains("dependency info"), "{directive}: {out}");
+            assert!(out.contains("livegate debug"), "{directive}: {out}");
+        }
+    }
 }

@@ -387,3 +387,44 @@ async fn spend_written_to_kv_shows_in_check_key() {
     );
     auth.stop().await;
 }
+
+#[tokio::test]
+async fn nothing_that_resolves_to_a_browser_token_mints_and_nothing_is_trimmed() {
+    let nats = NatsServer::start().await.unwrap();
+    let auth = spawn_auth(config(&nats.url())).await;
+    let mut c = auth.client().await;
+    let (key, _) = create_key(&mut c, KeySettings::default()).await;
+    let mint = |credential: String| MintBrowserTokenRequest {
+        credential,
+        ttl_seconds: 60,
+        model: "gemini-live-2.5-flash".into(),
+    };
+    let token = c
+        .mint_browser_token(mint(key.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    // The token itself: refused as a browser token, with the same 401 the gateway answers.
+    let s = c.mint_browser_token(mint(token.clone())).await.unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+    assert!(s.message().contains("browser token cannot mint"), "{s:?}");
+    // Any other spelling is not a credential at all (auth trims nothing into validity).
+    for spelled in [
+        format!(" {token}"),
+        format!("\t{token}"),
+        format!("{token} "),
+        format!("{token}\n"),
+        format!(" {key}"),
+        format!("{key}\t"),
+    ] {
+        let s = c
+            .mint_browser_token(mint(spelled.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), Code::InvalidArgument, "{spelled:?}: {s:?}");
+        let s = c.check_key(check(&spelled)).await.unwrap_err();
+        assert_eq!(s.code(), Code::InvalidArgument, "{spelled:?}: {s:?}");
+    }
+    auth.stop().await;
+}

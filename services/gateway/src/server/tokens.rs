@@ -18,12 +18,20 @@ struct TokenBody {
 
 /// Answers a token request: 401 without a credential, 413/400 for a bad body, else auth's answer.
 pub(super) async fn mint_token(app: App, req: Request<Incoming>) -> Response<Body> {
-    let query = request::parse_query(req.uri().query());
-    let Some(cred) = request::credential(req.headers(), &query) else {
-        return json(
-            StatusCode::UNAUTHORIZED,
-            &serde_json::json!({"error": "missing API key"}),
-        );
+    let cred = match request::credential(req.headers(), req.uri().query()) {
+        Ok(Some(cred)) => cred,
+        Ok(None) => {
+            return json(
+                StatusCode::UNAUTHORIZED,
+                &serde_json::json!({"error": "missing API key"}),
+            );
+        }
+        Err(refused) => {
+            return json(
+                StatusCode::UNAUTHORIZED,
+                &serde_json::json!({"error": refused.to_string()}),
+            );
+        }
     };
     let body = match read_body(&app, req.into_body()).await {
         Ok(b) => b,
@@ -44,7 +52,7 @@ pub(super) async fn mint_token(app: App, req: Request<Incoming>) -> Response<Bod
     };
     match app
         .auth
-        .mint_browser_token(&cred.value, parsed.ttl_seconds, &parsed.model)
+        .mint_browser_token(cred.value.expose(), parsed.ttl_seconds, &parsed.model)
         .await
     {
         Ok(t) => json(

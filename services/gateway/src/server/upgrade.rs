@@ -5,7 +5,7 @@
 use super::{Body, text};
 use crate::limits::Connection;
 use crate::state::App;
-use crate::ws::request::{self, KEY_SUBPROTOCOL_PREFIX};
+use crate::ws::request;
 use crate::ws::session;
 use crate::ws::upstream::ApiVersion;
 use bytes::Bytes;
@@ -69,8 +69,9 @@ pub(super) fn upgrade(
         return r;
     };
     let query = request::parse_query(req.uri().query());
-    let credential = request::credential(req.headers(), &query);
-    let subprotocol = credential.as_ref().and_then(|c| c.subprotocol.clone());
+    // A malformed credential is refused after the upgrade (4401), so browsers see why.
+    let credential = request::credential(req.headers(), req.uri().query());
+    let subprotocol = request::subprotocol(req.headers());
     let max = app.config.max_frame_bytes;
     let session_req = session::Request {
         credential,
@@ -108,10 +109,8 @@ pub(super) fn upgrade(
     if let Ok(accept) = derive_accept_key(key.as_bytes()).parse() {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
-    if let Some(p) = subprotocol.filter(|p| p.starts_with(KEY_SUBPROTOCOL_PREFIX))
-        && let Ok(v) = p.parse()
-    {
-        h.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
+    if let Some(p) = subprotocol {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
     }
     r
 }

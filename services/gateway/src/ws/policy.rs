@@ -4,7 +4,7 @@
 //! model the key, and a browser token's model binding, allow (4403).
 
 use super::close::{self, Close};
-use super::request::Credential;
+use super::request::{Credential, Presented};
 use super::setup::Setup;
 use crate::auth::{CheckError, Grant};
 use crate::limits::Slot;
@@ -15,9 +15,13 @@ use std::sync::Arc;
 /// The client's credential, which every session needs.
 ///
 /// # Errors
-/// 4401 when the client presented none.
-pub fn require_credential(credential: Option<&Credential>) -> Result<&Credential, Close> {
-    credential.ok_or_else(|| Close::new(close::UNAUTHORIZED, "missing API key"))
+/// 4401 when the client presented none, or a malformed or ambiguous one.
+pub fn require_credential(credential: &Presented) -> Result<&Credential, Close> {
+    match credential {
+        Ok(Some(c)) => Ok(c),
+        Ok(None) => Err(Close::new(close::UNAUTHORIZED, "missing API key")),
+        Err(refused) => Err(Close::new(close::UNAUTHORIZED, refused.to_string())),
+    }
 }
 
 /// Asks auth (or its cache) about the client's credential.
@@ -26,7 +30,7 @@ pub fn require_credential(credential: Option<&Credential>) -> Result<&Credential
 /// 4401 when auth rejects it; 1011 when auth cannot be asked.
 pub async fn authenticate(app: &App, credential: &Credential) -> Result<Arc<Grant>, Close> {
     app.auth
-        .check(&credential.value)
+        .check(credential.value.expose())
         .await
         .map_err(|e| match e {
             CheckError::Rejected(s) => Close::new(close::UNAUTHORIZED, s.message()),

@@ -7,7 +7,7 @@ use super::close::{self, Close};
 use super::meter::Meter;
 use super::policy;
 use super::relay::{End, Relay};
-use super::request::{Credential, Query};
+use super::request::{Presented, Query};
 use super::setup::{self, Placement};
 use super::upstream::{self, ApiVersion, Upstream};
 use crate::auth::Grant;
@@ -26,7 +26,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the HTTP layer learned before upgrading.
 pub struct Request {
-    pub credential: Option<Credential>,
+    pub credential: Presented,
     pub query: Query,
     pub version: ApiVersion,
     pub peer: std::net::SocketAddr,
@@ -224,12 +224,12 @@ async fn prepare<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let credential = policy::require_credential(req.credential.as_ref())?;
+    let credential = policy::require_credential(&req.credential)?;
     let grant = policy::authenticate(app, credential).await?;
     let key = &grant.key;
     span.record("key_id", key.key_id.as_str());
     tracing::debug!(
-        credential.source = credential.source,
+        credential.source = credential.place.as_str(),
         browser_token = grant.browser_token,
         "credential accepted"
     );

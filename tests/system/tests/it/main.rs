@@ -11,9 +11,11 @@
 mod cli;
 mod clients;
 mod close_codes;
+mod credentials;
 mod front_door;
 mod http;
 mod metering;
 mod relay;
+mod secrets_in_logs;
 mod start_script;
 mod usage;

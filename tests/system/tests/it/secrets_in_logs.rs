@@ -1,0 +1,321 @@
+//! No secret reaches a log at any level: the gateway, auth, metering and emulator binaries run
+//! at `LIVEGATE_LOG=trace` (real nats-server and clickhouse-server) through real sessions —
+//! setup and a text turn with a key in `?key=`, a browser token minted over HTTP and used in the
+//! `livegate-key.` subprotocol, refused credentials —, then everything they printed on stdout
+//! and stderr is searched for the API key, the browser token, the Google access token the
+//! gateway sent upstream, the master key and the internal token (and the client's words).
+//!
+//! The binaries are the ones `scripts/test.sh` builds (`cargo build --workspace --bins`).
+
+use futures_util::SinkExt;
+use livegate_proto::auth::auth_client::AuthClient;
+use livegate_proto::auth::{CreateKeyRequest, GetAccessTokenRequest, KeySettings};
+use livegate_system_tests::*;
+use livegate_test_support::TestServiceAccount;
+use livegate_test_support::workspace::workspace_bin;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// Secrets unlike any other string in the logs, so a hit is a leak.
+const MASTER_SECRET: &str = "master-5f1b9c0e7d3a";
+const INTERNAL_SECRET: &str = "internal-8c2e4a6f0b1d";
+/// What the client says in its turn: conversation content is not for logs either.
+const PROMPT: &str = "prompt-3e9a71c4 tell me a secret";
+
+/// A service binary whose stdout and stderr both go to one file.
+struct Proc {
+    name: &'static str,
+    child: tokio::process::Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, dir: &Path, args: &[&str], env: &[(&str, String)]) -> Self {
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let mut cmd = tokio::process::Command::new(workspace_bin(name).unwrap());
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dir)
+            .env("LIVEGATE_LOG", "trace")
+            .env("LIVEGATE_LOG_FORMAT", "text")
+            .env("NO_COLOR", "1")
+            .env("CLOUDSDK_CONFIG", dir.join("no-gcloud"))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Self {
+            name,
+            child: cmd.spawn().unwrap(),
+            log,
+        }
+    }
+
+    fn output(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+
+    /// The address after "listening on " in the output (bounded wait).
+    async fn addr(&mut self) -> String {
+        for _ in 0..300 {
+            if let Some(rest) = self.output().split("listening on ").nth(1) {
+                return rest.split_whitespace().next().unwrap().to_string();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited ({status}):\n{}", self.name, self.output());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "{} did not listen within 30 s:\n{}",
+            self.name,
+            self.output()
+        );
+    }
+
+    /// SIGTERM, then wait (bounded) for the exit, so the shutdown lines are in the log too.
+    async fn stop(&mut self) {
+        let pid = self.child.id().unwrap().to_string();
+        let status = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success());
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} did not stop on SIGTERM", self.name))
+            .unwrap();
+    }
+}
+
+async fn session_turn(ws: &mut Ws) {
+    open_session(ws, litellm_setup(MODEL, "TEXT")).await;
+    ws.send(litellm_text_turn(PROMPT)).await.unwrap();
+    assert!(!turn_text(&read_turn(ws).await).is_empty());
+    ws.close(None).await.unwrap();
+    let _ = close_of(ws).await;
+}
+
+#[tokio::test]
+async fn no_service_logs_a_secret_at_trace() {
+    livegate_test_support::init_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = livegate_test_support::NatsServer::start().await.unwrap();
+    let ch = livegate_test_support::ClickHouseServer::shared()
+        .await
+        .unwrap();
+    let db = ch.create_database("secrets").await.unwrap();
+    let sa = TestServiceAccount::generate(dir.path()).unwrap();
+    let sa_path = sa.path.to_string_lossy().into_owned();
+
+    let mut emulator = Proc::spawn(
+        "livegate-emulator",
+        dir.path(),
+        &["--listen", "127.0.0.1:0", "--service-account-key", &sa_path],
+        &[],
+    );
+    let emulator_addr = emulator.addr().await;
+    let mut auth = Proc::spawn(
+        "livegate-auth",
+        dir.path(),
+        &[],
+        &[
+            ("NATS_URL", nats.url()),
+            ("AUTH_LISTEN", "127.0.0.1:0".into()),
+            ("LIVEGATE_MASTER_KEY", MASTER_SECRET.into()),
+            ("LIVEGATE_INTERNAL_TOKEN", INTERNAL_SECRET.into()),
+            ("GOOGLE_APPLICATION_CREDENTIALS", sa_path.clone()),
+        ],
+    );
+    let auth_addr = auth.addr().await;
+    let mut metering = Proc::spawn(
+        "livegate-metering",
+        dir.path(),
+        &[],
+        &[
+            ("NATS_URL", nats.url()),
+            ("CLICKHOUSE_URL", ch.http_url()),
+            ("CLICKHOUSE_DATABASE", db.clone()),
+            ("METERING_LISTEN", "127.0.0.1:0".into()),
+            ("METERING_FLUSH_INTERVAL", "100ms".into()),
+        ],
+    );
+    metering.addr().await;
+    let mut gateway = Proc::spawn(
+        "livegate-gateway",
+        dir.path(),
+        &[],
+        &[
+            ("NATS_URL", nats.url()),
+            ("GATEWAY_LISTEN", "127.0.0.1:0".into()),
+            ("AUTH_URL", format!("http://{auth_addr}")),
+            ("LIVEGATE_INTERNAL_TOKEN", INTERNAL_SECRET.into()),
+            (
+                "VERTEX_LIVE_URL",
+                format!("ws://{emulator_addr}{}", livegate_emulator::LIVE_PATHS[0]),
+            ),
+            ("DEFAULT_VERTEXAI_PROJECT", PROJECT.into()),
+        ],
+    );
+    let gateway_addr: std::net::SocketAddr = gateway.addr().await.parse().unwrap();
+
+    // An API key, through the admin API.
+    let mut admin = AuthClient::connect(format!("http://{auth_addr}"))
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(CreateKeyRequest {
+        settings: Some(KeySettings {
+            alias: "logged".into(),
+            ..KeySettings::default()
+        }),
+    });
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {MASTER_SECRET}").parse().unwrap(),
+    );
+    let created = admin.create_key(req).await.unwrap().into_inner();
+    let key = created.key;
+    let key_id = created.info.unwrap().key_id;
+
+    // A session with the key in the query string (the URI is the likeliest thing to be logged).
+    let url = |path: &str| format!("ws://{gateway_addr}{path}");
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(url(&format!("/v1/vertex-ai/live?key={key}")))
+            .await
+            .unwrap();
+    session_turn(&mut ws).await;
+
+    // A browser token minted over HTTP and used in the subprotocol.
+    let (status, _, body) = http(
+        gateway_addr,
+        "POST",
+        "/v1/live/tokens",
+        &[("x-goog-api-key", &key)],
+        &format!(r#"{{"ttl_seconds": 300, "model": "{MODEL}"}}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut req = url("/v1/vertex-ai/live").into_client_request().unwrap();
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("livegate-key.{token}").parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    session_turn(&mut ws).await;
+
+    // Refused credentials: a renewal attempt, a malformed subprotocol, a wrong key.
+    let wrong = "lg-wrongwrongwrongwrongwrongwrongwrongwrong12";
+    let auth_header = format!("Bearer {token}");
+    let (status, _, _) = http(
+        gateway_addr,
+        "POST",
+        "/v1/live/tokens",
+        &[("authorization", &auth_header)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 401);
+    let malformed = format!("livegate-key. {token}");
+    let (status, _, _) = http(
+        gateway_addr,
+        "POST",
+        "/v1/live/tokens",
+        &[("sec-websocket-protocol", &malformed)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 401);
+    let mut req = url("/v1/vertex-ai/live").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {wrong}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(close_of(&mut ws).await.0, 4401);
+
+    // The Google token the gateway sent upstream: google-cloud-auth caches it, so auth hands
+    // out the same one now.
+    let mut req = tonic::Request::new(GetAccessTokenRequest::default());
+    req.metadata_mut().insert(
+        livegate_proto::contract::INTERNAL_TOKEN_METADATA,
+        INTERNAL_SECRET.parse().unwrap(),
+    );
+    let google_token = admin
+        .get_access_token(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    assert!(
+        google_token.len() > 100,
+        "a self-signed JWT: {google_token}"
+    );
+
+    // Metering billed both sessions, so it handled them at trace too.
+    let sql = format!("SELECT count() FROM {db}.sessions FINAL WHERE key_id = '{key_id}'");
+    let mut billed = String::new();
+    for _ in 0..200 {
+        billed = ch.query(&sql).await.unwrap();
+        if billed.trim() == "2" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(billed.trim(), "2", "metering billed both sessions");
+
+    let mut procs = [gateway, metering, auth, emulator];
+    for p in &mut procs {
+        p.stop().await;
+    }
+    let google_signature = google_token.rsplit('.').next().unwrap().to_string();
+    let secrets = [
+        ("API key", key.clone()),
+        ("API key fragment", key[3..20].to_string()),
+        ("wrong API key", wrong.to_string()),
+        ("browser token", token.clone()),
+        (
+            "browser token MAC",
+            token.rsplit('.').next().unwrap().to_string(),
+        ),
+        ("Google access token", google_token.clone()),
+        ("Google token signature", google_signature),
+        ("master key", MASTER_SECRET.to_string()),
+        ("internal token", INTERNAL_SECRET.to_string()),
+        ("conversation content", "prompt-3e9a71c4".to_string()),
+    ];
+    let mut leaks = Vec::new();
+    for p in &procs {
+        let out = p.output();
+        for (what, secret) in &secrets {
+            for line in out.lines().filter(|l| l.contains(secret.as_str())) {
+                let shown: String = line.chars().take(400).collect();
+                leaks.push(format!("{what} in the {} log: {shown}", p.name));
+            }
+        }
+    }
+    assert!(
+        leaks.is_empty(),
+        "secrets reached the logs:\n{}",
+        leaks.join("\n")
+    );
+    // The logs are really at debug and below, and really saw the sessions.
+    let gateway_log = procs[0].output();
+    assert!(
+        gateway_log.contains("credential accepted") && gateway_log.contains(&key_id),
+        "the gateway logged the sessions at debug:\n{gateway_log}"
+    );
+    assert!(
+        procs[3].output().contains("service-account JWT accepted"),
+        "the emulator checked the Google token"
+    );
+}
