@@ -179,12 +179,13 @@ impl<U: UsageSink> Relay<'_, U> {
                     Ok(Some(Err(e))) => return End::ClientGone(e.to_string()),
                     Ok(Some(Ok(m))) => m,
                 };
-                touch();
                 match &msg {
                     Message::Close(f) => return End::ClientClosed(f.clone()),
+                    // Answered by tungstenite; not activity: a client that only pings is idle.
                     Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
                     Message::Text(_) | Message::Binary(_) => {}
                 }
+                touch();
                 if let Some(p) = payload(&msg) {
                     if p.len() > max {
                         return End::Gateway(too_big(max));
@@ -229,13 +230,13 @@ impl<U: UsageSink> Relay<'_, U> {
                     Ok(Some(Err(e))) => return End::UpstreamGone(e.to_string()),
                     Ok(Some(Ok(m))) => m,
                 };
-                touch();
                 let mut turn_complete = false;
                 match &msg {
                     Message::Close(f) => return End::UpstreamClosed(f.clone()),
                     Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
                     Message::Text(_) | Message::Binary(_) => {}
                 }
+                touch();
                 if let Some(p) = payload(&msg) {
                     if p.len() > max {
                         return End::Gateway(too_big(max));

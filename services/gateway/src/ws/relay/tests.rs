@@ -347,3 +347,31 @@ async fn idle_sessions_are_closed() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn pings_alone_do_not_keep_a_session_open() {
+    let h = Harness::new();
+    let (mut c, mut u) = (pipe(), pipe());
+    let mut relay = h.relay();
+    relay.idle_timeout = Duration::from_secs(30);
+    let client = c.test_tx.clone();
+    let upstream = u.test_tx.clone();
+    // Both sides ping every 10 s (virtual time), far longer than the idle timeout.
+    let pinging = async move {
+        for _ in 0..100 {
+            let _ = client.send(Ok(Message::Ping(Vec::new().into()))).await;
+            let _ = upstream.send(Ok(Message::Ping(Vec::new().into()))).await;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+    };
+    tokio::select! {
+        end = run(relay, &mut c, &mut u) => match end {
+            End::Gateway(close) => assert_eq!(
+                (close.code, close.reason.as_str()),
+                (close::NORMAL, "idle timeout")
+            ),
+            other => panic!("{other:?}"),
+        },
+        () = pinging => panic!("pings kept an idle session open for 1,000 s"),
+    }
+}
