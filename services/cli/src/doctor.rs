@@ -4,6 +4,8 @@
 use crate::auth_client::AuthClient;
 use crate::spend::ClickHouseArgs;
 use clap::Args as ClapArgs;
+use livegate_common::env::ProcessEnv;
+use livegate_common::nats::{NatsOptions, Role};
 use livegate_common::subjects;
 use std::io::Write;
 use std::time::Duration;
@@ -11,7 +13,8 @@ use std::time::Duration;
 /// `livegate doctor`
 #[derive(Debug, ClapArgs)]
 pub struct DoctorArgs {
-    /// NATS URL.
+    /// NATS URL (several comma-separated). Credentials and TLS come from NATS_CREDS,
+    /// NATS_USER/NATS_PASSWORD, NATS_NKEY and NATS_TLS_CA/_CERT/_KEY, as for the services.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
     /// Internal token, to ask auth which Google credentials it uses.
@@ -72,18 +75,33 @@ pub(crate) async fn run_doctor(
 }
 
 async fn check_nats(a: &DoctorArgs, r: &mut Report<'_>) -> anyhow::Result<()> {
-    let client = match timed(async_nats::connect(&a.nats_url)).await {
+    let options = match NatsOptions::from_env(&ProcessEnv) {
+        Ok(o) => o.with_servers(&a.nats_url),
+        Err(e) => {
+            r.line(
+                "NATS",
+                Outcome::Fail(
+                    e.to_string(),
+                    "fix the NATS_* variables (see the README's bus section)",
+                ),
+            )?;
+            return Ok(());
+        }
+    };
+    let shown = options.servers_for_log();
+    let connect = options.connect(async_nats::ConnectOptions::new(), Role::Cli, "doctor");
+    let client = match timed(connect).await {
         Ok(c) => {
             let v = c.server_info().version;
-            r.line("NATS", Outcome::Ok(format!("{} (server {v})", a.nats_url)))?;
+            r.line("NATS", Outcome::Ok(format!("{shown} (server {v})")))?;
             c
         }
         Err(e) => {
             r.line(
                 "NATS",
                 Outcome::Fail(
-                    format!("{}: {e}", a.nats_url),
-                    "start nats-server with -js and set NATS_URL",
+                    e,
+                    "start nats-server with -js, set NATS_URL and the cli user's NATS_USER/NATS_PASSWORD",
                 ),
             )?;
             return Ok(());
