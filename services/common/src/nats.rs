@@ -424,6 +424,11 @@ impl NatsOptions {
             }
             Credential::Nkey(seed) => options.nkey(seed.expose_secret().to_string()),
         };
+        if self.tls_ca.is_some() || self.tls_client.is_some() || self.tls_scheme() {
+            // The client's TLS needs a process-wide rustls provider; the services install ring
+            // in `main`, the CLI does not. Installing twice is refused harmlessly.
+            let _ = async_nats::rustls::crypto::ring::default_provider().install_default();
+        }
         if let Some(ca) = &self.tls_ca {
             options = options.add_root_certificates(ca.clone()).require_tls(true);
         }
@@ -433,6 +438,13 @@ impl NatsOptions {
                 .require_tls(true);
         }
         Ok(options)
+    }
+
+    /// Whether a server URL asks for TLS by its scheme (`tls://`, `wss://`).
+    fn tls_scheme(&self) -> bool {
+        self.servers
+            .iter()
+            .any(|s| s.starts_with("tls://") || s.starts_with("wss://"))
     }
 
     /// Connects with `base` plus these settings (see [`apply`](Self::apply)).
