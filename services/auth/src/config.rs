@@ -152,6 +152,29 @@ mod tests {
     }
 
     #[test]
+    fn nats_credentials_come_from_the_shared_parser() {
+        let env = HashMap::from([
+            (
+                "NATS_URL".to_string(),
+                "tls://a:4222,tls://b:4222".to_string(),
+            ),
+            ("NATS_USER".to_string(), "auth".to_string()),
+            ("NATS_PASSWORD".to_string(), "pw-secret".to_string()),
+        ]);
+        let cfg = Config::load(&FileConfig::default(), &env).unwrap();
+        assert_eq!(cfg.nats.servers_for_log(), "tls://a:4222,tls://b:4222");
+        assert!(!format!("{cfg:?}").contains("pw-secret"));
+        let half = HashMap::from([("NATS_USER".to_string(), "auth".to_string())]);
+        let err = Config::load(&FileConfig::default(), &half)
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("set both NATS_USER and NATS_PASSWORD, or neither")
+        );
+    }
+
+    #[test]
     fn bad_listen_is_an_error() {
         let env = HashMap::from([(LISTEN.to_string(), "nope".to_string())]);
         assert!(Config::load(&FileConfig::default(), &env).is_err());
