@@ -147,6 +147,8 @@ impl NatsServer {
     /// # Errors
     /// As for [`start`](Self::start); also when the permission file cannot be read.
     pub async fn start_secured() -> anyhow::Result<Self> {
+        // TLS clients (ours, the readiness probe's) need the process-wide rustls provider.
+        crate::init_crypto();
         let program = bin::nats_server()?;
         let dir = tempfile::Builder::new()
             .prefix("livegate-nats-")
