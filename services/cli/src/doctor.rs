@@ -65,7 +65,7 @@ pub(crate) async fn run_doctor(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let mut r = Report { out, failures: 0 };
-    check_nats(&a, &mut r).await?;
+    Box::pin(check_nats(&a, &mut r)).await?;
     check_clickhouse(&a, &mut r).await?;
     check_auth(&a, auth, &mut r).await?;
     if r.failures > 0 {
@@ -89,7 +89,8 @@ async fn check_nats(a: &DoctorArgs, r: &mut Report<'_>) -> anyhow::Result<()> {
         }
     };
     let shown = options.servers_for_log();
-    let connect = options.connect(async_nats::ConnectOptions::new(), Role::Cli, "doctor");
+    // Boxed: the client's connect future is tens of KiB.
+    let connect = Box::pin(options.connect(async_nats::ConnectOptions::new(), Role::Cli, "doctor"));
     let client = match timed(connect).await {
         Ok(c) => {
             let v = c.server_info().version;
