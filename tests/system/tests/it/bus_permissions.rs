@@ -525,3 +525,49 @@ async fn a_whole_session_with_per_service_credentials_is_relayed_and_billed() {
         .collect();
     assert!(denials.is_empty(), "denied on the way: {denials:#?}");
 }
+
+#[tokio::test]
+async fn the_cli_user_is_enough_for_doctor_and_nothing_is_denied() {
+    livegate_test_support::init_crypto();
+    let nats = NatsServer::start_secured().await.unwrap();
+    let auth = spawn_auth(&nats, None).await;
+    let bin = livegate_test_support::workspace::workspace_bin("livegate").unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(bin)
+            .args([
+                "--auth-url",
+                &format!("http://{}", auth.addr),
+                "--master-key",
+                MASTER,
+            ])
+            .args(["doctor", "--nats-url", &nats.url()])
+            .args(["--clickhouse-url", "http://127.0.0.1:1"])
+            .env("NATS_USER", "cli")
+            .env("NATS_PASSWORD", nats.password("cli").unwrap())
+            .env("NATS_TLS_CA", nats.ca_path().unwrap())
+            .env_remove("NATS_CREDS")
+            .env_remove("NATS_NKEY")
+            .env("LIVEGATE_LOG", "error")
+            .output(),
+    )
+    .await
+    .expect("doctor finishes within 60 s")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "ok    NATS",
+        "ok    JetStream",
+        "ok    KV livegate_keys",
+        "ok    KV livegate_spend",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
+    }
+    auth.stop().await;
+    let log = std::fs::read_to_string(nats.log_path()).unwrap();
+    let denials: Vec<&str> = log
+        .lines()
+        .filter(|l| l.to_lowercase().contains("violation"))
+        .collect();
+    assert!(denials.is_empty(), "denied: {denials:#?}");
+}
