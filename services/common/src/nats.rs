@@ -122,8 +122,11 @@ pub enum NatsConfigError {
 #[derive(Clone)]
 enum Credential {
     None,
-    /// The content of a `.creds` file.
-    Creds(SecretString),
+    /// A `.creds` file and its content.
+    Creds {
+        path: PathBuf,
+        text: SecretString,
+    },
     UserPassword {
         user: String,
         password: SecretString,
@@ -136,7 +139,7 @@ impl Credential {
     fn kind(&self) -> &'static str {
         match self {
             Self::None => "none",
-            Self::Creds(_) => "creds file",
+            Self::Creds { .. } => "creds file",
             Self::UserPassword { .. } => "user and password",
             Self::Nkey(_) => "nkey",
         }
@@ -281,7 +284,10 @@ impl NatsOptions {
                     path: path.clone(),
                     reason: e.to_string(),
                 })?;
-                Credential::Creds(SecretString::from(text))
+                Credential::Creds {
+                    path,
+                    text: SecretString::from(text),
+                }
             }
             (None, Some(user), Some(password), None) => Credential::UserPassword {
                 user,
@@ -408,22 +414,21 @@ impl NatsOptions {
         let mut options = base
             .name(connection_name)
             .custom_inbox_prefix(role.inbox_prefix());
-        options = match &self.credential {
-            Credential::None => options,
-            Credential::Creds(text) => {
-                options
+        options =
+            match &self.credential {
+                Credential::None => options,
+                Credential::Creds { path, text } => options
                     .credentials(text.expose_secret())
                     .map_err(|e| NatsConfigError::Invalid {
                         name: NATS_CREDS,
-                        path: PathBuf::new(),
+                        path: path.clone(),
                         reason: e.to_string(),
-                    })?
-            }
-            Credential::UserPassword { user, password } => {
-                options.user_and_password(user.clone(), password.expose_secret().to_string())
-            }
-            Credential::Nkey(seed) => options.nkey(seed.expose_secret().to_string()),
-        };
+                    })?,
+                Credential::UserPassword { user, password } => {
+                    options.user_and_password(user.clone(), password.expose_secret().to_string())
+                }
+                Credential::Nkey(seed) => options.nkey(seed.expose_secret().to_string()),
+            };
         if self.tls_ca.is_some() || self.tls_client.is_some() || self.tls_scheme() {
             // The client's TLS needs a process-wide rustls provider; the services install ring
             // in `main`, the CLI does not. Installing twice is refused harmlessly.
@@ -576,6 +581,24 @@ mod tests {
         assert_eq!(o.credential.kind(), "nkey");
         assert!(!format!("{o:?}").contains(&seed));
         assert!(o.apply(ConnectOptions::new(), Role::Gateway, "").is_ok());
+    }
+
+    #[test]
+    fn a_creds_file_is_accepted_and_kept_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = nkeys::KeyPair::new_user().seed().unwrap();
+        let creds = dir.path().join("user.creds");
+        std::fs::write(
+            &creds,
+            format!(
+                "-----BEGIN NATS USER JWT-----\neyJ0eXAiOiJKV1QifQ.eyJzdWIiOiJVIn0.c2ln\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+            ),
+        )
+        .unwrap();
+        let o = NatsOptions::from_env(&env(&[(NATS_CREDS, creds.to_str().unwrap())])).unwrap();
+        assert_eq!(o.credential.kind(), "creds file");
+        assert!(!format!("{o:?}").contains(&seed));
+        assert!(o.apply(ConnectOptions::new(), Role::Auth, "").is_ok());
     }
 
     #[test]
