@@ -53,6 +53,56 @@ XML
 XML
 }
 
+# --- NATS as deployed: TLS and per-service users -------------------------------------------
+# The users of deploy/nats/permissions.conf; each gets a generated password.
+nats_users=(gateway auth metering cli admin)
+
+# write_nats_secrets DIR SAN PERMISSIONS_DIR: a CA and server certificate for SAN
+# (deploy/nats/gen-tls.sh), a password per user (kept across runs), the permission file and a
+# nats.conf (TLS + include) in DIR, mode 700.
+write_nats_secrets() {
+  local dir=$1 u
+  mkdir -p "$dir"
+  chmod 700 "$dir"
+  sh "$3/gen-tls.sh" "$dir" "$2"
+  for u in "${nats_users[@]}"; do
+    [ -s "$dir/$u.password" ] || (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$dir/$u.password")
+  done
+  cp "$3/permissions.conf" "$dir/permissions.conf"
+  cat >"$dir/nats.conf" <<CONF
+# Written by scripts/lib.sh (write_nats_secrets); passwords come from the environment.
+tls {
+  cert_file: "$dir/tls.crt"
+  key_file: "$dir/tls.key"
+  timeout: 5
+}
+include ./permissions.conf
+CONF
+}
+
+# with_nats_passwords DIR COMMAND...: runs COMMAND with LIVEGATE_NATS_<USER>_PASSWORD set for
+# every user (what permissions.conf reads), in its environment only, never on a command line.
+with_nats_passwords() {
+  local dir=$1 u var vars=()
+  shift
+  # Exported for the duration of COMMAND only (no subshell: `start` records its pid here).
+  for u in "${nats_users[@]}"; do
+    var="LIVEGATE_NATS_$(printf '%s' "$u" | tr '[:lower:]' '[:upper:]')_PASSWORD"
+    export "$var=$(cat "$dir/$u.password")"
+    vars+=("$var")
+  done
+  "$@"
+  unset "${vars[@]}"
+}
+
+# as_nats_user DIR USER COMMAND...: runs COMMAND (e.g. `start auth …`) with NATS_USER and
+# NATS_PASSWORD of USER in the environment of what it starts.
+as_nats_user() {
+  local dir=$1 user=$2
+  shift 2
+  NATS_USER=$user NATS_PASSWORD=$(cat "$dir/$user.password") "$@"
+}
+
 # --- background processes (benchmarks) ---------------------------------------------------
 # Callers set $work (a directory with logs/) and define `die`; pids accumulate in $pids.
 pids=()

@@ -9,6 +9,11 @@
 # (CLICKHOUSE_HTTP_PORT / CLICKHOUSE_TCP_PORT), emulator 4100 (EMULATOR_PORT).
 # LIVEGATE_PROFILE=release builds optimised binaries (slower first build); LIVEGATE_BIN_DIR
 # uses prebuilt binaries instead; LIVEGATE_STATE_DIR moves the state (default .livegate/).
+#
+# NATS runs as deployed: TLS (a throwaway CA made once with openssl) and the users and
+# permissions of deploy/nats/permissions.conf, with passwords generated into
+# $state/nats-secrets/ (mode 700). Each service connects as its own user; `livegate doctor`
+# can use the `cli` user (the banner prints how).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -57,7 +62,7 @@ mkdir -p "$state/logs" "$state/nats"
 [ -f "$state/internal-token" ] || head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$state/internal-token"
 export LIVEGATE_MASTER_KEY=${LIVEGATE_MASTER_KEY:-$(cat "$state/master-key")}
 export LIVEGATE_INTERNAL_TOKEN=${LIVEGATE_INTERNAL_TOKEN:-$(cat "$state/internal-token")}
-export NATS_URL="nats://127.0.0.1:$NATS_PORT"
+export NATS_URL="tls://127.0.0.1:$NATS_PORT"
 export CLICKHOUSE_URL="http://127.0.0.1:$CLICKHOUSE_HTTP_PORT"
 export AUTH_URL="http://127.0.0.1:$AUTH_PORT"
 export AUTH_LISTEN="127.0.0.1:$AUTH_PORT"
@@ -77,9 +82,14 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 
-# --- NATS (JetStream) ---
+# --- NATS (JetStream), TLS and per-service users ---
 nats_bin=$(find_nats_server) || die "nats-server not found (scripts/install-deps.sh installs it)"
-start nats "$nats_bin" -js -sd "$state/nats" -a 127.0.0.1 -p "$NATS_PORT" -n livegate-local
+command -v openssl >/dev/null || die "openssl not found (needed for NATS TLS; apt-get install openssl)"
+nats_secrets="$state/nats-secrets"
+write_nats_secrets "$nats_secrets" "IP:127.0.0.1,DNS:localhost" "$root/deploy/nats"
+export NATS_TLS_CA="$nats_secrets/ca.crt"
+with_nats_passwords "$nats_secrets" start nats "$nats_bin" -c "$nats_secrets/nats.conf" \
+  -js -sd "$state/nats" -a 127.0.0.1 -p "$NATS_PORT" -n livegate-local
 wait_port "$NATS_PORT" nats-server 20
 
 # --- ClickHouse ---
@@ -109,11 +119,11 @@ else
 fi
 
 # --- livegate services ---
-start auth "$bin/livegate-auth"
+as_nats_user "$nats_secrets" auth start auth "$bin/livegate-auth"
 wait_port "$AUTH_PORT" livegate-auth 30
-start metering "$bin/livegate-metering"
+as_nats_user "$nats_secrets" metering start metering "$bin/livegate-metering"
 wait_port "$METERING_PORT" livegate-metering 30
-start gateway "$bin/livegate-gateway"
+as_nats_user "$nats_secrets" gateway start gateway "$bin/livegate-gateway"
 wait_port "$GATEWAY_PORT" livegate-gateway 30
 
 key=$("$bin/livegate" keys create --alias "demo-$(date +%s)" --team demo | tail -n 1)
@@ -134,6 +144,8 @@ livegate is running. Logs: $state/logs/
   API key       : $key
   Master key    : (in $state/master-key; admin CLI: $bin/livegate keys list)
   ClickHouse    : $CLICKHOUSE_URL   NATS: $NATS_URL   auth: $AUTH_URL
+  NATS users    : passwords and CA in $nats_secrets/ (doctor: NATS_USER=cli
+                  NATS_PASSWORD=\$(cat $nats_secrets/cli.password) NATS_TLS_CA=$NATS_TLS_CA $bin/livegate doctor)
 Press Ctrl-C to stop.
 INFO
 

@@ -1,7 +1,8 @@
 //! The auth service's configuration: defaults, then the YAML file, then the environment.
 
 use livegate_common::config::{ConfigError, FileConfig};
-use livegate_common::env::{DEFAULT_NATS_URL, Env, EnvError, EnvExt, NATS_URL};
+use livegate_common::env::{Env, EnvError, EnvExt};
+use livegate_common::nats::{NatsConfigError, NatsOptions};
 use livegate_common::subjects;
 use secrecy::SecretString;
 use std::net::SocketAddr;
@@ -23,6 +24,10 @@ pub const GAC: &str = "GOOGLE_APPLICATION_CREDENTIALS";
 pub const GCE_METADATA_HOST: &str = "GCE_METADATA_HOST";
 /// Where gcloud keeps its configuration (and the ADC file), default `~/.config/gcloud`.
 pub const CLOUDSDK_CONFIG: &str = "CLOUDSDK_CONFIG";
+/// The KV bucket only auth may read or write (deploy/nats/permissions.conf): it holds the
+/// browser-token signing secret, which must stay out of `livegate_keys` (every gateway reads
+/// that bucket).
+pub const AUTH_BUCKET: &str = "livegate_auth";
 
 /// Why the configuration is unusable (the binary exits with `EX_USAGE`).
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +38,9 @@ pub enum Error {
     /// The YAML file is unreadable or invalid.
     #[error(transparent)]
     File(#[from] ConfigError),
+    /// The NATS settings (`NATS_URL`, credentials, TLS) are unusable.
+    #[error(transparent)]
+    Nats(#[from] NatsConfigError),
 }
 
 /// Where Google credentials come from, in the documented order of precedence.
@@ -56,8 +64,8 @@ pub struct GoogleSources {
 pub struct Config {
     /// Where to listen (`AUTH_LISTEN`; port 0 binds an ephemeral port).
     pub listen: SocketAddr,
-    /// `NATS_URL`.
-    pub nats_url: String,
+    /// `NATS_URL`, credentials and TLS (livegate_common::nats).
+    pub nats: NatsOptions,
     /// Admin secret; `None` refuses every admin call.
     pub master_key: Option<SecretString>,
     /// Secret the gateway presents for `GetAccessToken`; `None` refuses every such call.
@@ -68,6 +76,8 @@ pub struct Config {
     pub keys_bucket: String,
     /// KV bucket for spend totals.
     pub spend_bucket: String,
+    /// Auth's own KV bucket (the browser-token secret), [`AUTH_BUCKET`].
+    pub auth_bucket: String,
 }
 
 impl Config {
@@ -88,7 +98,7 @@ impl Config {
             .filter(|p| p.is_file());
         Ok(Self {
             listen,
-            nats_url: env.var_or(NATS_URL, DEFAULT_NATS_URL),
+            nats: NatsOptions::from_env(env)?,
             master_key: env
                 .var(MASTER_KEY)
                 .or_else(|| file.master_key.clone())
@@ -103,19 +113,21 @@ impl Config {
             },
             keys_bucket: subjects::KEYS_BUCKET.to_string(),
             spend_bucket: subjects::SPEND_BUCKET.to_string(),
+            auth_bucket: AUTH_BUCKET.to_string(),
         })
     }
 
     /// A configuration for tests and embedding: listens on `127.0.0.1:0`, no secrets.
-    pub fn for_nats(nats_url: impl Into<String>) -> Self {
+    pub fn for_nats(nats: impl Into<NatsOptions>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            nats_url: nats_url.into(),
+            nats: nats.into(),
             master_key: None,
             internal_token: None,
             google: GoogleSources::default(),
             keys_bucket: subjects::KEYS_BUCKET.to_string(),
             spend_bucket: subjects::SPEND_BUCKET.to_string(),
+            auth_bucket: AUTH_BUCKET.to_string(),
         }
     }
 }
@@ -137,6 +149,29 @@ mod tests {
         assert_eq!(cfg.master_key.unwrap().expose_secret(), "from-env");
         let cfg = Config::load(&file, &HashMap::new()).unwrap();
         assert_eq!(cfg.master_key.unwrap().expose_secret(), "from-file");
+    }
+
+    #[test]
+    fn nats_credentials_come_from_the_shared_parser() {
+        let env = HashMap::from([
+            (
+                "NATS_URL".to_string(),
+                "tls://a:4222,tls://b:4222".to_string(),
+            ),
+            ("NATS_USER".to_string(), "auth".to_string()),
+            ("NATS_PASSWORD".to_string(), "pw-secret".to_string()),
+        ]);
+        let cfg = Config::load(&FileConfig::default(), &env).unwrap();
+        assert_eq!(cfg.nats.servers_for_log(), "tls://a:4222,tls://b:4222");
+        assert!(!format!("{cfg:?}").contains("pw-secret"));
+        let half = HashMap::from([("NATS_USER".to_string(), "auth".to_string())]);
+        let err = Config::load(&FileConfig::default(), &half)
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("set both NATS_USER and NATS_PASSWORD, or neither")
+        );
     }
 
     #[test]

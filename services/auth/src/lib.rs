@@ -39,14 +39,27 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let addr = listener.local_addr()?;
-    let nats = async_nats::connect(&config.nats_url)
-        .await
-        .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
+    let nats = config
+        .nats
+        .connect(
+            async_nats::ConnectOptions::new(),
+            livegate_common::nats::Role::Auth,
+            "",
+        )
+        .await?;
     let js = async_nats::jetstream::new(nats);
     let stop = CancellationToken::new();
-    let store = store::Store::open(&js, &config.keys_bucket, &config.spend_bucket, stop.clone())
-        .await
-        .context("opening the key store")?;
+    let store = store::Store::open(
+        &js,
+        store::Buckets {
+            keys: &config.keys_bucket,
+            spend: &config.spend_bucket,
+            auth: &config.auth_bucket,
+        },
+        stop.clone(),
+    )
+    .await
+    .context("opening the key store")?;
     let google = Arc::new(google::GoogleTokens::from_sources(&config.google));
     if config.master_key.is_none() {
         tracing::warn!("LIVEGATE_MASTER_KEY not set: admin calls will be refused");

@@ -18,7 +18,8 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     // google-cloud-auth pulls rustls with aws-lc-rs, tonic with ring: pick one explicitly.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    service::main(
+    // Boxed: the whole service's future is large, and main's stack should not hold it.
+    Box::pin(service::main(
         "livegate-auth",
         |env| {
             FileConfig::discover(args.config.as_deref(), env)
@@ -27,6 +28,6 @@ async fn main() -> ExitCode {
         },
         |config| config.listen,
         livegate_auth::run,
-    )
+    ))
     .await
 }

@@ -41,7 +41,8 @@ fn secret_eq(given: &str, expected: &SecretString) -> bool {
 
 impl From<StoreError> for Status {
     fn from(e: StoreError) -> Self {
-        tracing::error!(error.message = %e, "key store failure");
+        // As a `dyn Error`, so the log line carries the NATS cause (the source chain) too.
+        tracing::error!(error = &e as &dyn std::error::Error, "key store failure");
         Status::unavailable("key store unavailable")
     }
 }

@@ -2,10 +2,15 @@
 //! an in-memory index by KV watches so that every replica answers `CheckKey` from memory and
 //! sees a create or revoke made on another replica within milliseconds.
 //!
-//! Layout of `livegate_keys`: `k.<sha256 hex>` → [`KeyRecord`] as JSON;
-//! `secret.browser-token` → the HMAC secret for browser tokens (created once, shared by all
-//! replicas). `livegate_spend`: `key.<key_id>` / `team.<team_id>` → decimal USD as text,
-//! written by metering.
+//! Layout of `livegate_keys`: `k.<sha256 hex>` → [`KeyRecord`] as JSON. `livegate_auth`
+//! (auth's own bucket, which no other NATS user may read): `browser-token-secret` → the HMAC
+//! secret for browser tokens (created once, shared by all replicas). `livegate_spend`:
+//! `key.<key_id>` / `team.<team_id>` → decimal USD as text, written by metering.
+//!
+//! Before issue 14 the secret lived in `livegate_keys` as `secret.browser-token`, where every
+//! gateway could read it. [`Store::open`] moves it: an existing secret is copied into
+//! `livegate_auth` (so browser tokens minted before the upgrade stay valid) and then purged
+//! from `livegate_keys`, history included.
 
 use crate::keys::KeyRecord;
 use async_nats::jetstream::{self, kv};
@@ -16,23 +21,54 @@ use std::sync::{Arc, RwLock};
 use tokio_util::sync::CancellationToken;
 
 const RECORD_PREFIX: &str = "k.";
-const BROWSER_SECRET_KEY: &str = "secret.browser-token";
+/// The secret's key in the auth bucket.
+const BROWSER_SECRET_KEY: &str = "browser-token-secret";
+/// Where the secret used to be, in the keys bucket (migrated away at start-up).
+const LEGACY_BROWSER_SECRET_KEY: &str = "secret.browser-token";
+/// History of the auth bucket: only the current secret matters.
+const AUTH_HISTORY: i64 = 1;
+
+/// The KV buckets auth uses (names configurable so tests can isolate).
+#[derive(Debug, Clone, Copy)]
+pub struct Buckets<'a> {
+    /// Key records.
+    pub keys: &'a str,
+    /// Spend totals (read only).
+    pub spend: &'a str,
+    /// Auth's own bucket: the browser-token secret.
+    pub auth: &'a str,
+}
 
 /// Storage failures (→ `UNAVAILABLE` / `INTERNAL` at the gRPC edge).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("NATS KV {op} failed: {cause}")]
-    Kv { op: &'static str, cause: String },
+    /// A KV operation failed; the NATS error is the source.
+    #[error("NATS KV {op} failed")]
+    Kv {
+        /// The operation (`get`, `put`, `purge`).
+        op: &'static str,
+        /// What NATS said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Creating the browser-token secret failed, and no other replica's secret was there
+    /// to read instead.
+    #[error("the browser-token secret could not be created")]
+    SecretMissing,
     #[error(transparent)]
     Mirror(#[from] kv_mirror::KvError),
     #[error("stored record is not valid JSON: {0}")]
     Corrupt(#[from] serde_json::Error),
 }
 
-fn kv_err(op: &'static str) -> impl Fn(&dyn std::fmt::Display) -> StoreError {
+/// Wraps a NATS KV error for `op`, keeping it as the source.
+fn kv_err<E>(op: &'static str) -> impl FnOnce(E) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
     move |e| StoreError::Kv {
         op,
-        cause: e.to_string(),
+        source: Box::new(e),
     }
 }
 
@@ -64,16 +100,17 @@ impl Store {
     /// [`StoreError`] when NATS or JetStream is unreachable.
     pub async fn open(
         js: &jetstream::Context,
-        keys_bucket: &str,
-        spend_bucket: &str,
+        buckets: Buckets<'_>,
         stop: CancellationToken,
     ) -> Result<Self, StoreError> {
-        let keys = kv_mirror::open_bucket(js, keys_bucket, livegate_common::subjects::KEYS_HISTORY)
-            .await?;
-        let spend =
-            kv_mirror::open_bucket(js, spend_bucket, livegate_common::subjects::SPEND_HISTORY)
+        let keys =
+            kv_mirror::open_bucket(js, buckets.keys, livegate_common::subjects::KEYS_HISTORY)
                 .await?;
-        let browser_secret = Arc::new(browser_secret(&keys).await?);
+        let spend =
+            kv_mirror::open_bucket(js, buckets.spend, livegate_common::subjects::SPEND_HISTORY)
+                .await?;
+        let auth = kv_mirror::open_bucket(js, buckets.auth, AUTH_HISTORY).await?;
+        let browser_secret = Arc::new(browser_secret(&auth, &keys).await?);
         let store = Self {
             keys,
             index: Arc::default(),
@@ -155,7 +192,7 @@ impl Store {
             .keys
             .put(format!("{RECORD_PREFIX}{}", record.hash), value.into())
             .await
-            .map_err(|e| kv_err("put")(&e))?;
+            .map_err(kv_err("put"))?;
         upsert(&self.index, revision, record.clone());
         Ok(())
     }
@@ -231,29 +268,56 @@ fn apply_spend_entry(index: &SharedIndex, entry: kv::Entry) {
     }
 }
 
-/// Reads the shared browser-token secret, creating it on first start. Two replicas starting at
-/// once race on `create`; the loser reads the winner's value.
-async fn browser_secret(keys: &kv::Store) -> Result<Vec<u8>, StoreError> {
+/// Reads the shared browser-token secret from the auth bucket, creating it on first start
+/// (from the legacy copy in the keys bucket when there is one, else random), then purges any
+/// legacy copy. Two replicas starting at once race on `create`; the loser reads the winner's
+/// value. A replica that stopped between the copy and the purge finishes the purge on its next
+/// start, since the purge runs whenever a legacy copy is found.
+async fn browser_secret(auth: &kv::Store, keys: &kv::Store) -> Result<Vec<u8>, StoreError> {
     use rand::RngCore;
-    if let Some(v) = keys
-        .get(BROWSER_SECRET_KEY)
+    let legacy = keys
+        .get(LEGACY_BROWSER_SECRET_KEY)
         .await
-        .map_err(|e| kv_err("get")(&e))?
-    {
-        return Ok(v.to_vec());
-    }
-    let mut secret = vec![0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut secret);
-    match keys.create(BROWSER_SECRET_KEY, secret.clone().into()).await {
-        Ok(_) => Ok(secret),
-        Err(_) => keys
-            .get(BROWSER_SECRET_KEY)
+        .map_err(kv_err("get"))?;
+    let current = auth.get(BROWSER_SECRET_KEY).await.map_err(kv_err("get"))?;
+    let secret = match current {
+        Some(v) => v.to_vec(),
+        None => {
+            let candidate = match &legacy {
+                Some(v) => v.to_vec(),
+                None => {
+                    let mut fresh = vec![0u8; 32];
+                    rand::rngs::OsRng.fill_bytes(&mut fresh);
+                    fresh
+                }
+            };
+            match auth
+                .create(BROWSER_SECRET_KEY, candidate.clone().into())
+                .await
+            {
+                Ok(_) => {
+                    if legacy.is_some() {
+                        tracing::info!(
+                            "moved the browser-token secret from the keys bucket to the auth bucket"
+                        );
+                    }
+                    candidate
+                }
+                Err(_) => auth
+                    .get(BROWSER_SECRET_KEY)
+                    .await
+                    .map_err(kv_err("get"))?
+                    .map(|v| v.to_vec())
+                    .ok_or(StoreError::SecretMissing)?,
+            }
+        }
+    };
+    if legacy.is_some() {
+        // Purge, not delete: a delete marker would keep the old revisions (the secret) in the
+        // bucket's history, readable by every gateway.
+        keys.purge(LEGACY_BROWSER_SECRET_KEY)
             .await
-            .map_err(|e| kv_err("get")(&e))?
-            .map(|v| v.to_vec())
-            .ok_or(StoreError::Kv {
-                op: "create",
-                cause: "browser-token secret could not be created".into(),
-            }),
+            .map_err(kv_err("purge"))?;
     }
+    Ok(secret)
 }

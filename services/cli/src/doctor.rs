@@ -4,6 +4,8 @@
 use crate::auth_client::AuthClient;
 use crate::spend::ClickHouseArgs;
 use clap::Args as ClapArgs;
+use livegate_common::env::ProcessEnv;
+use livegate_common::nats::{NatsOptions, Role};
 use livegate_common::subjects;
 use std::io::Write;
 use std::time::Duration;
@@ -11,7 +13,8 @@ use std::time::Duration;
 /// `livegate doctor`
 #[derive(Debug, ClapArgs)]
 pub struct DoctorArgs {
-    /// NATS URL.
+    /// NATS URL (several comma-separated). Credentials and TLS come from NATS_CREDS,
+    /// NATS_USER/NATS_PASSWORD, NATS_NKEY and NATS_TLS_CA/_CERT/_KEY, as for the services.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
     /// Internal token, to ask auth which Google credentials it uses.
@@ -72,18 +75,34 @@ pub(crate) async fn run_doctor(
 }
 
 async fn check_nats(a: &DoctorArgs, r: &mut Report<'_>) -> anyhow::Result<()> {
-    let client = match timed(Box::pin(async_nats::connect(&a.nats_url))).await {
+    let options = match NatsOptions::from_env(&ProcessEnv) {
+        Ok(o) => o.with_servers(&a.nats_url),
+        Err(e) => {
+            r.line(
+                "NATS",
+                Outcome::Fail(
+                    e.to_string(),
+                    "fix the NATS_* variables (see the README's bus section)",
+                ),
+            )?;
+            return Ok(());
+        }
+    };
+    let shown = options.servers_for_log();
+    // Boxed: the client's connect future is tens of KiB.
+    let connect = Box::pin(options.connect(async_nats::ConnectOptions::new(), Role::Cli, "doctor"));
+    let client = match timed(connect).await {
         Ok(c) => {
             let v = c.server_info().version;
-            r.line("NATS", Outcome::Ok(format!("{} (server {v})", a.nats_url)))?;
+            r.line("NATS", Outcome::Ok(format!("{shown} (server {v})")))?;
             c
         }
         Err(e) => {
             r.line(
                 "NATS",
                 Outcome::Fail(
-                    format!("{}: {e}", a.nats_url),
-                    "start nats-server with -js and set NATS_URL",
+                    e,
+                    "start nats-server with -js, set NATS_URL and the cli user's NATS_USER/NATS_PASSWORD",
                 ),
             )?;
             return Ok(());
@@ -163,6 +182,25 @@ async fn check_nats(a: &DoctorArgs, r: &mut Report<'_>) -> anyhow::Result<()> {
                 "missing".into(),
                 "start livegate-metering or a gateway (either creates it)",
             ),
+        )?,
+    }
+    // Messages metering set aside: each is usage that is not in ClickHouse yet.
+    let name = format!("stream {}", subjects::DEAD_LETTER_STREAM);
+    match timed(js.get_stream(subjects::DEAD_LETTER_STREAM)).await {
+        Ok(mut stream) => match timed(stream.info()).await {
+            Ok(i) if i.state.messages == 0 => r.line(&name, Outcome::Ok("empty".into()))?,
+            Ok(i) => r.line(
+                &name,
+                Outcome::Warn(
+                    format!("{} dead letters", i.state.messages),
+                    "messages metering could not use: read them with `nats stream view LIVEGATE_DEADLETTER` (each has a Livegate-Reason header)",
+                ),
+            )?,
+            Err(e) => r.line(&name, Outcome::Fail(e, "check JetStream permissions"))?,
+        },
+        Err(_) => r.line(
+            &name,
+            Outcome::Ok("not created yet (metering creates it at start)".into()),
         )?,
     }
     for bucket in [subjects::KEYS_BUCKET, subjects::SPEND_BUCKET] {

@@ -11,7 +11,8 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 
-/// Shared variable names (each service's own live in its `config.rs`).
+/// Shared variable names (each service's own live in its `config.rs`; NATS credentials and
+/// TLS in [`crate::nats`], which also reads this one).
 pub const NATS_URL: &str = "NATS_URL";
 /// Default for [`NATS_URL`].
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";

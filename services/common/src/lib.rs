@@ -5,6 +5,8 @@
 //! - [`env`]: reading environment variables through a trait tests can back with a map.
 //! - [`config`]: the optional YAML file (LiteLLM's keys, `os.environ/NAME` indirection).
 //! - [`telemetry`]: `tracing` set-up from `LIVEGATE_LOG` / `LITELLM_LOG` / `LIVEGATE_LOG_FORMAT`.
+//! - [`nats`]: [`nats::NatsOptions`], the one way every service connects to NATS (servers,
+//!   credentials, TLS, per-role inbox prefix).
 //! - [`kv`]: mirroring a NATS KV bucket into memory with a self-healing watch.
 //! - [`credential`]: reading a credential out of an `Authorization` value (one parser).
 //! - [`spend`]: the value format of the `livegate_spend` KV bucket.
@@ -18,6 +20,7 @@ pub mod config;
 pub mod credential;
 pub mod env;
 pub mod kv;
+pub mod nats;
 pub mod service;
 pub mod shutdown;
 pub mod spend;

@@ -1,7 +1,8 @@
 //! The gateway's configuration: defaults, then the YAML file, then the environment.
 
 use livegate_common::config::{ConfigError, FileConfig};
-use livegate_common::env::{DEFAULT_NATS_URL, Env, EnvError, EnvExt, NATS_URL};
+use livegate_common::env::{Env, EnvError, EnvExt};
+use livegate_common::nats::{NatsConfigError, NatsOptions};
 use livegate_common::subjects;
 use secrecy::SecretString;
 use std::net::SocketAddr;
@@ -77,6 +78,9 @@ pub enum Error {
     /// The YAML file is unreadable or invalid.
     #[error(transparent)]
     File(#[from] ConfigError),
+    /// The NATS settings (`NATS_URL`, credentials, TLS) are unusable.
+    #[error(transparent)]
+    Nats(#[from] NatsConfigError),
     /// Only one of the TLS variables is set.
     #[error("set both GATEWAY_TLS_CERT and GATEWAY_TLS_KEY, or neither")]
     HalfTls,
@@ -98,7 +102,8 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub auth_url: String,
     pub internal_token: Option<SecretString>,
-    pub nats_url: String,
+    /// `NATS_URL`, credentials and TLS (livegate_common::nats).
+    pub nats: NatsOptions,
     pub default_project: Option<String>,
     pub default_location: String,
     pub vertex_live_url: Option<String>,
@@ -172,7 +177,7 @@ impl Config {
             (None, None) => None,
             _ => return Err(Error::HalfTls),
         };
-        let mut c = Self::defaults(env.var_or(NATS_URL, DEFAULT_NATS_URL));
+        let mut c = Self::defaults(NatsOptions::from_env(env)?);
         c.listen = env.parse(LISTEN)?.unwrap_or(c.listen);
         c.tls = tls;
         c.auth_url = env.var_or(AUTH_URL, livegate_proto::contract::DEFAULT_AUTH_URL);
@@ -228,13 +233,13 @@ impl Config {
     /// The defaults, listening on `0.0.0.0:4000` (`load` keeps that unless `GATEWAY_LISTEN`
     /// says otherwise). [`run`](crate::run) serves on the listener it is given, not on
     /// `listen`, so tests bind their own (`127.0.0.1:0`) and keep this default.
-    pub fn defaults(nats_url: impl Into<String>) -> Self {
+    pub fn defaults(nats: impl Into<NatsOptions>) -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 4000)),
             tls: None,
             auth_url: livegate_proto::contract::DEFAULT_AUTH_URL.to_string(),
             internal_token: None,
-            nats_url: nats_url.into(),
+            nats: nats.into(),
             default_project: None,
             default_location: "us-central1".to_string(),
             vertex_live_url: None,

@@ -32,6 +32,7 @@ mod ws;
 pub use config::Config;
 
 use anyhow::Context as _;
+use livegate_common::nats::Role;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,16 +60,17 @@ pub async fn run(
         None => None,
     };
     let metrics = metrics::Metrics::new();
-    let nats_options = |role: &str| {
+    // Credentials, TLS and the gateway's inbox prefix come from `config.nats` (one parser for
+    // every service); the publisher gets a connection of its own with the same settings.
+    let nats_base = || {
         async_nats::ConnectOptions::new()
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(2))
-            .name(format!("livegate-gateway {}{role}", config.gateway_id))
     };
-    let nats = nats_options("")
-        .connect(&config.nats_url)
-        .await
-        .with_context(|| format!("NATS URL {}", config.nats_url))?;
+    let nats = config
+        .nats
+        .connect(nats_base(), Role::Gateway, &config.gateway_id)
+        .await?;
     let js = async_nats::jetstream::new(nats.clone());
     let stop = CancellationToken::new();
     let auth = Arc::new(auth::AuthClient::new(
@@ -89,8 +91,12 @@ pub async fn run(
     // flushes (bounded) and ends.
     let _flush_on_drop = flush.clone().drop_guard();
     let (bus, publisher_done) = publisher::spawn(publisher::Settings {
-        nats: nats_options(" publisher"),
-        nats_url: config.nats_url.clone(),
+        nats: config.nats.apply(
+            nats_base(),
+            Role::Gateway,
+            &format!("{} publisher", config.gateway_id),
+        )?,
+        nats_url: config.nats.server_addrs()?,
         stream: config.stream.clone(),
         capacity: config.event_buffer,
         linger: config.bus_linger,

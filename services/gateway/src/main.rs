@@ -20,7 +20,8 @@ async fn main() -> ExitCode {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     // google-cloud-auth and tonic pull different rustls providers: pick one explicitly.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    service::main(
+    // Boxed: the whole service's future is large, and main's stack should not hold it.
+    Box::pin(service::main(
         "livegate-gateway",
         |env| {
             FileConfig::discover(args.config.as_deref(), env)
@@ -29,6 +30,6 @@ async fn main() -> ExitCode {
         },
         |config| config.listen,
         livegate_gateway::run,
-    )
+    ))
     .await
 }

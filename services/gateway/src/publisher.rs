@@ -99,7 +99,8 @@ impl Bus {
 /// Where and how the publisher thread connects and publishes.
 pub struct Settings {
     pub nats: async_nats::ConnectOptions,
-    pub nats_url: String,
+    /// The servers (`NATS_URL`, possibly several).
+    pub nats_url: Vec<async_nats::ServerAddr>,
     pub stream: String,
     pub capacity: usize,
     pub linger: Duration,

@@ -4,7 +4,8 @@
 //! documented once, in the README's configuration table and metering's README.
 
 use livegate_common::config::{ConfigError, FileConfig};
-use livegate_common::env::{DEFAULT_NATS_URL, Env, EnvError, EnvExt, NATS_URL};
+use livegate_common::env::{Env, EnvError, EnvExt};
+use livegate_common::nats::{NatsConfigError, NatsOptions};
 use livegate_common::subjects;
 use secrecy::SecretString;
 use std::net::SocketAddr;
@@ -53,6 +54,9 @@ pub enum Error {
     /// The YAML file is unreadable or invalid.
     #[error(transparent)]
     File(#[from] ConfigError),
+    /// The NATS settings (`NATS_URL`, credentials, TLS) are unusable.
+    #[error(transparent)]
+    Nats(#[from] NatsConfigError),
 }
 
 /// Everything the metering service needs, loaded once in `main` and passed down.
@@ -60,8 +64,8 @@ pub enum Error {
 pub struct Config {
     /// Where to listen (`METERING_LISTEN`; port 0 binds an ephemeral port).
     pub listen: SocketAddr,
-    /// `NATS_URL`.
-    pub nats_url: String,
+    /// `NATS_URL`, credentials and TLS.
+    pub nats: NatsOptions,
     /// ClickHouse connection.
     pub clickhouse: ClickHouseConfig,
     /// `PRICING_FILE`.
@@ -134,7 +138,7 @@ impl Config {
         }
         let insert_retries = env.parse::<u32>(INSERT_RETRIES)?.unwrap_or(5).max(1);
         let mut config = Self::for_servers(
-            env.var_or(NATS_URL, DEFAULT_NATS_URL),
+            NatsOptions::from_env(env)?,
             env.var_or(CLICKHOUSE_URL, DEFAULT_CLICKHOUSE_URL),
             database,
         );
@@ -155,13 +159,13 @@ impl Config {
     /// A configuration for tests and embedding: listens on `127.0.0.1:0`, the contract's
     /// stream, consumer and bucket names, built-in prices, default batching.
     pub fn for_servers(
-        nats_url: impl Into<String>,
+        nats: impl Into<NatsOptions>,
         clickhouse_url: impl Into<String>,
         database: impl Into<String>,
     ) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            nats_url: nats_url.into(),
+            nats: nats.into(),
             clickhouse: ClickHouseConfig {
                 url: clickhouse_url.into(),
                 database: database.into(),
@@ -219,7 +223,10 @@ mod tests {
     fn defaults_match_the_design() {
         let c = Config::load(&FileConfig::default(), &env(&[])).unwrap();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
-        assert_eq!(c.nats_url, DEFAULT_NATS_URL);
+        assert_eq!(
+            c.nats.servers_for_log(),
+            livegate_common::env::DEFAULT_NATS_URL
+        );
         assert_eq!(c.clickhouse.url, DEFAULT_CLICKHOUSE_URL);
         assert_eq!(c.clickhouse.database, "livegate");
         assert_eq!(c.clickhouse.user, "default");

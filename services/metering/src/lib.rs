@@ -230,11 +230,14 @@ async fn start(
     async_nats::jetstream::consumer::PullConsumer,
     async_nats::jetstream::kv::Store,
 )> {
-    let client = async_nats::ConnectOptions::new()
-        .name("livegate-metering")
-        .connect(&config.nats_url)
-        .await
-        .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
+    let client = config
+        .nats
+        .connect(
+            async_nats::ConnectOptions::new(),
+            livegate_common::nats::Role::Metering,
+            "",
+        )
+        .await?;
     let _ = state.nats.set(client.clone());
     let mut backoff = Duration::from_millis(100);
     loop {

@@ -36,7 +36,8 @@ async fn main() -> ExitCode {
     // With the whole workspace built, rustls has two providers compiled in and cannot pick
     // one itself (a `tls://` NATS URL would panic): pick ring explicitly, as every binary does.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    service::main(
+    // Boxed: the whole service's future is large, and main's stack should not hold it.
+    Box::pin(service::main(
         "livegate-metering",
         |env| {
             FileConfig::discover(args.config.as_deref(), env)
@@ -45,7 +46,7 @@ async fn main() -> ExitCode {
         },
         |config| config.listen,
         livegate_metering::run,
-    )
+    ))
     .await
 }
 

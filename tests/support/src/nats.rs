@@ -6,6 +6,12 @@
 //! for streams and KV. [`NatsServer::stop`] kills it (SIGKILL, store kept) and
 //! [`NatsServer::restart`] brings it back on the same port with the same store, for fault
 //! tests. Output goes to `<tmp>/nats-server.log`.
+//!
+//! [`NatsServer::start_secured`] runs the server as livegate deploys it: the users and
+//! permissions of `deploy/nats/permissions.conf` (the very file, its `$LIVEGATE_NATS_*_PASSWORD`
+//! references replaced by generated passwords), TLS with a throwaway CA, no anonymous access.
+//! [`NatsServer::options_for`] gives a service's connection settings for one of its users, and
+//! [`NatsServer::client`] then connects as `admin`, so helpers reading streams keep working.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -14,11 +20,91 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tempfile::TempDir;
 
+use livegate_common::nats::NatsOptions;
+
 use crate::bin::{self, Program};
 use crate::process::Supervised;
 
 /// Upper bound for a start or restart, including JetStream recovering its store.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The users `deploy/nats/permissions.conf` defines.
+pub const USERS: [&str; 5] = ["gateway", "auth", "metering", "cli", "admin"];
+
+/// The permission file every livegate deployment includes.
+fn permissions_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/nats/permissions.conf")
+}
+
+/// Users, passwords and the CA of a server started with [`NatsServer::start_secured`].
+#[derive(Debug, Clone)]
+struct Secured {
+    /// (user, password) for each of [`USERS`].
+    passwords: Vec<(&'static str, String)>,
+    /// The CA that signed the server's certificate.
+    ca: PathBuf,
+}
+
+impl Secured {
+    /// Generates passwords and a CA plus a certificate for 127.0.0.1, and writes into `dir`
+    /// the permission file (passwords filled in) and `nats.conf` including it.
+    fn create(dir: &Path) -> anyhow::Result<Self> {
+        use rand::Rng as _;
+        let passwords: Vec<(&'static str, String)> = USERS
+            .iter()
+            .map(|u| {
+                let pw: String = rand::thread_rng()
+                    .sample_iter(rand::distributions::Alphanumeric)
+                    .take(24)
+                    .map(char::from)
+                    .collect();
+                (*u, pw)
+            })
+            .collect();
+        let mut permissions = std::fs::read_to_string(permissions_file())
+            .context("reading deploy/nats/permissions.conf")?;
+        for (user, pw) in &passwords {
+            let var = format!("$LIVEGATE_NATS_{}_PASSWORD", user.to_uppercase());
+            if !permissions.contains(&var) {
+                bail!("deploy/nats/permissions.conf does not use {var}");
+            }
+            permissions = permissions.replace(&var, &format!("\"{pw}\""));
+        }
+        std::fs::write(dir.join("permissions.conf"), permissions)?;
+
+        let ca_key = rcgen::KeyPair::generate()?;
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "livegate test NATS CA");
+        let ca_cert = ca_params.self_signed(&ca_key)?;
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate()?;
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])?
+            .signed_by(&key, &issuer)?;
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, ca_cert.pem())?;
+        std::fs::write(dir.join("server.pem"), cert.pem())?;
+        std::fs::write(dir.join("server-key.pem"), key.serialize_pem())?;
+        std::fs::write(
+            dir.join("nats.conf"),
+            format!(
+                "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  timeout: 5\n}}\ninclude ./permissions.conf\n",
+                dir.join("server.pem").display(),
+                dir.join("server-key.pem").display()
+            ),
+        )?;
+        Ok(Self { passwords, ca })
+    }
+
+    fn password(&self, user: &str) -> Option<&str> {
+        self.passwords
+            .iter()
+            .find(|(u, _)| *u == user)
+            .map(|(_, p)| p.as_str())
+    }
+}
 
 /// A running (or deliberately stopped) nats-server; killed on drop.
 #[derive(Debug)]
@@ -27,6 +113,7 @@ pub struct NatsServer {
     process: Option<Supervised>,
     program: Program,
     port: u16,
+    secured: Option<Secured>,
     dir: TempDir,
 }
 
@@ -43,13 +130,79 @@ impl NatsServer {
             .tempdir()
             .context("creating the nats temp dir")?;
         std::fs::create_dir_all(dir.path().join("store"))?;
-        let (process, port) = launch(&program, dir.path(), None).await?;
+        let (process, port) = launch(&program, dir.path(), None, None).await?;
         Ok(Self {
             process: Some(process),
             program,
             port,
+            secured: None,
             dir,
         })
+    }
+
+    /// Starts a fresh server as livegate deploys it: the users and permissions of
+    /// `deploy/nats/permissions.conf` with generated passwords, TLS (a throwaway CA), no
+    /// anonymous access.
+    ///
+    /// # Errors
+    /// As for [`start`](Self::start); also when the permission file cannot be read.
+    pub async fn start_secured() -> anyhow::Result<Self> {
+        // TLS clients (ours, the readiness probe's) need the process-wide rustls provider.
+        crate::init_crypto();
+        let program = bin::nats_server()?;
+        let dir = tempfile::Builder::new()
+            .prefix("livegate-nats-")
+            .tempdir()
+            .context("creating the nats temp dir")?;
+        std::fs::create_dir_all(dir.path().join("store"))?;
+        let secured = Secured::create(dir.path())?;
+        let (process, port) = launch(&program, dir.path(), None, Some(&secured)).await?;
+        Ok(Self {
+            process: Some(process),
+            program,
+            port,
+            secured: Some(secured),
+            dir,
+        })
+    }
+
+    /// Connection settings for `user` (one of [`USERS`]) on a secured server: its password
+    /// and the CA; on a plain server just the URL.
+    ///
+    /// # Errors
+    /// When `user` is not one of [`USERS`] on a secured server.
+    pub fn options_for(&self, user: &str) -> anyhow::Result<NatsOptions> {
+        let plain = NatsOptions::from(self.url());
+        Ok(match &self.secured {
+            None => plain,
+            Some(s) => {
+                let password = s.password(user).with_context(|| {
+                    format!("{user} is not a user of deploy/nats/permissions.conf")
+                })?;
+                plain
+                    .with_user_password(user, password)
+                    .with_tls_ca(s.ca.clone())
+            }
+        })
+    }
+
+    /// Connection settings with TLS (when secured) but no credential: an anonymous client.
+    pub fn anonymous_options(&self) -> NatsOptions {
+        let plain = NatsOptions::from(self.url());
+        match &self.secured {
+            None => plain,
+            Some(s) => plain.with_tls_ca(s.ca.clone()),
+        }
+    }
+
+    /// The password of `user` on a secured server.
+    pub fn password(&self, user: &str) -> Option<&str> {
+        self.secured.as_ref()?.password(user)
+    }
+
+    /// The CA bundle of a secured server.
+    pub fn ca_path(&self) -> Option<&Path> {
+        self.secured.as_ref().map(|s| s.ca.as_path())
     }
 
     /// `nats://127.0.0.1:<port>`; stays the same across [`restart`](Self::restart).
@@ -72,16 +225,12 @@ impl NatsServer {
         self.dir.path().join("nats-server.log")
     }
 
-    /// Connects a new client.
+    /// Connects a new client (as `admin` on a secured server).
     ///
     /// # Errors
     /// If the server is stopped or the connection fails.
     pub async fn client(&self) -> anyhow::Result<async_nats::Client> {
-        async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(5))
-            .connect(self.url())
-            .await
-            .with_context(|| format!("connecting to {}", self.url()))
+        admin_connect(&self.url(), self.secured.as_ref()).await
     }
 
     /// Whether the server process is running.
@@ -108,7 +257,13 @@ impl NatsServer {
     /// As for [`start`](Self::start); also if another process took the port meanwhile.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop().await?;
-        let (process, port) = launch(&self.program, self.dir.path(), Some(self.port)).await?;
+        let (process, port) = launch(
+            &self.program,
+            self.dir.path(),
+            Some(self.port),
+            self.secured.as_ref(),
+        )
+        .await?;
         debug_assert_eq!(port, self.port);
         self.process = Some(process);
         Ok(())
@@ -120,16 +275,21 @@ async fn launch(
     program: &Program,
     dir: &Path,
     port: Option<u16>,
+    secured: Option<&Secured>,
 ) -> anyhow::Result<(Supervised, u16)> {
     let port_arg = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
     let mut args: Vec<OsString> = program.leading_args.clone();
+    if secured.is_some() {
+        args.push("-c".into());
+        args.push(dir.join("nats.conf").into_os_string());
+    }
     args.extend(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"].map(OsString::from));
     args.push(dir.join("store").into_os_string());
     args.push("--ports_file_dir".into());
     args.push(dir.as_os_str().to_owned());
     let log = dir.join("nats-server.log");
     let mut process = Supervised::spawn("nats-server", &program.path, &args, dir, &log, None)?;
-    match tokio::time::timeout(START_TIMEOUT, wait_ready(&mut process, dir)).await {
+    match tokio::time::timeout(START_TIMEOUT, wait_ready(&mut process, dir, secured)).await {
         Ok(Ok(found)) => {
             if port.is_some_and(|p| p != found) {
                 bail!("nats-server came up on port {found}, expected {port:?}");
@@ -148,7 +308,11 @@ async fn launch(
 }
 
 /// Polls for the ports file, then for a JetStream API reply.
-async fn wait_ready(process: &mut Supervised, dir: &Path) -> anyhow::Result<u16> {
+async fn wait_ready(
+    process: &mut Supervised,
+    dir: &Path,
+    secured: Option<&Secured>,
+) -> anyhow::Result<u16> {
     let suffix = format!("_{}.ports", process.pid());
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     let port = loop {
@@ -165,7 +329,7 @@ async fn wait_ready(process: &mut Supervised, dir: &Path) -> anyhow::Result<u16>
         if !process.is_running() {
             bail!("nats-server exited during start-up");
         }
-        if jetstream_ready(&url).await {
+        if jetstream_ready(&url, secured).await {
             return Ok(port);
         }
         tick.tick().await;
@@ -188,12 +352,8 @@ fn read_ports_file(dir: &Path, suffix: &str) -> Option<u16> {
 }
 
 /// True once the server answers a JetStream account-info request without an error.
-async fn jetstream_ready(url: &str) -> bool {
-    let Ok(client) = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(2))
-        .connect(url)
-        .await
-    else {
+async fn jetstream_ready(url: &str, secured: Option<&Secured>) -> bool {
+    let Ok(client) = admin_connect(url, secured).await else {
         return false;
     };
     let reply = tokio::time::timeout(
@@ -206,4 +366,20 @@ async fn jetstream_ready(url: &str) -> bool {
             .is_ok_and(|v| v.get("error").is_none()),
         _ => false,
     }
+}
+
+/// A client for `url`: anonymous on a plain server, `admin` over TLS on a secured one.
+async fn admin_connect(url: &str, secured: Option<&Secured>) -> anyhow::Result<async_nats::Client> {
+    let mut options = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5));
+    if let Some(s) = secured {
+        let password = s.password("admin").unwrap_or_default().to_string();
+        options = options
+            .user_and_password("admin".into(), password)
+            .add_root_certificates(s.ca.clone())
+            .require_tls(true);
+    }
+    options
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to {url}"))
 }

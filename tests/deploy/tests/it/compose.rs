@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The services compose must define.
 const SERVICES: &[&str] = &[
+    "nats-tls",
     "nats",
     "clickhouse",
     "auth",
@@ -84,6 +85,21 @@ const REQUIRED_SECRETS: &[&str] = &[
     "LIVEGATE_MASTER_KEY",
     "LIVEGATE_INTERNAL_TOKEN",
     "CLICKHOUSE_PASSWORD",
+    "LIVEGATE_NATS_GATEWAY_PASSWORD",
+    "LIVEGATE_NATS_AUTH_PASSWORD",
+    "LIVEGATE_NATS_METERING_PASSWORD",
+    "LIVEGATE_NATS_CLI_PASSWORD",
+    "LIVEGATE_NATS_ADMIN_PASSWORD",
+];
+
+/// One-shot services: they run to completion (no health check) before what depends on them.
+const ONE_SHOT: &[&str] = &["nats-tls"];
+
+/// (service, NATS user, the variable holding its password).
+const NATS_USERS: &[(&str, &str, &str)] = &[
+    ("gateway", "gateway", "LIVEGATE_NATS_GATEWAY_PASSWORD"),
+    ("auth", "auth", "LIVEGATE_NATS_AUTH_PASSWORD"),
+    ("metering", "metering", "LIVEGATE_NATS_METERING_PASSWORD"),
 ];
 
 fn secrets_env() -> HashMap<String, String> {
@@ -233,6 +249,11 @@ fn refuses_to_start_without_the_secrets() -> Result<()> {
         ("auth", "LIVEGATE_INTERNAL_TOKEN"),
         ("gateway", "LIVEGATE_INTERNAL_TOKEN"),
         ("metering", "CLICKHOUSE_PASSWORD"),
+        ("nats", "LIVEGATE_NATS_GATEWAY_PASSWORD"),
+        ("nats", "LIVEGATE_NATS_AUTH_PASSWORD"),
+        ("nats", "LIVEGATE_NATS_METERING_PASSWORD"),
+        ("nats", "LIVEGATE_NATS_CLI_PASSWORD"),
+        ("nats", "LIVEGATE_NATS_ADMIN_PASSWORD"),
     ] {
         let v = env_map(service(&raw, svc)?)
             .remove(var)
@@ -316,7 +337,14 @@ fn environment_names_and_values_follow_the_contract() -> Result<()> {
         for name in *required {
             assert!(env.contains_key(*name), "{svc}: {name} not set");
         }
-        assert_eq!(env["NATS_URL"], format!("nats://nats:{NATS_PORT}"), "{svc}");
+        assert_eq!(env["NATS_URL"], format!("tls://nats:{NATS_PORT}"), "{svc}");
+        assert_eq!(env["NATS_TLS_CA"], "/etc/nats/tls/ca.crt", "{svc}");
+        assert!(
+            mounts(service(&c, svc)?)
+                .iter()
+                .any(|(s, t, ro)| s == "nats-tls" && t == "/etc/nats/tls" && *ro),
+            "{svc}: the NATS CA is mounted read-only"
+        );
         assert_eq!(
             env["LIVEGATE_LOG_FORMAT"], "json",
             "{svc}: logs for collectors"
@@ -347,6 +375,28 @@ fn environment_names_and_values_follow_the_contract() -> Result<()> {
         metering["CLICKHOUSE_PASSWORD"]
     );
     assert_eq!(gateway["DEFAULT_VERTEXAI_LOCATION"], "us-central1");
+
+    // Each service is its own NATS user, with the password nats-server reads for that user.
+    let raw = raw()?;
+    let nats_env = env_map(service(&raw, "nats")?);
+    for (svc, user, var) in NATS_USERS {
+        let env = env_map(service(&c, svc)?);
+        assert_eq!(
+            env.get("NATS_USER").map(String::as_str),
+            Some(*user),
+            "{svc}"
+        );
+        let own = env_map(service(&raw, svc)?)
+            .remove("NATS_PASSWORD")
+            .with_context(|| format!("{svc}: NATS_PASSWORD"))?;
+        assert!(own.starts_with(&format!("${{{var}:?")), "{svc}: {own}");
+        assert!(
+            nats_env
+                .get(*var)
+                .is_some_and(|v| v.starts_with(&format!("${{{var}:?"))),
+            "nats: {var}"
+        );
+    }
 
     // The ports agree with the services' own defaults (DESIGN.md's table).
     let src = |file: &str, konst: &str| -> Result<String> {
@@ -393,8 +443,13 @@ fn health_checks_gate_the_start_order() -> Result<()> {
     let mut edges: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for name in SERVICES {
         let s = service(&c, name)?;
-        let test = healthcheck_test(s).with_context(|| name.to_string())?;
-        assert!(!test.is_empty(), "{name}: empty health check");
+        if ONE_SHOT.contains(name) {
+            assert!(s.get("healthcheck").is_none(), "{name} runs once");
+            assert_eq!(str_at(s, "/restart"), Some("no"), "{name} runs once");
+        } else {
+            let test = healthcheck_test(s).with_context(|| name.to_string())?;
+            assert!(!test.is_empty(), "{name}: empty health check");
+        }
         for (k, v) in s
             .get("depends_on")
             .map(|d| d.as_object().context("depends_on must use the long form"))
@@ -402,11 +457,12 @@ fn health_checks_gate_the_start_order() -> Result<()> {
             .into_iter()
             .flatten()
         {
-            assert_eq!(
-                str_at(v, "/condition"),
-                Some("service_healthy"),
-                "{name} → {k}"
-            );
+            let wanted = if ONE_SHOT.contains(&k.as_str()) {
+                "service_completed_successfully"
+            } else {
+                "service_healthy"
+            };
+            assert_eq!(str_at(v, "/condition"), Some(wanted), "{name} → {k}");
             assert!(
                 SERVICES.contains(&k.as_str()),
                 "{name} depends on unknown {k}"
@@ -415,6 +471,7 @@ fn health_checks_gate_the_start_order() -> Result<()> {
         }
     }
     for (from, to) in [
+        ("nats", "nats-tls"),
         ("auth", "nats"),
         ("metering", "nats"),
         ("metering", "clickhouse"),
@@ -456,6 +513,8 @@ fn health_checks_gate_the_start_order() -> Result<()> {
         .filter_map(Value::as_str)
         .collect();
     assert!(cmd.contains(&"-js"), "JetStream on: {cmd:?}");
+    let conf = cmd.iter().position(|a| *a == "-c").context("nats -c")?;
+    assert_eq!(cmd.get(conf + 1), Some(&"/etc/nats/nats.conf"));
     let m = cmd.iter().position(|a| *a == "-m").context("nats -m")?;
     assert_eq!(
         cmd.get(m + 1),
@@ -734,5 +793,59 @@ fn the_env_example_lists_the_required_secrets() -> Result<()> {
             "{v} is not documented in deploy/compose.env.example"
         );
     }
+    Ok(())
+}
+
+#[test]
+fn nats_runs_with_tls_and_the_shipped_permissions() -> Result<()> {
+    let c = compose()?;
+    let nats = service(&c, "nats")?;
+    let m = mounts(nats);
+    for (source, target) in [
+        ("./deploy/nats/nats.conf", "/etc/nats/nats.conf"),
+        (
+            "./deploy/nats/permissions.conf",
+            "/etc/nats/permissions.conf",
+        ),
+        ("nats-tls", "/etc/nats/tls"),
+    ] {
+        assert!(
+            m.iter().any(|(s, t, ro)| s == source && t == target && *ro),
+            "nats: {source} → {target} (read-only)"
+        );
+    }
+    let conf = read("deploy/nats/nats.conf")?;
+    for needle in [
+        "include ./permissions.conf",
+        "cert_file: \"/etc/nats/tls/tls.crt\"",
+        "key_file: \"/etc/nats/tls/tls.key\"",
+    ] {
+        assert!(
+            conf.contains(needle),
+            "deploy/nats/nats.conf lacks `{needle}`"
+        );
+    }
+    // Every password the permission file reads is one compose hands to nats-server.
+    let permissions = read("deploy/nats/permissions.conf")?;
+    let nats_env = env_map(nats);
+    for var in REQUIRED_SECRETS
+        .iter()
+        .filter(|v| v.starts_with("LIVEGATE_NATS_"))
+    {
+        assert!(
+            permissions.contains(&format!("${var}")),
+            "permissions.conf: {var}"
+        );
+        assert!(nats_env.contains_key(*var), "nats: {var}");
+    }
+    // The one-shot certificate maker writes where nats reads, for the name clients dial.
+    let tls = service(&c, "nats-tls")?;
+    assert!(
+        mounts(tls)
+            .iter()
+            .any(|(s, t, ro)| s == "nats-tls" && t == "/tls" && !*ro)
+    );
+    let cmd = tls.get("command").map(Value::to_string).unwrap_or_default();
+    assert!(cmd.contains("gen-tls.sh /tls DNS:nats"), "nats-tls: {cmd}");
     Ok(())
 }

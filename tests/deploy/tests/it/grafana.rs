@@ -37,6 +37,11 @@ fn provisioning_matches_compose() -> Result<()> {
         ("LIVEGATE_MASTER_KEY", "m"),
         ("LIVEGATE_INTERNAL_TOKEN", "i"),
         ("CLICKHOUSE_PASSWORD", "pw"),
+        ("LIVEGATE_NATS_GATEWAY_PASSWORD", "g"),
+        ("LIVEGATE_NATS_AUTH_PASSWORD", "a"),
+        ("LIVEGATE_NATS_METERING_PASSWORD", "me"),
+        ("LIVEGATE_NATS_CLI_PASSWORD", "c"),
+        ("LIVEGATE_NATS_ADMIN_PASSWORD", "ad"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

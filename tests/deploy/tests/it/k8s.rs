@@ -408,6 +408,54 @@ fn check(docs: &[Value], what: &str) -> Result<()> {
                 ctx(&format!("{name_}: unknown variable {n}"))
             );
         }
+        // Its own NATS user, its own password, and the NATS CA (only the CA) mounted.
+        let user = name_.trim_start_matches("livegate-");
+        ensure!(
+            env_value(c, "NATS_USER").as_deref() == Some(user),
+            "{}",
+            ctx(&format!("{name_}: NATS_USER={user}"))
+        );
+        let password = c
+            .get("env")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|e| str_at(e, "/name") == Some("NATS_PASSWORD"))
+            .and_then(|e| e.pointer("/valueFrom/secretKeyRef/key"))
+            .and_then(Value::as_str);
+        let own = format!("LIVEGATE_NATS_{}_PASSWORD", user.to_uppercase());
+        ensure!(
+            password == Some(own.as_str()),
+            "{}",
+            ctx(&format!(
+                "{name_}: NATS_PASSWORD from {own}, not {password:?}"
+            ))
+        );
+        let mounted_ca = c
+            .get("volumeMounts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|m| str_at(m, "/mountPath") == Some("/etc/nats/tls"));
+        let ca_volume = spec
+            .get("volumes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|v| str_at(v, "/secret/secretName") == Some("livegate-nats-ca"));
+        let only_ca = ca_volume
+            .and_then(|v| v.pointer("/secret/items"))
+            .and_then(Value::as_array)
+            .is_some_and(|items| {
+                items.len() == 1 && items.iter().all(|i| str_at(i, "/key") == Some("ca.crt"))
+            });
+        ensure!(
+            mounted_ca && only_ca,
+            "{}",
+            ctx(&format!(
+                "{name_}: the NATS CA (ca.crt only) at /etc/nats/tls"
+            ))
+        );
         pods.insert(name_.to_string(), (labels, c.clone()));
     }
     let grace = |n: &str| -> Result<u64> {
@@ -610,6 +658,11 @@ fn check(docs: &[Value], what: &str) -> Result<()> {
         "LIVEGATE_MASTER_KEY",
         "LIVEGATE_INTERNAL_TOKEN",
         "CLICKHOUSE_PASSWORD",
+        "LIVEGATE_NATS_GATEWAY_PASSWORD",
+        "LIVEGATE_NATS_AUTH_PASSWORD",
+        "LIVEGATE_NATS_METERING_PASSWORD",
+        "LIVEGATE_NATS_CLI_PASSWORD",
+        "LIVEGATE_NATS_ADMIN_PASSWORD",
     ] {
         ensure!(
             secret.pointer(&format!("/data/{key}")).is_some()
@@ -644,6 +697,12 @@ fn check(docs: &[Value], what: &str) -> Result<()> {
         );
     }
     ensure!(str_at(cm, "/data/LIVEGATE_LOG_FORMAT") == Some("json"));
+    ensure!(
+        str_at(cm, "/data/NATS_URL") == Some("tls://nats:4222")
+            && str_at(cm, "/data/NATS_TLS_CA") == Some("/etc/nats/tls/ca.crt"),
+        "{}",
+        ctx("NATS over TLS, verified against the mounted CA")
+    );
     ensure!(
         str_at(cm, "/data/AUTH_URL") == Some(&*format!("http://{AUTH}:50051")),
         "{}",
@@ -801,6 +860,9 @@ fn operator_notes_cover_nats_and_clickhouse() -> Result<()> {
         "workload identity",
         "livegate_gateway_sessions_active",
         "terminationgraceperiodseconds",
+        "permissions.conf",
+        "cert-manager",
+        "livegate_nats_gateway_password",
     ] {
         assert!(
             notes.contains(needle),
