@@ -7,7 +7,7 @@
 //! plain sums over it.
 
 use crate::pricing::{ByModality, Priced, Pricing, Usage};
-use crate::store::{UsageRow, usd};
+use crate::store::{PricedEvent, ReceiptRow, UsageRow, usd};
 use livegate_common::subjects;
 use livegate_proto::prost::Message as _;
 use livegate_proto::prost_types::Timestamp;
@@ -19,8 +19,8 @@ use livegate_proto::usage::{
 /// A decoded bus message.
 #[derive(Debug, Clone)]
 pub(crate) enum Event {
-    /// A priced usage report.
-    Report(Box<UsageRow>),
+    /// A priced usage report, with its receipt.
+    Report(Box<PricedEvent>),
     /// A session started: nothing to store.
     Started,
     /// A session ended.
@@ -35,7 +35,7 @@ pub(crate) struct Ended {
     /// The event as published.
     pub(crate) event: SessionEnded,
     /// The `{session_id}:end` usage row, when the trailing measurements are not all zero.
-    pub(crate) trailing: Option<UsageRow>,
+    pub(crate) trailing: Option<PricedEvent>,
 }
 
 impl Ended {
@@ -112,7 +112,11 @@ pub(crate) fn decode(
                             seconds_of(ended.ended_at.as_ref()),
                             &usage,
                             &media,
-                            priced,
+                            Billed {
+                                priced,
+                                usage_json: String::new(),
+                                pricing_version: &pricing.version(),
+                            },
                         )
                     });
                     Ok(Event::Ended(Box::new(Ended {
@@ -129,7 +133,7 @@ pub(crate) fn decode(
     }
 }
 
-fn report_row(report: &UsageReport, pricing: &Pricing) -> Result<UsageRow, DecodeError> {
+fn report_row(report: &UsageReport, pricing: &Pricing) -> Result<PricedEvent, DecodeError> {
     let ctx = report
         .context
         .as_ref()
@@ -152,6 +156,7 @@ fn report_row(report: &UsageReport, pricing: &Pricing) -> Result<UsageRow, Decod
         usage.tool_use_tokens = t.tool_use_prompt_tokens;
         usage.tool_use = by_modality(&t.tool_use_prompt_details);
         usage.thoughts_tokens = t.thoughts_tokens;
+        usage.traffic_type.clone_from(&t.traffic_type);
     }
     let priced = pricing.price(&ctx.model, &usage);
     let mut row = row(
@@ -161,14 +166,30 @@ fn report_row(report: &UsageReport, pricing: &Pricing) -> Result<UsageRow, Decod
         seconds_of(report.occurred_at.as_ref()),
         &usage,
         &media,
-        priced,
+        Billed {
+            priced,
+            usage_json: report
+                .tokens
+                .as_ref()
+                .map(|t| t.raw_json.clone())
+                .unwrap_or_default(),
+            pricing_version: &pricing.version(),
+        },
     );
-    // Google's own total when it sent one (it is the sum of the four counts).
+    // Google's own total when it sent one. (Gemini 3.x may count thoughts outside it, so it
+    // is stored as sent, never used to price.)
     match &report.tokens {
-        Some(t) if t.total_tokens > 0 => row.total_tokens = t.total_tokens,
+        Some(t) if t.total_tokens > 0 => row.usage.total_tokens = t.total_tokens,
         _ => {}
     }
     Ok(row)
+}
+
+/// How an event was priced, and what its receipt carries besides its usage.
+struct Billed<'a> {
+    priced: Priced,
+    usage_json: String,
+    pricing_version: &'a str,
 }
 
 fn row(
@@ -178,12 +199,32 @@ fn row(
     ts: u32,
     usage: &Usage,
     media: &MediaMeasurements,
-    priced: Priced,
-) -> UsageRow {
+    billed: Billed<'_>,
+) -> PricedEvent {
+    let Billed {
+        priced,
+        usage_json,
+        pricing_version,
+    } = billed;
     let prompt = usage.prompt.with_total(usage.prompt_tokens);
     let response = usage.response.with_total(usage.response_tokens);
     let c = priced.cost;
-    UsageRow {
+    let receipt = ReceiptRow {
+        event_id: event_id.clone(),
+        session_id: ctx.session_id.clone(),
+        ts,
+        key_id: ctx.key_id.clone(),
+        team_id: ctx.team_id.clone(),
+        model: ctx.model.clone(),
+        traffic_type: usage.traffic_type.clone(),
+        prepaid: u8::from(priced.prepaid),
+        input_residual_tokens: usage.prompt_tokens.saturating_sub(usage.prompt.sum()),
+        output_video_tokens: response.video,
+        usage_json,
+        pricing_entry: priced.entry.clone().unwrap_or_default(),
+        pricing_version: pricing_version.to_owned(),
+    };
+    let usage = UsageRow {
         event_id,
         session_id: ctx.session_id.clone(),
         seq,
@@ -235,7 +276,8 @@ fn row(
         cost_usd: usd(c.total()),
         priced: u8::from(priced.entry.is_some()),
         pricing_entry: priced.entry.unwrap_or_default(),
-    }
+    };
+    PricedEvent { usage, receipt }
 }
 
 fn media_usage(m: &MediaMeasurements) -> Usage {
@@ -344,11 +386,15 @@ mod tests {
                 ..MediaMeasurements::default()
             }),
         };
-        let Event::Report(row) =
+        let Event::Report(priced) =
             decode(subjects::USAGE_REPORT, &report.encode_to_vec(), &pricing()).unwrap()
         else {
             panic!("not a report")
         };
+        let row = &priced.usage;
+        assert_eq!(priced.receipt.input_residual_tokens, 30);
+        assert_eq!(priced.receipt.prepaid, 0);
+        assert_eq!(priced.receipt.pricing_version, pricing().version().as_ref());
         assert_eq!(row.event_id, "s1:3");
         assert_eq!(row.ts, 1_800_000_000);
         assert_eq!(row.input_text_tokens, 40); // 10 DOCUMENT + 30 beyond the details
@@ -362,6 +408,69 @@ mod tests {
         assert_eq!(row.input_cost_usd, 200_000_000);
         assert_eq!(row.output_cost_usd, 600_000_000);
         assert_eq!(row.cost_usd, 800_000_000);
+    }
+
+    #[test]
+    fn a_gemini_3_8_report_keeps_its_receipt_and_prepaid_traffic_costs_nothing() {
+        // Thoughts outside totalTokenCount, 25 prompt tokens without a modality, VIDEO output,
+        // and provisioned throughput.
+        let raw = r#"{"promptTokenCount":125,"candidatesTokenCount":300,"thoughtsTokenCount":40,"totalTokenCount":425,"promptTokensDetails":[{"modality":"AUDIO","tokenCount":100}],"candidatesTokensDetails":[{"modality":"AUDIO","tokenCount":100},{"modality":"VIDEO","tokenCount":200}],"trafficType":"PROVISIONED_THROUGHPUT"}"#;
+        let tokens = TokenUsage {
+            prompt_tokens: 125,
+            response_tokens: 300,
+            thoughts_tokens: 40,
+            total_tokens: 425,
+            prompt_details: vec![ModalityTokens {
+                modality: Modality::Audio as i32,
+                token_count: 100,
+            }],
+            response_details: vec![
+                ModalityTokens {
+                    modality: Modality::Audio as i32,
+                    token_count: 100,
+                },
+                ModalityTokens {
+                    modality: Modality::Video as i32,
+                    token_count: 200,
+                },
+            ],
+            traffic_type: "PROVISIONED_THROUGHPUT".into(),
+            raw_json: raw.into(),
+            ..TokenUsage::default()
+        };
+        let mut report = UsageReport {
+            event_id: "s1:1".into(),
+            context: Some(ctx("gemini-3.8-live")),
+            seq: 1,
+            tokens: Some(tokens),
+            ..UsageReport::default()
+        };
+        let decode_report =
+            |r: &UsageReport| match decode(subjects::USAGE_REPORT, &r.encode_to_vec(), &pricing())
+                .unwrap()
+            {
+                Event::Report(p) => *p,
+                _ => panic!("not a report"),
+            };
+        let prepaid = decode_report(&report);
+        assert_eq!(prepaid.receipt.prepaid, 1);
+        assert_eq!(prepaid.receipt.traffic_type, "PROVISIONED_THROUGHPUT");
+        assert_eq!(prepaid.receipt.usage_json, raw);
+        assert_eq!(prepaid.receipt.input_residual_tokens, 25);
+        assert_eq!(prepaid.receipt.output_video_tokens, 200);
+        assert_eq!(prepaid.usage.cost_usd, 0, "prepaid: cost 0");
+        assert_eq!(prepaid.usage.priced, 1);
+        assert_eq!(prepaid.usage.prompt_tokens, 125, "tokens kept");
+        assert_eq!(prepaid.usage.total_tokens, 425, "Google's total as sent");
+
+        // The same usage on demand: 25 residual TEXT × 0.00000075 + 100 AUDIO × 0.000003 =
+        // 0.00031875 in; 100 AUDIO × 0.000012 + 200 VIDEO × 0.000001 + 40 thoughts ×
+        // 0.0000045 = 0.00158 out.
+        report.tokens.as_mut().unwrap().traffic_type = "ON_DEMAND".into();
+        let on_demand = decode_report(&report);
+        assert_eq!(on_demand.receipt.prepaid, 0);
+        assert_eq!(on_demand.usage.input_cost_usd, 318_750_000);
+        assert_eq!(on_demand.usage.output_cost_usd, 1_580_000_000);
     }
 
     #[test]
@@ -383,7 +492,7 @@ mod tests {
         else {
             panic!("not an end")
         };
-        let row = e.trailing.unwrap();
+        let row = e.trailing.unwrap().usage;
         assert_eq!(row.event_id, "s1:end");
         assert_eq!(row.seq, 0);
         assert_eq!(row.output_characters, 7);

@@ -185,11 +185,7 @@ impl PriceTable {
     /// # Errors
     /// See [`PriceTable::parse`]; [`PricingError::Read`] when the file cannot be read.
     pub fn load(path: &Path) -> Result<Self, PricingError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PricingError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text)
+        Self::parse(&read(path)?)
     }
 
     /// The built-in table.
@@ -222,6 +218,26 @@ impl PriceTable {
             .find_map(|name| self.entries.get_key_value(name.as_str()))
             .map(|(k, e)| (k.as_str(), e))
     }
+}
+
+/// A pricing file's text.
+fn read(path: &Path) -> Result<String, PricingError> {
+    std::fs::read_to_string(path).map_err(|source| PricingError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// [`Pricing::version`] for the built-in table plus `file_text`.
+fn version_of(file_text: &str) -> Arc<str> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(BUILTIN.as_bytes());
+    // A separator, so that moving bytes between the two cannot give the same digest.
+    h.update([0u8]);
+    h.update(file_text.as_bytes());
+    let digest = hex::encode(h.finalize());
+    Arc::from(digest.get(..16).unwrap_or(&digest))
 }
 
 /// The names a model is looked up under, in order.
@@ -335,6 +351,19 @@ pub struct Usage {
     pub output_characters: u64,
     /// Seconds of audio the model returned.
     pub output_audio_seconds: f64,
+    /// Google's `trafficType` (empty when not sent).
+    pub traffic_type: String,
+}
+
+/// The `trafficType` of prepaid usage: provisioned throughput is paid for up front, so its
+/// usage is recorded at cost 0 (with its tokens) and marked prepaid.
+pub const PREPAID_TRAFFIC: &str = "PROVISIONED_THROUGHPUT";
+
+impl Usage {
+    /// Whether the usage is prepaid (provisioned throughput).
+    pub fn is_prepaid(&self) -> bool {
+        self.traffic_type.eq_ignore_ascii_case(PREPAID_TRAFFIC)
+    }
 }
 
 /// An event's cost, by component; every component is rounded to [`COST_SCALE`] places, and
@@ -517,8 +546,10 @@ impl PriceEntry {
 pub struct Priced {
     /// The table key that priced it; `None` for an unknown model (cost 0).
     pub entry: Option<String>,
-    /// The cost (all zero when unpriced).
+    /// The cost (all zero when unpriced or prepaid).
     pub cost: Cost,
+    /// Prepaid usage (provisioned throughput): recorded at cost 0.
+    pub prepaid: bool,
 }
 
 /// The live pricing state: the built-in table, the user's file on top (reloadable), and the
@@ -529,6 +560,8 @@ pub struct Pricing {
     file: Option<PathBuf>,
     /// Replaced whole on reload; readers clone the `Arc` and never wait on a reload.
     user: RwLock<Arc<PriceTable>>,
+    /// The version of the tables in force (see [`Pricing::version`]); replaced on reload.
+    version: RwLock<Arc<str>>,
     /// Unknown and deprecated models (or entries) logged about once each. A std `Mutex`: the critical section is a set
     /// insert, never held across an await.
     warned: Mutex<HashSet<String>>,
@@ -540,16 +573,30 @@ impl Pricing {
     /// # Errors
     /// [`PricingError`] when the file cannot be read or parsed.
     pub fn load(file: Option<&Path>) -> Result<Self, PricingError> {
-        let user = match file {
-            Some(path) => PriceTable::load(path)?,
-            None => PriceTable::default(),
+        let (user, text) = match file {
+            Some(path) => {
+                let text = read(path)?;
+                (PriceTable::parse(&text)?, text)
+            }
+            None => (PriceTable::default(), String::new()),
         };
         Ok(Self {
             builtin: PriceTable::builtin(),
             file: file.map(Path::to_path_buf),
             user: RwLock::new(Arc::new(user)),
+            version: RwLock::new(version_of(&text)),
             warned: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Names the tables in force: the first 16 hex digits of SHA-256 over the built-in table
+    /// and the pricing file's text. Stored with every usage row, so a bill can be recomputed
+    /// with the very prices it was made with.
+    pub fn version(&self) -> Arc<str> {
+        self.version
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Built-in prices with `user` layered on top (tests, embedding).
@@ -558,6 +605,7 @@ impl Pricing {
             builtin,
             file: None,
             user: RwLock::new(Arc::new(user)),
+            version: RwLock::new(version_of("")),
             warned: Mutex::new(HashSet::new()),
         }
     }
@@ -571,9 +619,11 @@ impl Pricing {
         let Some(path) = &self.file else {
             return Ok(0);
         };
-        let table = PriceTable::load(path)?;
+        let text = read(path)?;
+        let table = PriceTable::parse(&text)?;
         let n = table.len();
         *self.user.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
+        *self.version.write().unwrap_or_else(PoisonError::into_inner) = version_of(&text);
         // A model the new file prices should be warned about again if it disappears later.
         self.warned
             .lock()
@@ -618,9 +668,15 @@ impl Pricing {
                         "model is deprecated by Google: still priced, move to its successor"
                     );
                 }
+                let prepaid = usage.is_prepaid();
                 Priced {
                     entry: Some(key.to_string()),
-                    cost: entry.cost(usage),
+                    cost: if prepaid {
+                        Cost::default()
+                    } else {
+                        entry.cost(usage)
+                    },
+                    prepaid,
                 }
             }
             None => {
@@ -634,6 +690,7 @@ impl Pricing {
                 Priced {
                     entry: None,
                     cost: Cost::default(),
+                    prepaid: usage.is_prepaid(),
                 }
             }
         }

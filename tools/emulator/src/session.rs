@@ -73,6 +73,8 @@ struct Setup {
     functions: Vec<String>,
     /// `Some(transparent)` when session resumption is on.
     resumption: Option<bool>,
+    /// The usage shape of the model family (Gemini 3.x reports differently).
+    shape: usage::UsageShape,
 }
 
 /// One session's protocol state. Small on purpose: idle sessions cost little.
@@ -163,7 +165,10 @@ impl Session {
         if !is_model_resource(model) {
             return Step::close(1008, format!("Publisher Model `{model}` was not found"));
         }
-        let mut setup = Setup::default();
+        let mut setup = Setup {
+            shape: usage::UsageShape::of_model(model),
+            ..Setup::default()
+        };
         if let Some(modalities) =
             field(s, "generationConfig").and_then(|g| field(g, "responseModalities"))
         {
@@ -332,10 +337,11 @@ impl Session {
         let Some(setup) = self.setup.as_ref() else {
             return Step::default();
         };
-        let (audio_out, input_tx, output_tx) = (
+        let (audio_out, input_tx, output_tx, shape) = (
             setup.audio_out,
             setup.input_transcription,
             setup.output_transcription,
+            setup.shape,
         );
         let input = std::mem::take(&mut self.pending);
         let said = input.joined_text();
@@ -370,7 +376,7 @@ impl Session {
             };
             frames.push(json!({
                 "toolCall": {"functionCalls": calls},
-                "usageMetadata": usage::usage_metadata(prompt, response, names),
+                "usageMetadata": usage::usage_metadata(prompt, response, names, shape),
             }));
             self.push_resumption_update(&mut frames, env);
             return Step {
@@ -402,7 +408,7 @@ impl Session {
         frames.push(json!({"serverContent": {"generationComplete": true}}));
         frames.push(json!({
             "serverContent": {"turnComplete": true},
-            "usageMetadata": usage::usage_metadata(prompt, response, names),
+            "usageMetadata": usage::usage_metadata(prompt, response, names, shape),
         }));
         self.push_resumption_update(&mut frames, env);
         Step {

@@ -147,12 +147,40 @@ pub(crate) fn audio_response_tokens(seconds: u64) -> TokenCounts {
     }
 }
 
+/// How a model family reports usage.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UsageShape {
+    /// Gemini 2.x: details add up to the counts, the total is their sum.
+    #[default]
+    Classic,
+    /// Gemini 3.x Live, as field captures show it: [`GEMINI3_RESIDUAL_PROMPT_TOKENS`] prompt
+    /// tokens with no modality in the details, thinking tokens (a quarter of the response,
+    /// at least one) reported *outside* `totalTokenCount`, and `trafficType: ON_DEMAND`.
+    Gemini3,
+}
+
+/// Prompt tokens per report a Gemini 3.x model counts without a modality (25 to 51 seen).
+pub const GEMINI3_RESIDUAL_PROMPT_TOKENS: u64 = 25;
+
+impl UsageShape {
+    /// The shape for a model resource or id: Gemini 3.x models report the 3.x way.
+    pub(crate) fn of_model(model: &str) -> Self {
+        let id = model.rsplit('/').next().unwrap_or(model);
+        if id.starts_with("gemini-3") {
+            Self::Gemini3
+        } else {
+            Self::Classic
+        }
+    }
+}
+
 /// The `usageMetadata` object. Zero counts and empty lists are left out, as Google's
 /// proto-JSON encoder does.
 pub(crate) fn usage_metadata(
     prompt: TokenCounts,
     response: TokenCounts,
     names: UsageNames,
+    shape: UsageShape,
 ) -> Value {
     let (out_count, out_details) = names.output_fields();
     let mut m = Map::new();
@@ -161,9 +189,21 @@ pub(crate) fn usage_metadata(
             m.insert(k.to_string(), json!(n));
         }
     };
-    put("promptTokenCount", prompt.total());
+    let (residual, thoughts) = match shape {
+        UsageShape::Classic => (0, 0),
+        UsageShape::Gemini3 => (
+            GEMINI3_RESIDUAL_PROMPT_TOKENS,
+            ceil_div(response.total(), 4).max(1),
+        ),
+    };
+    put("promptTokenCount", prompt.total() + residual);
     put(out_count, response.total());
-    put("totalTokenCount", prompt.total() + response.total());
+    put("thoughtsTokenCount", thoughts);
+    // Thoughts stay outside the total, as Gemini 3.x reports it.
+    put(
+        "totalTokenCount",
+        prompt.total() + residual + response.total(),
+    );
     let pd = prompt.details();
     if !pd.is_empty() {
         m.insert("promptTokensDetails".into(), Value::Array(pd));
@@ -171,6 +211,9 @@ pub(crate) fn usage_metadata(
     let rd = response.details();
     if !rd.is_empty() {
         m.insert(out_details.into(), Value::Array(rd));
+    }
+    if shape == UsageShape::Gemini3 {
+        m.insert("trafficType".into(), json!("ON_DEMAND"));
     }
     Value::Object(m)
 }
@@ -251,16 +294,45 @@ mod tests {
             audio: 32,
             ..TokenCounts::default()
         };
-        let v = usage_metadata(p, r, UsageNames::Vertex);
+        let v = usage_metadata(p, r, UsageNames::Vertex, UsageShape::Classic);
         assert_eq!(
             v,
             json!({"promptTokenCount":3,"candidatesTokenCount":32,"totalTokenCount":35,
                    "promptTokensDetails":[{"modality":"TEXT","tokenCount":3}],
                    "candidatesTokensDetails":[{"modality":"AUDIO","tokenCount":32}]})
         );
-        let v = usage_metadata(p, r, UsageNames::Developer);
+        let v = usage_metadata(p, r, UsageNames::Developer, UsageShape::Classic);
         assert_eq!(v["responseTokenCount"], 32);
         assert!(v.get("candidatesTokenCount").is_none());
+    }
+
+    #[test]
+    fn gemini_3_reports_residual_prompt_tokens_thoughts_outside_the_total_and_traffic_type() {
+        assert_eq!(
+            UsageShape::of_model("projects/p/locations/l/publishers/google/models/gemini-3.8-live"),
+            UsageShape::Gemini3
+        );
+        assert_eq!(
+            UsageShape::of_model("gemini-live-2.5-flash"),
+            UsageShape::Classic
+        );
+        let p = TokenCounts {
+            audio: 64,
+            ..TokenCounts::default()
+        };
+        let r = TokenCounts {
+            text: 10,
+            ..TokenCounts::default()
+        };
+        let v = usage_metadata(p, r, UsageNames::Vertex, UsageShape::Gemini3);
+        assert_eq!(
+            v,
+            json!({"promptTokenCount":89,"candidatesTokenCount":10,"thoughtsTokenCount":3,
+                   "totalTokenCount":99,
+                   "promptTokensDetails":[{"modality":"AUDIO","tokenCount":64}],
+                   "candidatesTokensDetails":[{"modality":"TEXT","tokenCount":10}],
+                   "trafficType":"ON_DEMAND"})
+        );
     }
 
     #[test]

@@ -278,6 +278,14 @@ struct UsageMetadata<'a> {
         borrow
     )]
     tool_use_details: Vec<ModalityCount<'a>>,
+    #[serde(
+        rename = "trafficType",
+        alias = "traffic_type",
+        alias = "serviceTier",
+        alias = "service_tier",
+        borrow
+    )]
+    traffic_type: Cow<'a, str>,
 }
 
 #[derive(Deserialize, Default)]
@@ -294,8 +302,9 @@ struct ServerContent<'a> {
 struct ServerMessage<'a> {
     #[serde(rename = "serverContent", alias = "server_content", borrow)]
     server_content: Option<ServerContent<'a>>,
+    /// Kept as the upstream's bytes: the receipt carries them as sent.
     #[serde(rename = "usageMetadata", alias = "usage_metadata", borrow)]
-    usage_metadata: Option<UsageMetadata<'a>>,
+    usage_metadata: Option<&'a serde_json::value::RawValue>,
 }
 
 /// What the relay needs to know about a server frame.
@@ -328,7 +337,7 @@ fn details(list: &[ModalityCount<'_>]) -> Vec<ModalityTokens> {
 }
 
 impl UsageMetadata<'_> {
-    fn normalise(&self) -> TokenUsage {
+    fn normalise(&self, raw: &serde_json::value::RawValue) -> TokenUsage {
         // Vertex says candidates*, the Developer API response*; never add the two up.
         let response = self.candidates.or(self.response).unwrap_or(0);
         let response_details = self
@@ -347,6 +356,8 @@ impl UsageMetadata<'_> {
             response_details: details(response_details),
             cache_details: details(&self.cache_details),
             tool_use_prompt_details: details(&self.tool_use_details),
+            traffic_type: self.traffic_type.to_string(),
+            raw_json: raw.get().to_owned(),
         }
     }
 }
@@ -359,8 +370,16 @@ pub fn inspect_server(frame: &[u8], media: &mut Media) -> ServerFrame {
     let Ok(msg) = serde_json::from_slice::<ServerMessage<'_>>(frame) else {
         return ServerFrame::default();
     };
+    // A usageMetadata that is not an object of the expected shape reads as all zeros, as
+    // the whole message did before: the frame is relayed either way, and the receipt keeps
+    // what was sent.
+    let usage = msg.usage_metadata.map(|raw| {
+        serde_json::from_str::<UsageMetadata<'_>>(raw.get())
+            .unwrap_or_default()
+            .normalise(raw)
+    });
     let mut out = ServerFrame {
-        usage: msg.usage_metadata.as_ref().map(UsageMetadata::normalise),
+        usage,
         turn_complete: false,
     };
     if let Some(sc) = msg.server_content {

@@ -17,7 +17,7 @@ use super::sessions::SessionStep;
 use super::{FIRST_BACKOFF, MAX_BACKOFF, Pipeline};
 use crate::events::{self, Ended, Event};
 use crate::metrics::{ModelLabel, OutcomeLabel};
-use crate::store::{StoreError, UsageRow};
+use crate::store::{PricedEvent, StoreError, UsageRow};
 use async_nats::jetstream;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -52,7 +52,7 @@ impl Pipeline {
 
         // The rows to write, one per event id (a batch may hold two copies of one event).
         let mut seen = HashSet::new();
-        let mut rows: Vec<UsageRow> = Vec::new();
+        let mut rows: Vec<PricedEvent> = Vec::new();
         // Event ids JetStream delivered before: maybe written by an earlier delivery.
         let mut redelivered: HashSet<String> = HashSet::new();
         let mut copies = 0u64;
@@ -71,9 +71,9 @@ impl Pipeline {
             };
             if let Some(row) = row {
                 if item.delivered > 1 {
-                    redelivered.insert(row.event_id.clone());
+                    redelivered.insert(row.usage.event_id.clone());
                 }
-                if seen.insert(row.event_id.clone()) {
+                if seen.insert(row.usage.event_id.clone()) {
                     rows.push(row.clone());
                 } else {
                     copies += 1;
@@ -136,8 +136,8 @@ impl Pipeline {
         self.log_sessions(&written.sessions);
         self.acknowledge(&items, &written.sessions).await;
         self.spend.mark(
-            rows.iter().map(|r| r.key_id.as_str()),
-            rows.iter().map(|r| r.team_id.as_str()),
+            rows.iter().map(|r| r.usage.key_id.as_str()),
+            rows.iter().map(|r| r.usage.team_id.as_str()),
         );
         self.metrics
             .batches
@@ -162,11 +162,11 @@ impl Pipeline {
         let event = events::decode(msg.subject.as_str(), &msg.payload, &self.pricing);
         let kind = match &event {
             Ok(Event::Report(row)) => {
-                if row.priced == 0 {
+                if row.usage.priced == 0 {
                     self.metrics
                         .unpriced
                         .get_or_create(&ModelLabel {
-                            model: row.model.clone(),
+                            model: row.usage.model.clone(),
                         })
                         .inc();
                 }
@@ -174,7 +174,7 @@ impl Pipeline {
             }
             Ok(Event::Started) => "session_started",
             Ok(Event::Ended(e)) => {
-                if e.trailing.as_ref().is_some_and(|r| r.priced == 0) {
+                if e.trailing.as_ref().is_some_and(|r| r.usage.priced == 0) {
                     self.metrics
                         .unpriced
                         .get_or_create(&ModelLabel {
@@ -200,21 +200,29 @@ impl Pipeline {
     /// One attempt: insert what is not stored yet, then build the session rows.
     async fn write(
         &self,
-        rows: &[UsageRow],
+        rows: &[PricedEvent],
         suspects: Suspects<'_>,
         ended: &[(&Ended, u64)],
     ) -> Result<Written, WriteError> {
-        let check: Vec<&UsageRow> = rows.iter().filter(|r| suspects.has(&r.event_id)).collect();
+        let check: Vec<&UsageRow> = rows
+            .iter()
+            .map(|r| &r.usage)
+            .filter(|r| suspects.has(&r.event_id))
+            .collect();
         let stored = if check.is_empty() {
             HashSet::new()
         } else {
             self.store.stored_events(&check).await?
         };
-        let fresh: Vec<&UsageRow> = rows
+        let fresh: Vec<&PricedEvent> = rows
             .iter()
-            .filter(|r| !stored.contains(&r.event_id))
+            .filter(|r| !stored.contains(&r.usage.event_id))
             .collect();
-        self.store.insert_usage(&fresh).await?;
+        // Receipts first: a usage row that is stored always has its receipt.
+        let receipts: Vec<_> = fresh.iter().map(|r| &r.receipt).collect();
+        self.store.insert_receipts(&receipts).await?;
+        let usage: Vec<&UsageRow> = fresh.iter().map(|r| &r.usage).collect();
+        self.store.insert_usage(&usage).await?;
 
         let sessions = self.write_sessions(ended).await?;
         Ok(Written {

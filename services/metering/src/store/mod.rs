@@ -51,7 +51,7 @@ mod rows;
 mod session_totals;
 mod spend;
 
-pub use rows::{SessionRow, UsageRow};
+pub use rows::{PricedEvent, ReceiptRow, SessionRow, UsageRow};
 pub(crate) use rows::{from_usd, usd};
 pub use session_totals::SessionTotals;
 pub use spend::SpendBy;

@@ -83,6 +83,46 @@ pub struct UsageRow {
     pub pricing_entry: String,
 }
 
+/// One `usage_receipts` row (every column but `inserted_at`).
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct ReceiptRow {
+    /// The usage row's event id.
+    pub event_id: String,
+    /// Its session.
+    pub session_id: String,
+    /// Its time (epoch seconds).
+    pub ts: u32,
+    /// Its key.
+    pub key_id: String,
+    /// Its team.
+    pub team_id: String,
+    /// The model as the session named it.
+    pub model: String,
+    /// Google's `trafficType` as sent (empty when not sent).
+    pub traffic_type: String,
+    /// 1 for provisioned throughput: recorded at cost 0.
+    pub prepaid: u8,
+    /// Prompt tokens beyond Google's per-modality details (priced as TEXT).
+    pub input_residual_tokens: u64,
+    /// VIDEO output tokens (in `usage_events.output_text_tokens` too).
+    pub output_video_tokens: u64,
+    /// The `usageMetadata` object exactly as the upstream sent it (empty for a `:end` row).
+    pub usage_json: String,
+    /// The price-table key that priced it (empty when unpriced).
+    pub pricing_entry: String,
+    /// Which tables were in force (`Pricing::version`).
+    pub pricing_version: String,
+}
+
+/// A priced usage event: its `usage_events` row and its receipt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PricedEvent {
+    /// The money row.
+    pub usage: UsageRow,
+    /// The receipt.
+    pub receipt: ReceiptRow,
+}
+
 /// One `sessions` row (every column but `inserted_at`).
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
 #[expect(
@@ -152,6 +192,30 @@ impl Store {
                 .map_err(err("insert usage_events"))?;
         }
         insert.end().await.map_err(err("insert usage_events"))
+    }
+
+    /// Inserts receipts in one `INSERT`. Called before [`Store::insert_usage`] for the same
+    /// events, so a stored usage row always has its receipt (a retry may write a receipt
+    /// twice, which the `ReplacingMergeTree` absorbs).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the insert fails.
+    pub async fn insert_receipts(&self, rows: &[&ReceiptRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self
+            .client
+            .insert_unescaped::<ReceiptRow>(&self.table("usage_receipts"))
+            .await
+            .map_err(err("insert usage_receipts"))?;
+        for row in rows {
+            insert
+                .write(*row)
+                .await
+                .map_err(err("insert usage_receipts"))?;
+        }
+        insert.end().await.map_err(err("insert usage_receipts"))
     }
 
     /// Inserts session rows.

@@ -99,7 +99,8 @@ async fn printed_schema_applies_twice_on_the_tested_clickhouse() -> Result<()> {
             "spend_daily",
             "spend_daily_sessions_mv",
             "spend_daily_usage_mv",
-            "usage_events"
+            "usage_events",
+            "usage_receipts"
         ]
     );
     ch.query(&format!("DROP DATABASE {db}")).await?;

@@ -50,7 +50,8 @@ fn price(list: &[(&str, &str)], modality: &str) -> Decimal {
 }
 
 /// Cost of everything the emulator reported for one of its sessions: Google's token counts
-/// are the bill.
+/// are the bill, including (Gemini 3.x) prompt tokens no detail covers, priced as TEXT, and
+/// thinking tokens outside the total, priced as output TEXT.
 fn expected_cost(stack: &Stack, emulator_session: &str, prices: &Prices) -> Decimal {
     let mut total = Decimal::ZERO;
     for rec in stack
@@ -59,14 +60,20 @@ fn expected_cost(stack: &Stack, emulator_session: &str, prices: &Prices) -> Deci
         .iter()
         .filter(|r| r.session_id == emulator_session)
     {
+        let mut detailed = 0;
         for item in rec.usage["promptTokensDetails"]
             .as_array()
             .into_iter()
             .flatten()
         {
-            let n = Decimal::from(item["tokenCount"].as_u64().unwrap());
-            total += n * price(&prices.input, item["modality"].as_str().unwrap());
+            let n = item["tokenCount"].as_u64().unwrap();
+            detailed += n;
+            total += Decimal::from(n) * price(&prices.input, item["modality"].as_str().unwrap());
         }
+        let prompt = rec.usage["promptTokenCount"].as_u64().unwrap_or(0);
+        total += Decimal::from(prompt - detailed) * price(&prices.input, "TEXT");
+        let thoughts = rec.usage["thoughtsTokenCount"].as_u64().unwrap_or(0);
+        total += Decimal::from(thoughts) * price(&prices.output, "TEXT");
         for item in rec.usage["candidatesTokensDetails"]
             .as_array()
             .into_iter()
@@ -199,6 +206,40 @@ async fn text_audio_and_video_sessions_are_priced_exactly_into_clickhouse() {
     assert_eq!(&cols[..2], ["64", "32"]);
     assert_eq!(d(cols[2]), d("0.000192"));
     assert_eq!(d(cols[3]), d("0.000384"));
+
+    // The 3.8 session's receipt: Google's usageMetadata byte for byte as the emulator sent it,
+    // its traffic type, and the 25 prompt tokens no detail covers.
+    let sid = &started[2].context.as_ref().unwrap().session_id;
+    let receipt = stack
+        .sql(&format!("SELECT traffic_type, prepaid, input_residual_tokens, usage_json, pricing_entry, length(pricing_version) FROM {{db}}.usage_receipts FINAL WHERE session_id = '{sid}' AND event_id = '{sid}:1' FORMAT JSONEachRow"))
+        .await;
+    let receipt: serde_json::Value = serde_json::from_str(receipt.trim()).unwrap();
+    let sent = stack
+        .emulator
+        .recorded_usage()
+        .into_iter()
+        .find(|r| r.session_id == emu_sessions[2])
+        .unwrap()
+        .usage;
+    assert_eq!(receipt["traffic_type"], "ON_DEMAND");
+    assert_eq!(receipt["prepaid"], 0);
+    assert_eq!(
+        receipt["input_residual_tokens"]
+            .to_string()
+            .trim_matches('"'),
+        "25"
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(receipt["usage_json"].as_str().unwrap()).unwrap(),
+        sent
+    );
+    assert_eq!(receipt["pricing_entry"], "vertex_ai/gemini-3.8-live");
+    assert_eq!(
+        receipt["length(pricing_version)"]
+            .to_string()
+            .trim_matches('"'),
+        "16"
+    );
 
     // spend_daily and the KV spend agree with the total.
     let spend = stack
