@@ -149,7 +149,11 @@ fn accepted_setup(input: &[u8], s: &Setup) -> Result<(), Violation> {
         let Some(replaced) = input.get(start..input.len() - tail) else {
             continue;
         };
-        if serde_json::from_slice::<String>(replaced).is_ok_and(|m| m == in_model) {
+        // Exactly the string: serde would also read it with whitespace around it.
+        let quoted = replaced.len() >= 2
+            && replaced.first() == Some(&b'"')
+            && replaced.last() == Some(&b'"');
+        if quoted && serde_json::from_slice::<String>(replaced).is_ok_and(|m| m == in_model) {
             return Ok(());
         }
     }
@@ -188,15 +192,22 @@ pub fn inspect_frames(data: &[u8]) -> Result<(), Violation> {
         return Err("the same server frame read twice gave different results".into());
     }
     check_media(&twice)?;
-    let doubled = Media {
-        input_characters: once.input_characters * 2,
-        input_audio_seconds: once.input_audio_seconds * 2.0,
-        input_video_frames: once.input_video_frames * 2,
-        input_images: once.input_images * 2,
-        output_characters: once.output_characters * 2,
-        output_audio_seconds: once.output_audio_seconds * 2.0,
+    // Seconds are sums of floats, so measuring again may round differently: compare within a
+    // relative 1e-9; counts exactly.
+    let close_to_double =
+        |again: f64, first: f64| (again - 2.0 * first).abs() <= 1e-9 * (2.0 * first).max(1.0);
+    let counts = |m: &Media| {
+        [
+            m.input_characters,
+            m.input_video_frames,
+            m.input_images,
+            m.output_characters,
+        ]
     };
-    if twice != doubled {
+    if counts(&twice) != counts(&once).map(|c| c * 2)
+        || !close_to_double(twice.input_audio_seconds, once.input_audio_seconds)
+        || !close_to_double(twice.output_audio_seconds, once.output_audio_seconds)
+    {
         return Err(format!(
             "measuring a frame twice gave {twice:?}, not twice {once:?}"
         ));
