@@ -31,6 +31,16 @@ mod ws;
 
 pub use config::Config;
 
+/// The parsers that read untrusted client and upstream bytes, exported for the fuzz targets
+/// in `fuzz/` and their corpus replay test (`tests/it/fuzz_corpus.rs`). Not an API.
+#[doc(hidden)]
+pub mod untrusted {
+    pub use crate::ws::close::{self, Close};
+    pub use crate::ws::inspect::{Media, ServerFrame, inspect_server, measure_client};
+    pub use crate::ws::request::{Credential, Query, credential, parse_query};
+    pub use crate::ws::setup::{Placement, Setup, rewrite};
+}
+
 use anyhow::Context as _;
 use livegate_common::nats::Role;
 use std::future::Future;

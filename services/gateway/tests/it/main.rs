@@ -4,6 +4,7 @@
 //!
 //! - `endpoints`: `/healthz`, `/readyz`, `/metrics`, the token endpoint, routing.
 //! - `sessions`: refusals before the relay, and a relayed session with its events on NATS.
+//! - `fuzz_corpus`: the fuzz targets' seeds, regressions and seeded mutations (`fuzz/`).
 
 #![allow(
     clippy::unwrap_used,
@@ -15,5 +16,6 @@
 )]
 
 mod endpoints;
+mod fuzz_corpus;
 mod helpers;
 mod sessions;
