@@ -6,7 +6,9 @@
 //! same things without building libFuzzer) asserts it. A panic inside a parser is a failure
 //! either way.
 
-use livegate_common::credential::bearer;
+use livegate_common::credential::{
+    KEY_SUBPROTOCOL_PREFIX, Place, bearer, is_well_formed, subprotocol_to_echo,
+};
 use livegate_gateway::untrusted::{
     Media, Placement, Setup, close, credential, inspect_server, measure_client, parse_query,
     rewrite,
@@ -217,9 +219,10 @@ pub fn inspect_frames(data: &[u8]) -> Result<(), Violation> {
 
 /// The request's credential and query: the input's first line is the query string, every
 /// further line a `name: value` header (lines that are not valid headers are skipped). The
-/// parsers never panic, query values are non-empty and trimmed, a credential is non-empty,
-/// comes from a documented source, and a subprotocol credential echoes exactly the
-/// subprotocol that carried it; `bearer` returns a trimmed part of its input.
+/// parsers never panic; query values are non-empty and trimmed; a credential the parser
+/// accepts is well formed as given (1 to 512 RFC 6455 token characters: nothing was trimmed
+/// into validity, issue 14); a subprotocol credential comes with the offer to echo; `bearer`
+/// returns a trimmed part of its input.
 ///
 /// # Errors
 /// The first broken invariant.
@@ -227,12 +230,7 @@ pub fn request_credential(data: &[u8]) -> Result<(), Violation> {
     let mut lines = data.split(|b| *b == b'\n');
     let query = lines.next().map(String::from_utf8_lossy);
     let q = parse_query(query.as_deref());
-    for (name, v) in [
-        ("project", &q.project),
-        ("location", &q.location),
-        ("key", &q.key),
-        ("access_token", &q.access_token),
-    ] {
+    for (name, v) in [("project", &q.project), ("location", &q.location)] {
         if let Some(v) = v
             && (v.is_empty() || v.trim() != v)
         {
@@ -260,29 +258,24 @@ pub fn request_credential(data: &[u8]) -> Result<(), Violation> {
         }
         headers.append(name, value);
     }
-    let Some(c) = credential(&headers, &q) else {
-        return Ok(());
+    let c = match credential(&headers, query.as_deref()) {
+        Ok(Some(c)) => c,
+        // Refused (4401 / HTTP 401) or none: nothing more to check.
+        Ok(None) | Err(_) => return Ok(()),
     };
-    if c.value.is_empty() {
-        return Err(format!("empty credential from {}", c.source));
-    }
-    let documented = [
-        "authorization",
-        "x-goog-api-key",
-        "api-key",
-        "subprotocol",
-        "query key",
-        "query access_token",
-    ];
-    if !documented.contains(&c.source) {
-        return Err(format!("undocumented credential source {:?}", c.source));
-    }
-    let expected = (c.source == "subprotocol").then(|| format!("livegate-key.{}", c.value));
-    if c.subprotocol != expected {
+    let value = c.value.expose();
+    if !is_well_formed(value) {
         return Err(format!(
-            "subprotocol {:?} echoed for a credential from {}",
-            c.subprotocol, c.source
+            "accepted a malformed credential ({} bytes) from {}",
+            value.len(),
+            c.place
         ));
+    }
+    if c.place == Place::Subprotocol {
+        let echo = subprotocol_to_echo(&headers).unwrap_or_default();
+        if !echo.starts_with(KEY_SUBPROTOCOL_PREFIX.as_bytes()) {
+            return Err("a subprotocol credential without a livegate-key offer to echo".into());
+        }
     }
     Ok(())
 }
