@@ -10,6 +10,7 @@
 //! at once, is harmless.
 
 mod v0001_usage_sessions_spend;
+mod v0002_session_leases;
 
 use super::{Store, StoreError, err};
 use std::collections::HashSet;
@@ -30,7 +31,10 @@ pub(crate) const SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS {db}.sche
 
 /// All migrations, in order. Append only: never edit one that has shipped; a new one goes in
 /// its own file (`vNNNN_name.rs`) and at the end of this list.
-pub(crate) const MIGRATIONS: &[Migration] = &[v0001_usage_sessions_spend::MIGRATION];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    v0001_usage_sessions_spend::MIGRATION,
+    v0002_session_leases::MIGRATION,
+];
 
 /// `sql` with `{db}` replaced by the (validated, unquoted-identifier) database name.
 pub(crate) fn render(sql: &str, database: &str) -> String {
@@ -176,7 +180,7 @@ mod tests {
     fn script_separates_statements_with_semicolon_and_blank_line() {
         let text = script("livegate");
         assert!(text.starts_with("CREATE DATABASE IF NOT EXISTS livegate;\n\nCREATE TABLE"));
-        assert!(text.ends_with("FROM livegate.sessions;\n"), "{text}");
+        assert!(text.ends_with("ORDER BY session_id;\n"), "{text}");
         let parts: Vec<&str> = text
             .split(";\n\n")
             .map(|s| s.trim_end().trim_end_matches(';'))
