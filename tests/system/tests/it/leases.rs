@@ -1,0 +1,253 @@
+//! Issue 15, session leases: a gateway process that dies without ending its sessions (here
+//! SIGKILL) leaves them to metering's lease reconciler, which writes each a `sessions` row with
+//! the usage stored for it, `closed_by = 'lost'` and close code 1006, priced exactly like its
+//! events; and a gateway that was only cut off (here SIGSTOP, long enough for its lease to run
+//! out, then SIGCONT) ends its session for real afterwards, which replaces the lost row instead
+//! of adding a second.
+//!
+//! The gateway runs as its own process (the binary `cargo build --workspace --bins` builds) so
+//! it can be killed or frozen for real; auth, the emulator, NATS and ClickHouse as in every
+//! system test, and metering in this process with a short `METERING_LEASE`.
+
+use futures_util::SinkExt;
+use livegate_proto::auth::KeySettings;
+use livegate_system_tests::*;
+use livegate_test_support::clickhouse::ClickHouseServer;
+use livegate_test_support::workspace::workspace_bin;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// Generous: the lease bound here is 2 s (metering's lease), plus a pass every 2/3 s.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A gateway binary with a 1 s lease, its output in a file.
+struct Gateway {
+    child: tokio::process::Child,
+    log: PathBuf,
+}
+
+impl Gateway {
+    fn spawn(stack: &Stack, dir: &std::path::Path) -> Self {
+        let log = dir.join("gateway.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let mut cmd = tokio::process::Command::new(workspace_bin("livegate-gateway").unwrap());
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dir)
+            .env("LIVEGATE_LOG", "info")
+            .env("LIVEGATE_LOG_FORMAT", "text")
+            .env("NO_COLOR", "1")
+            .env("NATS_URL", stack.nats.url())
+            .env("GATEWAY_LISTEN", "127.0.0.1:0")
+            .env("GATEWAY_ID", "gw-lease-test")
+            .env("GATEWAY_LEASE", "1s")
+            .env("AUTH_URL", format!("http://{}", stack.auth.addr))
+            .env("LIVEGATE_INTERNAL_TOKEN", INTERNAL)
+            .env("VERTEX_LIVE_URL", stack.emulator.url())
+            .env("DEFAULT_VERTEXAI_PROJECT", PROJECT)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .kill_on_drop(true);
+        Self {
+            child: cmd.spawn().unwrap(),
+            log,
+        }
+    }
+
+    fn output(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+
+    async fn addr(&mut self) -> String {
+        for _ in 0..300 {
+            if let Some(rest) = self.output().split("listening on ").nth(1) {
+                return rest.split_whitespace().next().unwrap().to_string();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("gateway exited ({status}):\n{}", self.output());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("gateway did not listen within 30 s:\n{}", self.output());
+    }
+
+    async fn signal(&self, sig: &str) {
+        let pid = self.child.id().unwrap().to_string();
+        let status = tokio::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "kill {sig}");
+    }
+}
+
+/// Metering in this process on the stack's NATS and a fresh ClickHouse database, with a 2 s
+/// lease (the reconciler looks every 2/3 s). Runs until the returned sender is dropped.
+async fn metering(
+    stack: &Stack,
+    name: &str,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+    &'static ClickHouseServer,
+    String,
+) {
+    let ch = ClickHouseServer::shared().await.unwrap();
+    let db = ch.create_database(name).await.unwrap();
+    let mut cfg =
+        livegate_metering::Config::for_servers(stack.nats.url(), ch.http_url(), db.clone());
+    cfg.flush_interval = Duration::from_millis(100);
+    cfg.lease = Duration::from_secs(2);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(livegate_metering::run(cfg, listener, async {
+        let _ = rx.await;
+    }));
+    (tx, task, ch, db)
+}
+
+async fn sql(ch: &ClickHouseServer, db: &str, q: &str) -> String {
+    ch.query(&q.replace("{db}", db))
+        .await
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Polls `q` until `done` holds for its answer (bounded by [`DEADLINE`]); returns the answer.
+async fn sql_until(
+    ch: &ClickHouseServer,
+    db: &str,
+    q: &str,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let out = sql(ch, db, q).await;
+        if done(&out) || tokio::time::Instant::now() >= deadline {
+            return out;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Opens a session on the gateway at `addr` and runs `turns` text turns.
+async fn session(addr: &str, key: &str, turns: usize) -> Ws {
+    let mut req = format!("ws://{addr}/v1/vertex-ai/live")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
+    for i in 0..turns {
+        ws.send(litellm_text_turn(&format!("turn {i}: name a river")))
+            .await
+            .unwrap();
+        read_turn(&mut ws).await;
+    }
+    ws
+}
+
+#[tokio::test]
+async fn a_killed_gateways_session_is_closed_as_lost_and_priced_like_its_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = Stack::start().await;
+    let (_stop, _metering, ch, db) = metering(&stack, "leases_killed").await;
+    let (key, key_id) = stack.create_key(KeySettings::default()).await;
+    let mut gw = Gateway::spawn(&stack, dir.path());
+    let addr = gw.addr().await;
+
+    let _ws = session(&addr, &key, 3).await;
+    // The three reports are stored before the crash (what the issue saw survive).
+    let events = sql_until(
+        ch,
+        &db,
+        &format!("SELECT count() FROM {{db}}.usage_events FINAL WHERE key_id = '{key_id}'"),
+        |o| o == "3",
+    )
+    .await;
+    assert_eq!(events, "3", "usage events before the kill");
+
+    gw.signal("-KILL").await;
+    let _ = gw.child.wait().await;
+
+    let row = sql_until(
+        ch,
+        &db,
+        &format!(
+            "SELECT closed_by, close_code, reports, events_counted, toString(cost_usd) \
+             FROM {{db}}.sessions FINAL WHERE key_id = '{key_id}'"
+        ),
+        |o| !o.is_empty(),
+    )
+    .await;
+    let cols: Vec<&str> = row.split('\t').collect();
+    assert_eq!(
+        cols.get(..4),
+        Some(&["lost", "1006", "3", "3"][..]),
+        "the session row of a killed gateway: {row:?}\n{}",
+        gw.output()
+    );
+    let events_cost = sql(
+        ch,
+        &db,
+        &format!(
+            "SELECT toString(sum(cost_usd)) FROM {{db}}.usage_events FINAL WHERE key_id = '{key_id}'"
+        ),
+    )
+    .await;
+    let session_cost: rust_decimal::Decimal = cols[4].parse().unwrap();
+    let events_cost: rust_decimal::Decimal = events_cost.parse().unwrap();
+    assert!(session_cost > rust_decimal::Decimal::ZERO, "{row}");
+    assert!(
+        (session_cost - events_cost).abs() <= rust_decimal::Decimal::new(1, 9),
+        "session {session_cost} vs events {events_cost}"
+    );
+}
+
+#[tokio::test]
+async fn a_partitioned_gateways_late_end_replaces_the_lost_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = Stack::start().await;
+    let (_stop, _metering, ch, db) = metering(&stack, "leases_partitioned").await;
+    let (key, key_id) = stack.create_key(KeySettings::default()).await;
+    let mut gw = Gateway::spawn(&stack, dir.path());
+    let addr = gw.addr().await;
+
+    let mut ws = session(&addr, &key, 2).await;
+    sql_until(
+        ch,
+        &db,
+        &format!("SELECT count() FROM {{db}}.usage_events FINAL WHERE key_id = '{key_id}'"),
+        |o| o == "2",
+    )
+    .await;
+
+    // Frozen: no heartbeats, no events, until metering gives the session up as lost.
+    gw.signal("-STOP").await;
+    let q = format!("SELECT closed_by FROM {{db}}.sessions FINAL WHERE key_id = '{key_id}'");
+    let lost = sql_until(ch, &db, &q, |o| !o.is_empty()).await;
+    gw.signal("-CONT").await;
+    assert_eq!(lost, "lost", "while the gateway was frozen");
+
+    // Back: the client ends the session, and the gateway's own end arrives late.
+    ws.close(None).await.unwrap();
+    let _ = close_of(&mut ws).await;
+    let real = sql_until(ch, &db, &q, |o| o == "client").await;
+    assert_eq!(real, "client", "the late real end wins:\n{}", gw.output());
+
+    // One row, not two, once ClickHouse has merged (and the real one).
+    sql(ch, &db, "OPTIMIZE TABLE {db}.sessions FINAL").await;
+    let rows = sql(
+        ch,
+        &db,
+        &format!("SELECT closed_by, reports FROM {{db}}.sessions WHERE key_id = '{key_id}'"),
+    )
+    .await;
+    assert_eq!(rows, "client\t2", "rows after the merge");
+}
