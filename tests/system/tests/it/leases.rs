@@ -251,3 +251,104 @@ async fn a_partitioned_gateways_late_end_replaces_the_lost_row() {
     .await;
     assert_eq!(rows, "client\t2", "rows after the merge");
 }
+
+/// A client connected as `user` and the server errors it receives.
+async fn connect_as(
+    nats: &livegate_test_support::nats::NatsServer,
+    user: &str,
+    role: livegate_common::nats::Role,
+) -> (
+    async_nats::jetstream::Context,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let base = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .event_callback(move |event| {
+            let tx = tx.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    let _ = tx.send(e.to_string());
+                }
+            }
+        });
+    let client = nats
+        .options_for(user)
+        .unwrap()
+        .connect(base, role, "lease-test")
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build(client);
+    (js, rx)
+}
+
+#[tokio::test]
+async fn the_deployed_permissions_let_gateways_write_leases_and_metering_read_and_purge_them() {
+    use livegate_common::leases;
+    use livegate_common::nats::Role;
+    let nats = livegate_test_support::nats::NatsServer::start_secured()
+        .await
+        .unwrap();
+    let instance = leases::new_instance_id();
+
+    // The gateway creates the bucket and renews and deletes its lease…
+    let (gw, mut gw_errors) = connect_as(&nats, "gateway", Role::Gateway).await;
+    let bucket = leases::open(&gw)
+        .await
+        .expect("gateway opens the leases bucket");
+    bucket
+        .put(&instance, "{\"gateway_id\":\"g\",\"lease_ms\":3000}".into())
+        .await
+        .expect("gateway writes its lease");
+    // …but cannot read anyone's lease, nor write a spend total through its KV rights.
+    let _ = bucket.entry(&instance).await;
+    let denied = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(e) = gw_errors.recv().await {
+            if e.to_lowercase().contains("permissions violation")
+                && e.contains("KV_livegate_leases")
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        denied,
+        Ok(true),
+        "a gateway reading a lease must be refused"
+    );
+
+    // Metering reads the lease and purges it.
+    let (m, _m_errors) = connect_as(&nats, "metering", Role::Metering).await;
+    let mb = leases::open(&m)
+        .await
+        .expect("metering opens the leases bucket");
+    let entry = mb
+        .entry(&instance)
+        .await
+        .unwrap()
+        .expect("metering reads the lease");
+    let lease: leases::Lease = serde_json::from_slice(&entry.value).unwrap();
+    assert_eq!(lease.lease(), Duration::from_secs(3));
+    mb.purge(&instance)
+        .await
+        .expect("metering purges an expired lease");
+    let after = mb.entry(&instance).await.unwrap();
+    assert!(
+        after.is_none_or(|e| e.operation != async_nats::jetstream::kv::Operation::Put),
+        "purged"
+    );
+
+    // The gateway may delete its own key at shutdown.
+    bucket
+        .put(&instance, "{\"gateway_id\":\"g\",\"lease_ms\":3000}".into())
+        .await
+        .unwrap();
+    bucket
+        .delete(&instance)
+        .await
+        .expect("gateway deletes its lease");
+}
