@@ -20,7 +20,7 @@ async fn migrations_run_twice_and_concurrently_without_error() {
     let ch = ClickHouseServer::shared().await.unwrap();
     let db = names::unique("t_migrate");
     let s = store(ch, &db);
-    assert_eq!(s.migrate().await.unwrap(), vec![1]);
+    assert_eq!(s.migrate().await.unwrap(), vec![1, 2]);
     assert_eq!(s.migrate().await.unwrap(), Vec::<u32>::new());
     for t in [
         "schema_migrations",
@@ -29,15 +29,18 @@ async fn migrations_run_twice_and_concurrently_without_error() {
         "spend_daily",
         "spend_daily_usage_mv",
         "spend_daily_sessions_mv",
+        "session_starts",
     ] {
         let exists = ch.query(&format!("EXISTS TABLE {db}.{t}")).await.unwrap();
         assert_eq!(exists.trim(), "1", "{t}");
     }
     let versions = ch
-        .query(&format!("SELECT version FROM {db}.schema_migrations FINAL"))
+        .query(&format!(
+            "SELECT version FROM {db}.schema_migrations FINAL ORDER BY version"
+        ))
         .await
         .unwrap();
-    assert_eq!(versions.trim(), "1");
+    assert_eq!(versions.trim(), "1\n2");
 
     // Two replicas starting together on a fresh database.
     let db2 = names::unique("t_migrate");
@@ -48,11 +51,11 @@ async fn migrations_run_twice_and_concurrently_without_error() {
     assert_eq!(store(ch, &db2).migrate().await.unwrap(), Vec::<u32>::new());
     let versions = ch
         .query(&format!(
-            "SELECT version FROM {db2}.schema_migrations FINAL"
+            "SELECT version FROM {db2}.schema_migrations FINAL ORDER BY version"
         ))
         .await
         .unwrap();
-    assert_eq!(versions.trim(), "1");
+    assert_eq!(versions.trim(), "1\n2");
 }
 
 #[tokio::test]
