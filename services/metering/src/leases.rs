@@ -13,12 +13,15 @@
 //! `METERING_LEASE`.
 //!
 //! The row has version 0, below every real end's, so a `SessionEnded` that arrives later (the
-//! gateway was only partitioned) replaces it. Every replica runs a reconciler; two closing the
+//! gateway was only partitioned) replaces it. Reports of the dead process that were still
+//! queued behind a metering backlog when it was closed are taken in afterwards: each pass
+//! rewrites a recent lost row whose stored usage grew ([`refresh_lost`]; same version, the
+//! later insert wins). Every replica runs a reconciler; two closing the
 //! same session write the same row, which the `ReplacingMergeTree` absorbs.
 
 use crate::consumer::{cost_line, lost_row};
 use crate::metrics::Metrics;
-use crate::store::{SessionStartRow, Store};
+use crate::store::{SessionRow, SessionStartRow, Store};
 use async_nats::jetstream::{self, kv};
 use livegate_common::leases::{self, Lease};
 use std::collections::{HashMap, HashSet};
@@ -94,6 +97,9 @@ pub(crate) async fn run(
         let Some(b) = &bucket else { continue };
         if let Err(e) = pass(&mut state, b, &store, &metrics, lease).await {
             tracing::warn!(error.message = %e, "lease reconciler pass failed; retrying");
+        }
+        if let Err(e) = refresh_lost(&store).await {
+            tracing::warn!(error.message = %e, "refreshing lost sessions failed; retrying");
         }
     }
 }
@@ -187,11 +193,102 @@ async fn pass(
     Ok(())
 }
 
+/// Rewrites each recent lost session whose stored usage grew since it was closed.
+async fn refresh_lost(store: &Store) -> Result<(), crate::store::StoreError> {
+    let lost = store.recent_lost_sessions().await?;
+    if lost.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = lost.iter().map(|r| r.session_id.as_str()).collect();
+    let totals = store.session_totals(&ids).await?;
+    let rows: Vec<SessionRow> = lost
+        .iter()
+        .filter_map(|row| {
+            let t = totals.get(&row.session_id)?;
+            (t.events > row.events_counted).then(|| refreshed(row, t))
+        })
+        .collect();
+    store.insert_sessions(&rows).await?;
+    for row in &rows {
+        tracing::info!(
+            session.id = %row.session_id,
+            events = row.events_counted,
+            "lost session updated with usage stored after it was closed; {}",
+            cost_line(row)
+        );
+    }
+    Ok(())
+}
+
+/// `row` (closed as lost) rebuilt with the totals `t`.
+fn refreshed(row: &SessionRow, t: &crate::store::SessionTotals) -> SessionRow {
+    let start = SessionStartRow {
+        session_id: row.session_id.clone(),
+        key_id: row.key_id.clone(),
+        team_id: row.team_id.clone(),
+        user_id: row.user_id.clone(),
+        project: row.project.clone(),
+        location: row.location.clone(),
+        model: row.model.clone(),
+        gateway_id: row.gateway_id.clone(),
+        gateway_instance: String::new(),
+        started_at: row.started_at,
+    };
+    lost_row(&start, row.ended_at, t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const LEASE: Duration = Duration::from_secs(15);
+
+    #[test]
+    fn a_refreshed_lost_row_keeps_its_close_and_takes_the_new_totals() {
+        let start = SessionStartRow {
+            session_id: "s".into(),
+            key_id: "k".into(),
+            team_id: "t".into(),
+            user_id: "u".into(),
+            project: "p".into(),
+            location: "l".into(),
+            model: "m".into(),
+            gateway_id: "g".into(),
+            gateway_instance: "i".into(),
+            started_at: 100,
+        };
+        let t1 = crate::store::SessionTotals {
+            events: 1,
+            reports: 1,
+            cost_usd: "0.1".into(),
+            ..Default::default()
+        };
+        let old = lost_row(&start, 160, &t1);
+        let t2 = crate::store::SessionTotals {
+            events: 2,
+            reports: 2,
+            cost_usd: "0.25".into(),
+            ..Default::default()
+        };
+        let new = refreshed(&old, &t2);
+        assert_eq!(
+            (
+                new.closed_by.as_str(),
+                new.close_code,
+                new.started_at,
+                new.ended_at
+            ),
+            ("lost", 1006, 100, 160)
+        );
+        assert_eq!(
+            (new.events_counted, new.reports, new.version),
+            (2, 2, old.version)
+        );
+        assert_eq!(
+            new.cost_usd,
+            crate::store::usd(crate::store::SessionTotals::money("0.25"))
+        );
+    }
 
     #[test]
     fn a_lease_expires_only_after_a_full_lease_unchanged() {

@@ -2,7 +2,7 @@
 //! and the starts that have no `sessions` row yet ([`Store::open_sessions`]), which the lease
 //! reconciler (`crate::leases`) closes when their gateway process is gone.
 
-use super::{Store, StoreError, err};
+use super::{SessionRow, Store, StoreError, err};
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 pub(crate) const OPEN_SESSION_HORIZON_HOURS: u32 = 48;
 /// Most open sessions read per reconciler pass (the rest wait for the next pass).
 const OPEN_SESSIONS_LIMIT: u32 = 10_000;
+/// Sessions closed as lost whose gateway's last heartbeat is older than this are no longer
+/// refreshed by [`Store::recent_lost_sessions`]' caller: reports queued behind a metering
+/// backlog land well within it.
+pub(crate) const LOST_REFRESH_WINDOW_SECS: u32 = 3600;
 
 /// One `session_starts` row (every column but `inserted_at`).
 #[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
@@ -73,5 +77,24 @@ impl Store {
             .fetch_all::<SessionStartRow>()
             .await
             .map_err(err("read open sessions"))
+    }
+
+    /// The `sessions` rows closed as lost (by the lease reconciler) whose `ended_at` is within
+    /// [`LOST_REFRESH_WINDOW_SECS`], as they read now (`FINAL`: a real end that replaced one is
+    /// not returned).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the query fails.
+    pub async fn recent_lost_sessions(&self) -> Result<Vec<SessionRow>, StoreError> {
+        let sql = format!(
+            "SELECT ?fields FROM {} FINAL WHERE closed_by = 'lost' \
+             AND ended_at >= now() - {LOST_REFRESH_WINDOW_SECS} LIMIT {OPEN_SESSIONS_LIMIT}",
+            self.table("sessions"),
+        );
+        self.client
+            .query(&sql)
+            .fetch_all::<SessionRow>()
+            .await
+            .map_err(err("read lost sessions"))
     }
 }

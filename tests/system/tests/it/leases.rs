@@ -208,6 +208,76 @@ async fn a_killed_gateways_session_is_closed_as_lost_and_priced_like_its_events(
         (session_cost - events_cost).abs() <= rust_decimal::Decimal::new(1, 9),
         "session {session_cost} vs events {events_cost}"
     );
+
+    // A report of the dead gateway that was still queued when the session was closed (metering
+    // behind) is taken into the lost row when it lands.
+    let session_id = sql(
+        ch,
+        &db,
+        &format!("SELECT session_id FROM {{db}}.sessions FINAL WHERE key_id = '{key_id}'"),
+    )
+    .await;
+    let late = livegate_proto::usage::UsageReport {
+        event_id: format!("{session_id}:4"),
+        context: Some(livegate_proto::usage::SessionContext {
+            session_id: session_id.clone(),
+            key_id: key_id.clone(),
+            model: MODEL.into(),
+            gateway_id: "gw-lease-test".into(),
+            ..Default::default()
+        }),
+        seq: 4,
+        occurred_at: Some(std::time::SystemTime::now().into()),
+        tokens: Some(livegate_proto::usage::TokenUsage {
+            prompt_tokens: 1000,
+            response_tokens: 500,
+            total_tokens: 1500,
+            ..Default::default()
+        }),
+        media: None,
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", late.event_id.as_str());
+    stack
+        .jetstream()
+        .await
+        .publish_with_headers(
+            livegate_common::subjects::USAGE_REPORT,
+            headers,
+            prost::Message::encode_to_vec(&late).into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let refreshed = sql_until(
+        ch,
+        &db,
+        &format!(
+            "SELECT closed_by, events_counted, toString(cost_usd) FROM {{db}}.sessions FINAL \
+             WHERE key_id = '{key_id}'"
+        ),
+        |o| o.split('\t').nth(1) == Some("4"),
+    )
+    .await;
+    let cols: Vec<&str> = refreshed.split('\t').collect();
+    assert_eq!(cols.get(..2), Some(&["lost", "4"][..]), "{refreshed}");
+    let events_cost: rust_decimal::Decimal = sql(
+        ch,
+        &db,
+        &format!(
+            "SELECT toString(sum(cost_usd)) FROM {{db}}.usage_events FINAL WHERE key_id = '{key_id}'"
+        ),
+    )
+    .await
+    .parse()
+    .unwrap();
+    let session_cost: rust_decimal::Decimal = cols[2].parse().unwrap();
+    assert!(session_cost > rust_decimal::Decimal::ZERO);
+    assert!(
+        (session_cost - events_cost).abs() <= rust_decimal::Decimal::new(1, 9),
+        "refreshed session {session_cost} vs events {events_cost}"
+    );
 }
 
 #[tokio::test]
