@@ -422,3 +422,49 @@ async fn the_deployed_permissions_let_gateways_write_leases_and_metering_read_an
         .await
         .expect("gateway deletes its lease");
 }
+
+#[tokio::test]
+async fn a_gateway_names_its_lease_in_session_started_and_deletes_it_on_a_clean_stop() {
+    use livegate_common::leases;
+    let mut stack = Stack::start_with_gateway(|c| c.lease = Duration::from_secs(3)).await;
+    let key = stack.key().await;
+    let mut ws = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
+    open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
+    let events = stack
+        .events_until(DEADLINE, |e| !e.started().is_empty())
+        .await;
+    let instance = events.started()[0].gateway_instance.clone();
+    assert!(leases::is_instance_id(&instance), "{instance:?}");
+
+    let bucket = leases::open(&stack.jetstream().await).await.unwrap();
+    let entry = bucket
+        .entry(&instance)
+        .await
+        .unwrap()
+        .expect("the lease is held");
+    let lease: leases::Lease = serde_json::from_slice(&entry.value).unwrap();
+    assert_eq!(
+        (lease.gateway_id.as_str(), lease.lease()),
+        ("gw-test", Duration::from_secs(3))
+    );
+    // Renewed while the gateway runs (bounded wait: a beat every second).
+    let mut renewed = false;
+    for _ in 0..100 {
+        let now = bucket.entry(&instance).await.unwrap().unwrap();
+        if now.revision > entry.revision {
+            renewed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(renewed, "the lease is renewed");
+
+    ws.close(None).await.unwrap();
+    let _ = close_of(&mut ws).await;
+    stack.gateway.stop().await;
+    let after = bucket.entry(&instance).await.unwrap();
+    assert!(
+        after.is_none_or(|e| e.operation != async_nats::jetstream::kv::Operation::Put),
+        "a cleanly stopped gateway leaves no lease behind"
+    );
+}
