@@ -8,6 +8,7 @@
 //! - [`nats`]: [`nats::NatsOptions`], the one way every service connects to NATS (servers,
 //!   credentials, TLS, per-role inbox prefix).
 //! - [`kv`]: mirroring a NATS KV bucket into memory with a self-healing watch.
+//! - [`leases`]: gateway process leases (the `livegate_leases` bucket and its value).
 //! - [`credential`]: reading a credential out of an `Authorization` value (one parser).
 //! - [`spend`]: the value format of the `livegate_spend` KV bucket.
 //! - [`clickhouse`]: the ClickHouse client constructor and database-name rule.
@@ -20,6 +21,7 @@ pub mod config;
 pub mod credential;
 pub mod env;
 pub mod kv;
+pub mod leases;
 pub mod nats;
 pub mod service;
 pub mod shutdown;

@@ -2,6 +2,7 @@
 
 use livegate_common::config::{ConfigError, FileConfig};
 use livegate_common::env::{Env, EnvError, EnvExt};
+use livegate_common::leases;
 use livegate_common::nats::{NatsConfigError, NatsOptions};
 use livegate_common::subjects;
 use secrecy::SecretString;
@@ -63,6 +64,9 @@ pub const BODY_TIMEOUT: &str = "GATEWAY_BODY_TIMEOUT";
 pub const MAX_CONNECTIONS: &str = "GATEWAY_MAX_CONNECTIONS";
 /// Most open client connections from one peer IP address (default 0: no per-IP cap).
 pub const MAX_CONNECTIONS_PER_IP: &str = "GATEWAY_MAX_CONNECTIONS_PER_IP";
+/// This process's lease on the bus (humantime, 1s to 10m, default 15s): it is renewed every
+/// third of it, and metering closes the sessions of a process whose lease ran out as lost.
+pub const LEASE: &str = "GATEWAY_LEASE";
 
 /// Default for [`MAX_FRAME_BYTES`]: a Live audio chunk is about 16 KiB and a JPEG video frame
 /// at most about 1 MiB (base64 makes it 1.33 MiB), so 4 MiB leaves room without letting one
@@ -81,6 +85,13 @@ pub enum Error {
     /// The NATS settings (`NATS_URL`, credentials, TLS) are unusable.
     #[error(transparent)]
     Nats(#[from] NatsConfigError),
+    /// The lease is outside what leases accept.
+    #[error("GATEWAY_LEASE must be between {min:?} and {max:?}, got {got:?}")]
+    Lease {
+        got: Duration,
+        min: Duration,
+        max: Duration,
+    },
     /// Only one of the TLS variables is set.
     #[error("set both GATEWAY_TLS_CERT and GATEWAY_TLS_KEY, or neither")]
     HalfTls,
@@ -141,6 +152,11 @@ pub struct Config {
     pub stream: String,
     pub keys_bucket: String,
     pub spend_bucket: String,
+    /// This process's lease ([`LEASE`]): heartbeats go out every third of it.
+    pub lease: Duration,
+    /// This process's instance id, fresh at every start: the key of its lease and the
+    /// `gateway_instance` of its `SessionStarted` events.
+    pub instance_id: String,
 }
 
 /// Two descriptors per session (client and upstream), keeping 256 for everything else.
@@ -227,6 +243,14 @@ impl Config {
             .var(GATEWAY_ID)
             .or_else(|| env.var("HOSTNAME"))
             .unwrap_or(c.gateway_id);
+        c.lease = env.duration(LEASE, c.lease)?;
+        if !(leases::MIN_LEASE..=leases::MAX_LEASE).contains(&c.lease) {
+            return Err(Error::Lease {
+                got: c.lease,
+                min: leases::MIN_LEASE,
+                max: leases::MAX_LEASE,
+            });
+        }
         Ok(c)
     }
 
@@ -263,6 +287,8 @@ impl Config {
             stream: subjects::STREAM.to_string(),
             keys_bucket: subjects::KEYS_BUCKET.to_string(),
             spend_bucket: subjects::SPEND_BUCKET.to_string(),
+            lease: leases::DEFAULT_LEASE,
+            instance_id: leases::new_instance_id(),
         }
     }
 }
@@ -270,6 +296,21 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lease_is_validated() {
+        let c = Config::load(&FileConfig::default(), &env(&[])).unwrap();
+        assert_eq!(c.lease, Duration::from_secs(15));
+        assert!(livegate_common::leases::is_instance_id(&c.instance_id));
+        let c = Config::load(&FileConfig::default(), &env(&[(LEASE, "3s")])).unwrap();
+        assert_eq!(c.lease, Duration::from_secs(3));
+        for bad in ["0s", "500ms", "11m", "soon"] {
+            assert!(
+                Config::load(&FileConfig::default(), &env(&[(LEASE, bad)])).is_err(),
+                "{bad}"
+            );
+        }
+    }
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {

@@ -8,7 +8,8 @@
 //!   the relay loop (`relay`), frame measuring (`inspect`), usage and session events
 //!   (`meter`), close codes (`close`), and the session's life (`session`).
 //! - `auth`: `CheckKey` and Google tokens from the auth service, cached.
-//! - `publisher`: usage and session events to JetStream through a bounded, retrying queue.
+//! - `publisher`: usage and session events to JetStream through a bounded, retrying queue,
+//!   and this process's lease heartbeat (`livegate_leases`).
 //! - `mirrors`: spend totals and key-record changes mirrored from NATS KV.
 //! - `limits`: concurrent sessions per key, and open client connections (total and per IP).
 //! - `metrics`: Prometheus metrics.
@@ -113,6 +114,11 @@ pub async fn run(
         metrics: metrics.clone(),
         stop: flush.clone(),
         flush_deadline: FLUSH_DEADLINE,
+        lease: publisher::LeaseSettings {
+            instance_id: config.instance_id.clone(),
+            gateway_id: config.gateway_id.clone(),
+            lease: config.lease,
+        },
     })
     .context("starting the usage publisher thread")?;
     let grace = config.drain_grace;

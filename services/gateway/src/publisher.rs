@@ -14,6 +14,12 @@
 //! runtime and its own NATS connection: publishing, acks and NATS socket traffic then never
 //! occupy or wake the runtime threads that relay frames (on a 2-core machine that cut the
 //! wake-ups of relay threads by about one per model turn).
+//!
+//! The same thread heartbeats this process's lease ([`heartbeat`]): the key
+//! `Config::instance_id` in the `livegate_leases` bucket, rewritten every lease/3. It runs
+//! beside the publisher so that a process whose events can still flow keeps its lease, and it
+//! ends (deleting the key) only after the publisher has flushed every `SessionEnded`: a clean
+//! stop never leaves sessions for metering to close as lost.
 
 use crate::metrics::Metrics;
 use async_nats::jetstream;
@@ -109,6 +115,18 @@ pub struct Settings {
     pub stop: tokio_util::sync::CancellationToken,
     /// How long it may keep trying to flush after `stop` (see [`Publisher::run`]).
     pub flush_deadline: Duration,
+    /// This process's lease (see [`heartbeat`]).
+    pub lease: LeaseSettings,
+}
+
+/// What [`heartbeat`] writes, and how often.
+#[derive(Debug, Clone)]
+pub struct LeaseSettings {
+    /// The key: this process's instance id.
+    pub instance_id: String,
+    pub gateway_id: String,
+    /// Renewed every third of it.
+    pub lease: Duration,
 }
 
 /// Starts the publisher on a thread of its own (a single-threaded runtime and a NATS
@@ -151,14 +169,21 @@ pub fn spawn(s: Settings) -> std::io::Result<(Bus, tokio::sync::oneshot::Receive
                 match s.nats.connect(&s.nats_url).await {
                     Ok(client) => {
                         let _ = client_slot.set(client.clone());
+                        let js = jetstream::new(client);
                         let publisher = Publisher {
-                            js: jetstream::new(client),
+                            js: js.clone(),
                             stream: s.stream,
                             rx,
                             linger: s.linger,
                             metrics: s.metrics,
                         };
-                        publisher.run(s.stop, s.flush_deadline).await;
+                        let published = tokio_util::sync::CancellationToken::new();
+                        let beat = heartbeat(js, s.lease, published.clone());
+                        let publish = async {
+                            publisher.run(s.stop, s.flush_deadline).await;
+                            published.cancel();
+                        };
+                        tokio::join!(beat, publish);
                     }
                     Err(e) => {
                         // Unreachable in practice: the gateway's own connection with the
@@ -175,6 +200,54 @@ pub fn spawn(s: Settings) -> std::io::Result<(Bus, tokio::sync::oneshot::Receive
         .recv()
         .unwrap_or_else(|_| Err(std::io::Error::other("usage publisher thread ended early")))?;
     Ok((bus, done_rx))
+}
+
+/// Writes this process's lease every lease/3 until `done` (the publisher has flushed), then
+/// deletes it. A failed write is logged and tried again at the next beat: the lease has room
+/// for two missed beats.
+pub async fn heartbeat(
+    js: jetstream::Context,
+    s: LeaseSettings,
+    done: tokio_util::sync::CancellationToken,
+) {
+    let value: Bytes = match serde_json::to_vec(&livegate_common::leases::Lease {
+        gateway_id: s.gateway_id.clone(),
+        lease_ms: u64::try_from(s.lease.as_millis()).unwrap_or(u64::MAX),
+    }) {
+        Ok(v) => v.into(),
+        Err(e) => {
+            tracing::error!(error.message = %e, "cannot encode the gateway lease; metering will close this gateway's sessions as lost");
+            return;
+        }
+    };
+    let every = s.lease / 3;
+    let mut bucket: Option<jetstream::kv::Store> = None;
+    loop {
+        if bucket.is_none() {
+            match livegate_common::leases::open(&js).await {
+                Ok(b) => bucket = Some(b),
+                Err(e) => tracing::warn!(error.message = %e, "cannot open the leases bucket yet"),
+            }
+        }
+        if let Some(b) = &bucket {
+            let put = tokio::time::timeout(every, b.put(&s.instance_id, value.clone()));
+            match put.await {
+                Ok(Ok(_)) => tracing::trace!(instance = %s.instance_id, "lease renewed"),
+                Ok(Err(e)) => tracing::warn!(error.message = %e, "cannot renew the gateway lease"),
+                Err(_) => tracing::warn!("renewing the gateway lease timed out"),
+            }
+        }
+        tokio::select! {
+            () = done.cancelled() => break,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+    if let Some(b) = bucket {
+        // Every session's end is published: nothing of this process is left to close.
+        if let Ok(Err(e)) = tokio::time::timeout(every, b.delete(&s.instance_id)).await {
+            tracing::warn!(error.message = %e, "cannot delete the gateway lease at shutdown");
+        }
+    }
 }
 
 /// The publishing task's state.

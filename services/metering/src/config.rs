@@ -5,6 +5,7 @@
 
 use livegate_common::config::{ConfigError, FileConfig};
 use livegate_common::env::{Env, EnvError, EnvExt};
+use livegate_common::leases;
 use livegate_common::nats::{NatsConfigError, NatsOptions};
 use livegate_common::subjects;
 use secrecy::SecretString;
@@ -44,6 +45,10 @@ pub const MAX_ACK_PENDING: &str = "METERING_MAX_ACK_PENDING";
 pub const INSERT_RETRIES: &str = "METERING_INSERT_RETRIES";
 /// Drain bound on shutdown (humantime).
 pub const SHUTDOWN_TIMEOUT: &str = "METERING_SHUTDOWN_TIMEOUT";
+/// How long a gateway process's lease may go unrenewed before its open sessions are closed as
+/// lost (humantime, 1s to 10m, default 15s; a gateway whose own `GATEWAY_LEASE` is longer gets
+/// that). The reconciler looks every third of it.
+pub const LEASE: &str = "METERING_LEASE";
 
 /// Why the configuration is unusable (the binary exits with `EX_USAGE`).
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +93,8 @@ pub struct Config {
     pub consumer: String,
     /// KV bucket the spend totals are written to.
     pub spend_bucket: String,
+    /// `METERING_LEASE`: see [`LEASE`].
+    pub lease: Duration,
 }
 
 /// Where ClickHouse is.
@@ -153,6 +160,19 @@ impl Config {
         config.max_ack_pending = max_ack_pending;
         config.insert_retries = insert_retries;
         config.shutdown_timeout = duration(env, SHUTDOWN_TIMEOUT, config.shutdown_timeout)?;
+        config.lease = duration(env, LEASE, config.lease)?;
+        if !(leases::MIN_LEASE..=leases::MAX_LEASE).contains(&config.lease) {
+            return Err(EnvError {
+                name: LEASE.to_string(),
+                value: env.var(LEASE).unwrap_or_default(),
+                reason: format!(
+                    "must be between {:?} and {:?}",
+                    leases::MIN_LEASE,
+                    leases::MAX_LEASE
+                ),
+            }
+            .into());
+        }
         Ok(config)
     }
 
@@ -182,6 +202,7 @@ impl Config {
             stream: subjects::STREAM.to_string(),
             consumer: subjects::METERING_CONSUMER.to_string(),
             spend_bucket: subjects::SPEND_BUCKET.to_string(),
+            lease: leases::DEFAULT_LEASE,
         }
     }
 }
@@ -235,6 +256,9 @@ mod tests {
         assert_eq!(c.stream, subjects::STREAM);
         assert_eq!(c.consumer, subjects::METERING_CONSUMER);
         assert_eq!(c.spend_bucket, subjects::SPEND_BUCKET);
+        assert_eq!(c.lease, Duration::from_secs(15));
+        let c = Config::load(&FileConfig::default(), &env(&[(LEASE, "2s")])).unwrap();
+        assert_eq!(c.lease, Duration::from_secs(2));
     }
 
     #[test]
@@ -272,6 +296,9 @@ mod tests {
             (FLUSH_INTERVAL, "soon"),
             (ACK_WAIT, "0s"),
             (MAX_ACK_PENDING, "10"),
+            (LEASE, "0s"),
+            (LEASE, "999ms"),
+            (LEASE, "11m"),
         ] {
             assert!(
                 Config::load(&FileConfig::default(), &env(&[(k, v)])).is_err(),

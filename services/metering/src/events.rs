@@ -13,7 +13,7 @@ use livegate_proto::prost::Message as _;
 use livegate_proto::prost_types::Timestamp;
 use livegate_proto::usage::{
     MediaMeasurements, Modality, ModalityTokens, SessionContext, SessionEnded, SessionEvent,
-    UsageReport, session_event,
+    SessionStarted, UsageReport, session_event,
 };
 
 /// A decoded bus message.
@@ -21,8 +21,8 @@ use livegate_proto::usage::{
 pub(crate) enum Event {
     /// A priced usage report, with its receipt.
     Report(Box<PricedEvent>),
-    /// A session started: nothing to store.
-    Started,
+    /// A session started: recorded in `session_starts` (open sessions, for leases).
+    Started(Box<SessionStarted>),
     /// A session ended.
     Ended(Box<Ended>),
     /// A subject metering does not know (a newer contract): acknowledged and ignored.
@@ -94,7 +94,9 @@ pub(crate) fn decode(
                 source,
             })?;
             match event.event {
-                Some(session_event::Event::Started(_)) => Ok(Event::Started),
+                Some(session_event::Event::Started(started)) => {
+                    Ok(Event::Started(Box::new(started)))
+                }
                 Some(session_event::Event::Ended(ended)) => {
                     let ctx = ended
                         .context

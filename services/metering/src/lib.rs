@@ -12,6 +12,8 @@
 //! - `consumer`: the durable pull consumer and the batch pipeline (ack only after the insert),
 //!   one file per step.
 //! - `spend`: per key / team spend totals into the `livegate_spend` KV bucket.
+//! - `leases`: the reconciler closing, as lost, the sessions of gateway processes whose lease
+//!   on the bus expired.
 //! - `metrics`, `http`: `/metrics`, `/healthz`, `/readyz`.
 //! - [`run`]: wires it together and serves until the shutdown future resolves.
 
@@ -21,6 +23,7 @@ pub mod pricing;
 mod consumer;
 mod events;
 mod http;
+mod leases;
 mod metrics;
 mod spend;
 mod store;
@@ -142,6 +145,14 @@ pub async fn run(
         store.clone(),
         bucket,
         metrics.clone(),
+        stop_spend.clone(),
+    ));
+
+    tasks.spawn(leases::run(
+        async_nats::jetstream::new(client.clone()),
+        store.clone(),
+        metrics.clone(),
+        config.lease,
         stop_spend.clone(),
     ));
 

@@ -55,6 +55,7 @@ impl<'a> Meter<'a> {
                     event_id: format!("{session_id}:start"),
                     context: Some(context.clone()),
                     started_at: Some(started_at.into()),
+                    gateway_instance: app.config.instance_id.clone(),
                 })),
             },
         ));

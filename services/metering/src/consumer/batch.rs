@@ -17,7 +17,7 @@ use super::sessions::SessionStep;
 use super::{FIRST_BACKOFF, MAX_BACKOFF, Pipeline};
 use crate::events::{self, Ended, Event};
 use crate::metrics::{ModelLabel, OutcomeLabel};
-use crate::store::{PricedEvent, StoreError, UsageRow};
+use crate::store::{PricedEvent, SessionStartRow, StoreError, UsageRow};
 use async_nats::jetstream;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -58,8 +58,13 @@ impl Pipeline {
         let mut copies = 0u64;
         let mut ended: Vec<(&Ended, u64)> = Vec::new();
         let mut ended_ids = HashSet::new();
+        let mut starts = Vec::new();
         for item in &items {
             let row = match &item.event {
+                Ok(Event::Started(s)) => {
+                    starts.extend(super::sessions::start_row(s));
+                    None
+                }
                 Ok(Event::Report(row)) => Some(row.as_ref()),
                 Ok(Event::Ended(e)) => {
                     if ended_ids.insert(e.context().session_id.clone()) {
@@ -91,13 +96,15 @@ impl Pipeline {
             } else {
                 Suspects::All
             };
-            let result =
-                match tokio::time::timeout(ATTEMPT_TIMEOUT, self.write(&rows, suspects, &ended))
-                    .await
-                {
-                    Ok(r) => r,
-                    Err(_) => Err(WriteError::Timeout),
-                };
+            let result = match tokio::time::timeout(
+                ATTEMPT_TIMEOUT,
+                self.write(&rows, &starts, suspects, &ended),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(WriteError::Timeout),
+            };
             match result {
                 Ok(w) => break Some(w),
                 Err(e) => {
@@ -172,7 +179,7 @@ impl Pipeline {
                 }
                 "report"
             }
-            Ok(Event::Started) => "session_started",
+            Ok(Event::Started(_)) => "session_started",
             Ok(Event::Ended(e)) => {
                 if e.trailing.as_ref().is_some_and(|r| r.usage.priced == 0) {
                     self.metrics
@@ -201,6 +208,7 @@ impl Pipeline {
     async fn write(
         &self,
         rows: &[PricedEvent],
+        starts: &[SessionStartRow],
         suspects: Suspects<'_>,
         ended: &[(&Ended, u64)],
     ) -> Result<Written, WriteError> {
@@ -223,6 +231,7 @@ impl Pipeline {
         self.store.insert_receipts(&receipts).await?;
         let usage: Vec<&UsageRow> = fresh.iter().map(|r| &r.usage).collect();
         self.store.insert_usage(&usage).await?;
+        self.store.insert_session_starts(starts).await?;
 
         let sessions = self.write_sessions(ended).await?;
         Ok(Written {

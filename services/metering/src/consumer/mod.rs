@@ -39,6 +39,8 @@ mod fetch;
 mod sessions;
 mod setup;
 
+pub(crate) use cost_line::cost_line;
+pub(crate) use sessions::lost_row;
 pub(crate) use setup::setup;
 
 use crate::metrics::Metrics;

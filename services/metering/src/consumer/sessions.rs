@@ -6,12 +6,17 @@
 //! on another replica, or redelivered later), the end event is handed back with a short delay
 //! ([`SESSION_WAIT_DELAY`]) and tried again, at most [`MAX_SESSION_WAITS`] deliveries; then the
 //! row is written with what arrived.
+//!
+//! A session whose gateway process died before its `SessionEnded` is closed by the lease
+//! reconciler (`crate::leases`) with [`lost_row`]: `closed_by = 'lost'`, close code
+//! [`LOST_CLOSE_CODE`], `version` 0. Every row built from a real `SessionEnded` has a version
+//! of at least 1, so a late real end (the gateway was only partitioned) replaces it.
 
 use super::Pipeline;
 use super::cost_line::cost_line;
 use crate::events::{self, Ended};
-use crate::store::{SessionRow, SessionTotals, StoreError, usd};
-use livegate_proto::usage::{ClosedBy, SessionEnded};
+use crate::store::{SessionRow, SessionStartRow, SessionTotals, StoreError, usd};
+use livegate_proto::usage::{ClosedBy, SessionContext, SessionEnded, SessionStarted};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -19,6 +24,13 @@ use std::time::Duration;
 pub(super) const SESSION_WAIT_DELAY: Duration = Duration::from_secs(1);
 /// …up to this many deliveries, then written with the reports that arrived.
 pub(crate) const MAX_SESSION_WAITS: u64 = 10;
+
+/// The close code of a session closed as lost: 1006, "closed abnormally, without a close
+/// frame" (RFC 6455 §7.4.1), which is what the client saw when its gateway died.
+pub(crate) const LOST_CLOSE_CODE: u32 = 1006;
+/// The close reason of a session closed as lost.
+pub(crate) const LOST_CLOSE_REASON: &str =
+    "gateway lost: its lease expired before the session ended";
 
 /// What became of a `SessionEnded` once the batch's rows were in.
 pub(super) enum SessionStep {
@@ -73,6 +85,9 @@ impl Pipeline {
                     );
                 }
                 let row = session_row(&e.event, &t);
+                if versions.get(&id) == Some(&LOST_VERSION) {
+                    tracing::info!(session.id = %id, "the gateway's own end replaces the session closed as lost");
+                }
                 to_write.push(row.clone());
                 SessionStep::Written {
                     first: versions.get(&id) != Some(&row.version),
@@ -131,6 +146,7 @@ pub(crate) fn session_row(e: &SessionEnded, t: &SessionTotals) -> SessionRow {
             ClosedBy::Client => "client",
             ClosedBy::Upstream => "upstream",
             ClosedBy::Gateway => "gateway",
+            ClosedBy::Lost => "lost",
             ClosedBy::Unspecified => "",
         }
         .to_string(),
@@ -156,5 +172,129 @@ pub(crate) fn session_row(e: &SessionEnded, t: &SessionTotals) -> SessionRow {
         output_cost_usd: usd(SessionTotals::money(&t.output_cost_usd)),
         cost_usd: usd(SessionTotals::money(&t.cost_usd)),
         version: t.events.saturating_add(1),
+    }
+}
+
+/// The `version` of a row [`lost_row`] builds: below every real end's.
+pub(crate) const LOST_VERSION: u64 = 0;
+
+/// The `session_starts` row of a `SessionStarted` (none without a session id).
+pub(crate) fn start_row(s: &SessionStarted) -> Option<SessionStartRow> {
+    let ctx = s.context.as_ref().filter(|c| !c.session_id.is_empty())?;
+    Some(SessionStartRow {
+        session_id: ctx.session_id.clone(),
+        key_id: ctx.key_id.clone(),
+        team_id: ctx.team_id.clone(),
+        user_id: ctx.user_id.clone(),
+        project: ctx.project.clone(),
+        location: ctx.location.clone(),
+        model: ctx.model.clone(),
+        gateway_id: ctx.gateway_id.clone(),
+        gateway_instance: s.gateway_instance.clone(),
+        started_at: events::seconds_of(s.started_at.as_ref()),
+    })
+}
+
+/// The `sessions` row of a session closed as lost at `ended_at` (Unix seconds: the last time
+/// its gateway was known alive), with the usage stored for it.
+pub(crate) fn lost_row(start: &SessionStartRow, ended_at: u32, t: &SessionTotals) -> SessionRow {
+    let ended_at = ended_at.max(start.started_at);
+    let ended = SessionEnded {
+        event_id: format!("{}:lost", start.session_id),
+        context: Some(SessionContext {
+            session_id: start.session_id.clone(),
+            key_id: start.key_id.clone(),
+            team_id: start.team_id.clone(),
+            user_id: start.user_id.clone(),
+            project: start.project.clone(),
+            location: start.location.clone(),
+            model: start.model.clone(),
+            gateway_id: start.gateway_id.clone(),
+        }),
+        started_at: Some(livegate_proto::prost_types::Timestamp {
+            seconds: i64::from(start.started_at),
+            nanos: 0,
+        }),
+        ended_at: Some(livegate_proto::prost_types::Timestamp {
+            seconds: i64::from(ended_at),
+            nanos: 0,
+        }),
+        duration_seconds: f64::from(ended_at - start.started_at),
+        close_code: LOST_CLOSE_CODE,
+        close_reason: LOST_CLOSE_REASON.to_string(),
+        closed_by: ClosedBy::Lost.into(),
+        reports: t.reports,
+        ..SessionEnded::default()
+    };
+    let mut row = session_row(&ended, t);
+    row.version = LOST_VERSION;
+    row
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start() -> SessionStartRow {
+        SessionStartRow {
+            session_id: "s1".into(),
+            key_id: "k".into(),
+            team_id: "t".into(),
+            user_id: "u".into(),
+            project: "p".into(),
+            location: "l".into(),
+            model: "m".into(),
+            gateway_id: "gw".into(),
+            gateway_instance: "0".repeat(32),
+            started_at: 1_000,
+        }
+    }
+
+    #[test]
+    fn a_lost_row_is_replaced_by_any_real_end() {
+        let t = SessionTotals {
+            session_id: "s1".into(),
+            events: 3,
+            reports: 3,
+            prompt_tokens: 30,
+            cost_usd: "0.000123".into(),
+            ..SessionTotals::default()
+        };
+        let lost = lost_row(&start(), 1_060, &t);
+        assert_eq!(lost.closed_by, "lost");
+        assert_eq!(u32::from(lost.close_code), LOST_CLOSE_CODE);
+        assert_eq!(lost.duration_s, 60.0);
+        assert_eq!(lost.reports, 3);
+        assert_eq!(lost.prompt_tokens, 30);
+        assert_eq!(lost.cost_usd, usd(SessionTotals::money("0.000123")));
+        assert_eq!(lost.key_id, "k");
+        // Even a real end with no usage at all outranks it.
+        let real = session_row(&SessionEnded::default(), &SessionTotals::default());
+        assert!(real.version > lost.version);
+    }
+
+    #[test]
+    fn a_lost_row_never_ends_before_it_started() {
+        let lost = lost_row(&start(), 10, &SessionTotals::default());
+        assert_eq!(lost.ended_at, 1_000);
+        assert_eq!(lost.duration_s, 0.0);
+    }
+
+    #[test]
+    fn start_rows_need_a_session_id() {
+        assert!(start_row(&SessionStarted::default()).is_none());
+        let s = SessionStarted {
+            context: Some(SessionContext {
+                session_id: "s".into(),
+                ..SessionContext::default()
+            }),
+            gateway_instance: "i".into(),
+            ..SessionStarted::default()
+        };
+        let row = start_row(&s).unwrap();
+        assert_eq!(
+            (row.session_id.as_str(), row.gateway_instance.as_str()),
+            ("s", "i")
+        );
     }
 }

@@ -8,6 +8,8 @@
 //! - `dedupe`: the reads that keep writes idempotent (which events and session rows are
 //!   already stored).
 //! - `session_totals`: a session's usage summed from `usage_events`, for its `sessions` row.
+//! - `session_starts`: the sessions started (`session_starts`) and those still open, for the
+//!   lease reconciler (`crate::leases`).
 //! - `spend`: all-time spend per key and per team, for the `livegate_spend` KV bucket.
 //!
 //! Rows are written as given (`RowBinary`, validation off: ClickHouse 18.16 lacks
@@ -23,6 +25,10 @@
 //!   (the event's own time, so a redelivered copy lands in the same partition).
 //! - `sessions`: one row per ended session with its totals, `ReplacingMergeTree(version)`
 //!   ordered by `session_id`; `version` grows with the number of usage rows the totals include.
+//!   A session closed as lost by the lease reconciler has `version` 0, so the gateway's own
+//!   `SessionEnded`, should it arrive after all (a partition, not a crash), replaces it.
+//! - `session_starts`: one row per `SessionStarted` with the gateway process serving it,
+//!   `ReplacingMergeTree` ordered by `session_id`, partitioned by month of `started_at`.
 //! - `spend_daily`: per day × key × team × model, fed by two materialized views (one row per
 //!   usage event, and one per session with `sessions = 1`), `ReplacingMergeTree` ordered by
 //!   `(team_id, key_id, day, model, event_id)`.
@@ -48,11 +54,13 @@ pub(crate) mod migrations;
 
 mod dedupe;
 mod rows;
+mod session_starts;
 mod session_totals;
 mod spend;
 
 pub use rows::{PricedEvent, ReceiptRow, SessionRow, UsageRow};
 pub(crate) use rows::{from_usd, usd};
+pub use session_starts::SessionStartRow;
 pub use session_totals::SessionTotals;
 pub use spend::SpendBy;
 

@@ -396,6 +396,7 @@ pub fn started(ctx: &SessionContext) -> SessionEvent {
             event_id: format!("{}:start", ctx.session_id),
             context: Some(ctx.clone()),
             started_at: ts(T0),
+            gateway_instance: String::new(),
         })),
     }
 }

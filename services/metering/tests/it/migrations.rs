@@ -20,7 +20,7 @@ async fn migrations_run_twice_and_concurrently_without_error() {
     let ch = ClickHouseServer::shared().await.unwrap();
     let db = names::unique("t_migrate");
     let s = store(ch, &db);
-    assert_eq!(s.migrate().await.unwrap(), vec![1, 3]);
+    assert_eq!(s.migrate().await.unwrap(), vec![1, 2, 3]);
     assert_eq!(s.migrate().await.unwrap(), Vec::<u32>::new());
     for t in [
         "schema_migrations",
@@ -29,6 +29,7 @@ async fn migrations_run_twice_and_concurrently_without_error() {
         "spend_daily",
         "spend_daily_usage_mv",
         "spend_daily_sessions_mv",
+        "session_starts",
         "usage_receipts",
     ] {
         let exists = ch.query(&format!("EXISTS TABLE {db}.{t}")).await.unwrap();
@@ -40,7 +41,7 @@ async fn migrations_run_twice_and_concurrently_without_error() {
         ))
         .await
         .unwrap();
-    assert_eq!(versions.trim(), "1\n3");
+    assert_eq!(versions.trim(), "1\n2\n3");
 
     // Two replicas starting together on a fresh database.
     let db2 = names::unique("t_migrate");
@@ -55,7 +56,7 @@ async fn migrations_run_twice_and_concurrently_without_error() {
         ))
         .await
         .unwrap();
-    assert_eq!(versions.trim(), "1\n3");
+    assert_eq!(versions.trim(), "1\n2\n3");
 }
 
 #[tokio::test]

@@ -95,6 +95,7 @@ async fn printed_schema_applies_twice_on_the_tested_clickhouse() -> Result<()> {
         tables,
         [
             "schema_migrations",
+            "session_starts",
             "sessions",
             "spend_daily",
             "spend_daily_sessions_mv",

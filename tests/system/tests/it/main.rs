@@ -15,6 +15,7 @@ mod close_codes;
 mod credentials;
 mod front_door;
 mod http;
+mod leases;
 mod metering;
 mod relay;
 mod secrets_in_logs;

@@ -10,6 +10,7 @@
 //! at once, is harmless.
 
 mod v0001_usage_sessions_spend;
+mod v0002_session_leases;
 mod v0003_usage_receipts;
 
 use super::{Store, StoreError, err};
@@ -33,6 +34,7 @@ pub(crate) const SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS {db}.sche
 /// its own file (`vNNNN_name.rs`) and at the end of this list.
 pub(crate) const MIGRATIONS: &[Migration] = &[
     v0001_usage_sessions_spend::MIGRATION,
+    v0002_session_leases::MIGRATION,
     v0003_usage_receipts::MIGRATION,
 ];
 
