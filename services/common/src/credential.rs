@@ -8,13 +8,13 @@
 //!
 //! | place | spelling |
 //! |---|---|
-//! | `Authorization` | `Bearer <cred>` (scheme in any case, 1+ spaces or tabs), or a bare `<cred>` |
+//! | `Authorization` | `Bearer <cred>` or `Token <cred>` (the ephemeral-token SDKs' scheme; either in any case, 1+ spaces or tabs), or a bare `<cred>` |
 //! | `x-goog-api-key`, `api-key` | `<cred>` |
 //! | `Sec-WebSocket-Protocol` | a list element `livegate-key.<cred>` |
 //! | query | `?key=<cred>`, `?access_token=<cred>` (percent-decoded) |
 //!
 //! Only the whitespace HTTP itself allows is skipped: around a header value, around a list
-//! element, between `Bearer` and the credential. Nothing inside a credential, after the
+//! element, between the scheme and the credential. Nothing inside a credential, after the
 //! `livegate-key.` prefix or in a decoded query value is ever trimmed: such a value is
 //! [`Refused::Malformed`], as is a place given twice with different values
 //! ([`Refused::Ambiguous`]). One malformed place refuses the request even when an earlier place
@@ -140,18 +140,21 @@ fn well_formed(raw: &[u8], place: Place) -> Result<Value, Refused> {
         .ok_or(Refused::Malformed { place })
 }
 
-/// The token in an `Authorization` value (already trimmed): after a `Bearer` scheme, or the
-/// whole value when it names no scheme; `None` for a bare `Bearer`.
+/// The credential in an `Authorization` value (already trimmed): after a `Bearer` or `Token`
+/// scheme (google-genai's ephemeral-token clients send `Token <token>`), or the whole value
+/// when it names no scheme; `None` for a bare scheme.
 fn strip_bearer(value: &[u8]) -> Option<&[u8]> {
-    const SCHEME: &[u8] = b"bearer";
-    match value.get(..SCHEME.len()) {
-        Some(s) if s.eq_ignore_ascii_case(SCHEME) => match value.get(SCHEME.len()) {
-            None => None,
-            Some(b' ' | b'\t') => Some(trim_ows(&value[SCHEME.len()..])),
-            Some(_) => Some(value),
-        },
-        _ => Some(value),
+    for scheme in [b"bearer".as_slice(), b"token".as_slice()] {
+        match value.get(..scheme.len()) {
+            Some(s) if s.eq_ignore_ascii_case(scheme) => match value.get(scheme.len()) {
+                None => return None,
+                Some(b' ' | b'\t') => return Some(trim_ows(&value[scheme.len()..])),
+                Some(_) => {}
+            },
+            _ => {}
+        }
     }
+    Some(value)
 }
 
 /// One place's values, each already checked: the place's credential when every non-empty
@@ -565,6 +568,40 @@ mod tests {
         assert_eq!(
             got(&HeaderMap::new(), Some("access_token=q2")),
             Ok(Some(("q2".into(), Place::QueryAccessToken)))
+        );
+    }
+
+    #[test]
+    fn the_token_scheme_carries_a_credential_like_bearer() {
+        for v in [
+            format!("Token {TOKEN}"),
+            format!("token \t{TOKEN}"),
+            format!("TOKEN {TOKEN}"),
+        ] {
+            let h = headers(&[("authorization", v.as_bytes())]);
+            assert_eq!(
+                got(&h, None),
+                Ok(Some((TOKEN.to_string(), Place::Authorization))),
+                "{v}"
+            );
+        }
+        // A credential that merely starts with the letters is not a scheme.
+        let h = headers(&[("authorization", b"tokenish-lg-abc")]);
+        assert_eq!(
+            got(&h, None),
+            Ok(Some(("tokenish-lg-abc".to_string(), Place::Authorization)))
+        );
+        // Still one credential: nothing after it, nothing trimmed inside.
+        let h = headers(&[("authorization", b"Token lgb-a lgb-b")]);
+        assert_eq!(
+            got(&h, None),
+            Err(Refused::Malformed {
+                place: Place::Authorization
+            })
+        );
+        assert_eq!(
+            got(&headers(&[("authorization", b"Token")]), None),
+            Ok(None)
         );
     }
 
