@@ -172,26 +172,38 @@ pub struct SessionRow {
 }
 
 impl Store {
-    /// Inserts usage rows in one `INSERT` (atomic in ClickHouse for a batch this size).
-    ///
-    /// # Errors
-    /// [`StoreError`] when the insert fails.
-    pub async fn insert_usage(&self, rows: &[&UsageRow]) -> Result<(), StoreError> {
+    /// Writes `rows` to `table` in one `INSERT` (atomic in ClickHouse for a batch this size);
+    /// nothing at all for no rows. `op` names the step in errors.
+    pub(super) async fn insert_rows<T>(
+        &self,
+        table: &str,
+        op: &'static str,
+        rows: &[&T],
+    ) -> Result<(), StoreError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowWrite,
+    {
         if rows.is_empty() {
             return Ok(());
         }
         let mut insert = self
             .client
-            .insert_unescaped::<UsageRow>(&self.table("usage_events"))
+            .insert_unescaped::<T>(&self.table(table))
             .await
-            .map_err(err("insert usage_events"))?;
+            .map_err(err(op))?;
         for row in rows {
-            insert
-                .write(*row)
-                .await
-                .map_err(err("insert usage_events"))?;
+            insert.write(*row).await.map_err(err(op))?;
         }
-        insert.end().await.map_err(err("insert usage_events"))
+        insert.end().await.map_err(err(op))
+    }
+
+    /// Inserts usage rows in one `INSERT`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the insert fails.
+    pub async fn insert_usage(&self, rows: &[&UsageRow]) -> Result<(), StoreError> {
+        self.insert_rows("usage_events", "insert usage_events", rows)
+            .await
     }
 
     /// Inserts receipts in one `INSERT`. Called before [`Store::insert_usage`] for the same
@@ -201,21 +213,8 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when the insert fails.
     pub async fn insert_receipts(&self, rows: &[&ReceiptRow]) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let mut insert = self
-            .client
-            .insert_unescaped::<ReceiptRow>(&self.table("usage_receipts"))
+        self.insert_rows("usage_receipts", "insert usage_receipts", rows)
             .await
-            .map_err(err("insert usage_receipts"))?;
-        for row in rows {
-            insert
-                .write(*row)
-                .await
-                .map_err(err("insert usage_receipts"))?;
-        }
-        insert.end().await.map_err(err("insert usage_receipts"))
     }
 
     /// Inserts session rows.
@@ -223,18 +222,8 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when the insert fails.
     pub async fn insert_sessions(&self, rows: &[SessionRow]) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let mut insert = self
-            .client
-            .insert_unescaped::<SessionRow>(&self.table("sessions"))
-            .await
-            .map_err(err("insert sessions"))?;
-        for row in rows {
-            insert.write(row).await.map_err(err("insert sessions"))?;
-        }
-        insert.end().await.map_err(err("insert sessions"))
+        let rows: Vec<&SessionRow> = rows.iter().collect();
+        self.insert_rows("sessions", "insert sessions", &rows).await
     }
 }
 

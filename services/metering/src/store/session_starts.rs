@@ -38,21 +38,9 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when the insert fails.
     pub async fn insert_session_starts(&self, rows: &[SessionStartRow]) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let mut insert = self
-            .client
-            .insert_unescaped::<SessionStartRow>(&self.table("session_starts"))
+        let rows: Vec<&SessionStartRow> = rows.iter().collect();
+        self.insert_rows("session_starts", "insert session_starts", &rows)
             .await
-            .map_err(err("insert session_starts"))?;
-        for row in rows {
-            insert
-                .write(row)
-                .await
-                .map_err(err("insert session_starts"))?;
-        }
-        insert.end().await.map_err(err("insert session_starts"))
     }
 
     /// Sessions started within [`OPEN_SESSION_HORIZON_HOURS`] by a gateway that has leases
