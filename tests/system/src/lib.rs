@@ -13,6 +13,8 @@
     reason = "test support: a failed step fails the test loudly; tasks are owned by the test"
 )]
 
+pub mod process;
+
 use livegate_emulator::{Emulator, EmulatorConfig};
 use livegate_proto::auth::auth_client::AuthClient;
 use livegate_proto::auth::{CreateKeyRequest, KeySettings};

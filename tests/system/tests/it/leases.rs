@@ -11,78 +11,33 @@
 
 use futures_util::SinkExt;
 use livegate_proto::auth::KeySettings;
+use livegate_system_tests::process::Binary;
 use livegate_system_tests::*;
 use livegate_test_support::clickhouse::ClickHouseServer;
-use livegate_test_support::workspace::workspace_bin;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// Generous: the lease bound here is 2 s (metering's lease), plus a pass every 2/3 s.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// A gateway binary with a 1 s lease, its output in a file.
-struct Gateway {
-    child: tokio::process::Child,
-    log: PathBuf,
-}
-
-impl Gateway {
-    fn spawn(stack: &Stack, dir: &std::path::Path) -> Self {
-        let log = dir.join("gateway.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let mut cmd = tokio::process::Command::new(workspace_bin("livegate-gateway").unwrap());
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", dir)
-            .env("LIVEGATE_LOG", "info")
-            .env("LIVEGATE_LOG_FORMAT", "text")
-            .env("NO_COLOR", "1")
-            .env("NATS_URL", stack.nats.url())
-            .env("GATEWAY_LISTEN", "127.0.0.1:0")
-            .env("GATEWAY_ID", "gw-lease-test")
-            .env("GATEWAY_LEASE", "1s")
-            .env("AUTH_URL", format!("http://{}", stack.auth.addr))
-            .env("LIVEGATE_INTERNAL_TOKEN", INTERNAL)
-            .env("VERTEX_LIVE_URL", stack.emulator.url())
-            .env("DEFAULT_VERTEXAI_PROJECT", PROJECT)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .kill_on_drop(true);
-        Self {
-            child: cmd.spawn().unwrap(),
-            log,
-        }
-    }
-
-    fn output(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
-    }
-
-    async fn addr(&mut self) -> String {
-        for _ in 0..300 {
-            if let Some(rest) = self.output().split("listening on ").nth(1) {
-                return rest.split_whitespace().next().unwrap().to_string();
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("gateway exited ({status}):\n{}", self.output());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("gateway did not listen within 30 s:\n{}", self.output());
-    }
-
-    async fn signal(&self, sig: &str) {
-        let pid = self.child.id().unwrap().to_string();
-        let status = tokio::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .await
-            .unwrap();
-        assert!(status.success(), "kill {sig}");
-    }
+/// The gateway binary with a 1 s lease on the stack's NATS, auth and emulator.
+fn spawn_gateway(stack: &Stack, dir: &std::path::Path) -> Binary {
+    Binary::spawn(
+        "livegate-gateway",
+        dir,
+        &[],
+        &[
+            ("LIVEGATE_LOG", "info".into()),
+            ("NATS_URL", stack.nats.url()),
+            ("GATEWAY_LISTEN", "127.0.0.1:0".into()),
+            ("GATEWAY_ID", "gw-lease-test".into()),
+            ("GATEWAY_LEASE", "1s".into()),
+            ("AUTH_URL", format!("http://{}", stack.auth.addr)),
+            ("LIVEGATE_INTERNAL_TOKEN", INTERNAL.into()),
+            ("VERTEX_LIVE_URL", stack.emulator.url()),
+            ("DEFAULT_VERTEXAI_PROJECT", PROJECT.into()),
+        ],
+    )
 }
 
 /// Metering in this process on the stack's NATS and a fresh ClickHouse database, with a 2 s
@@ -159,7 +114,7 @@ async fn a_killed_gateways_session_is_closed_as_lost_and_priced_like_its_events(
     let stack = Stack::start().await;
     let (_stop, _metering, ch, db) = metering(&stack, "leases_killed").await;
     let (key, key_id) = stack.create_key(KeySettings::default()).await;
-    let mut gw = Gateway::spawn(&stack, dir.path());
+    let mut gw = spawn_gateway(&stack, dir.path());
     let addr = gw.addr().await;
 
     let _ws = session(&addr, &key, 3).await;
@@ -174,7 +129,7 @@ async fn a_killed_gateways_session_is_closed_as_lost_and_priced_like_its_events(
     assert_eq!(events, "3", "usage events before the kill");
 
     gw.signal("-KILL").await;
-    let _ = gw.child.wait().await;
+    gw.wait().await;
 
     let row = sql_until(
         ch,
@@ -286,7 +241,7 @@ async fn a_partitioned_gateways_late_end_replaces_the_lost_row() {
     let stack = Stack::start().await;
     let (_stop, _metering, ch, db) = metering(&stack, "leases_partitioned").await;
     let (key, key_id) = stack.create_key(KeySettings::default()).await;
-    let mut gw = Gateway::spawn(&stack, dir.path());
+    let mut gw = spawn_gateway(&stack, dir.path());
     let addr = gw.addr().await;
 
     let mut ws = session(&addr, &key, 2).await;

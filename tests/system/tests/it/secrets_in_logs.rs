@@ -10,11 +10,10 @@
 use futures_util::SinkExt;
 use livegate_proto::auth::auth_client::AuthClient;
 use livegate_proto::auth::{CreateKeyRequest, GetAccessTokenRequest, KeySettings};
+use livegate_system_tests::process::Binary;
 use livegate_system_tests::*;
 use livegate_test_support::TestServiceAccount;
-use livegate_test_support::workspace::workspace_bin;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -24,76 +23,11 @@ const INTERNAL_SECRET: &str = "internal-8c2e4a6f0b1d";
 /// What the client says in its turn: conversation content is not for logs either.
 const PROMPT: &str = "prompt-3e9a71c4 tell me a secret";
 
-/// A service binary whose stdout and stderr both go to one file.
-struct Proc {
-    name: &'static str,
-    child: tokio::process::Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(name: &'static str, dir: &Path, args: &[&str], env: &[(&str, String)]) -> Self {
-        let log = dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let mut cmd = tokio::process::Command::new(workspace_bin(name).unwrap());
-        cmd.args(args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", dir)
-            .env("LIVEGATE_LOG", "trace")
-            .env("LIVEGATE_LOG_FORMAT", "text")
-            .env("NO_COLOR", "1")
-            .env("CLOUDSDK_CONFIG", dir.join("no-gcloud"))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .kill_on_drop(true);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Self {
-            name,
-            child: cmd.spawn().unwrap(),
-            log,
-        }
-    }
-
-    fn output(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
-    }
-
-    /// The address after "listening on " in the output (bounded wait).
-    async fn addr(&mut self) -> String {
-        for _ in 0..300 {
-            if let Some(rest) = self.output().split("listening on ").nth(1) {
-                return rest.split_whitespace().next().unwrap().to_string();
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("{} exited ({status}):\n{}", self.name, self.output());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "{} did not listen within 30 s:\n{}",
-            self.name,
-            self.output()
-        );
-    }
-
-    /// SIGTERM, then wait (bounded) for the exit, so the shutdown lines are in the log too.
-    async fn stop(&mut self) {
-        let pid = self.child.id().unwrap().to_string();
-        let status = tokio::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .unwrap();
-        assert!(status.success());
-        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("{} did not stop on SIGTERM", self.name))
-            .unwrap();
-    }
+/// A binary at `LIVEGATE_LOG=trace`.
+fn spawn(name: &'static str, dir: &Path, args: &[&str], env: &[(&str, String)]) -> Binary {
+    let mut env = env.to_vec();
+    env.push(("LIVEGATE_LOG", "trace".into()));
+    Binary::spawn(name, dir, args, &env)
 }
 
 async fn session_turn(ws: &mut Ws) {
@@ -116,14 +50,14 @@ async fn no_service_logs_a_secret_at_trace() {
     let sa = TestServiceAccount::generate(dir.path()).unwrap();
     let sa_path = sa.path.to_string_lossy().into_owned();
 
-    let mut emulator = Proc::spawn(
+    let mut emulator = spawn(
         "livegate-emulator",
         dir.path(),
         &["--listen", "127.0.0.1:0", "--service-account-key", &sa_path],
         &[],
     );
     let emulator_addr = emulator.addr().await;
-    let mut auth = Proc::spawn(
+    let mut auth = spawn(
         "livegate-auth",
         dir.path(),
         &[],
@@ -136,7 +70,7 @@ async fn no_service_logs_a_secret_at_trace() {
         ],
     );
     let auth_addr = auth.addr().await;
-    let mut metering = Proc::spawn(
+    let mut metering = spawn(
         "livegate-metering",
         dir.path(),
         &[],
@@ -149,7 +83,7 @@ async fn no_service_logs_a_secret_at_trace() {
         ],
     );
     metering.addr().await;
-    let mut gateway = Proc::spawn(
+    let mut gateway = spawn(
         "livegate-gateway",
         dir.path(),
         &[],
@@ -299,7 +233,7 @@ async fn no_service_logs_a_secret_at_trace() {
         for (what, secret) in &secrets {
             for line in out.lines().filter(|l| l.contains(secret.as_str())) {
                 let shown: String = line.chars().take(400).collect();
-                leaks.push(format!("{what} in the {} log: {shown}", p.name));
+                leaks.push(format!("{what} in the {} log: {shown}", p.name()));
             }
         }
     }
