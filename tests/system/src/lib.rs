@@ -53,7 +53,9 @@ pub struct Service {
 }
 
 impl Service {
-    async fn spawn<F, Fut>(f: F) -> Self
+    /// Runs `f` (a service's `run`) on a fresh loopback listener in this process, until
+    /// [`Service::stop`] or the end of the test.
+    pub async fn spawn<F, Fut>(f: F) -> Self
     where
         F: FnOnce(tokio::net::TcpListener, oneshot::Receiver<()>) -> Fut,
         Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
@@ -66,6 +68,17 @@ impl Service {
             addr,
             stop: Some(tx),
             task: Some(task),
+        }
+    }
+
+    /// How the service ended, if it has (for a failure message); `None` while it runs.
+    pub async fn ended(&mut self) -> Option<String> {
+        match self.task.take() {
+            Some(task) if task.is_finished() => Some(format!("{:?}", task.await)),
+            running => {
+                self.task = running;
+                None
+            }
         }
     }
 

@@ -14,61 +14,25 @@ use livegate_proto::auth::{
     CheckKeyRequest, CreateKeyRequest, KeySettings, MintBrowserTokenRequest,
 };
 use livegate_system_tests::{
-    INTERNAL, MASTER, MODEL, PROJECT, open_session, read_turn, setup, text_turn,
+    INTERNAL, MASTER, MODEL, PROJECT, Service, open_session, read_turn, setup, text_turn,
 };
 use livegate_test_support::google::TestServiceAccount;
 use livegate_test_support::nats::NatsServer;
 use secrecy::SecretString;
-use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const AUTH_BUCKET: &str = livegate_auth::config::AUTH_BUCKET;
 const LEGACY_SECRET: &str = "secret.browser-token";
 
-/// A service running in this process until `stop` is sent or the test ends.
-struct Running {
-    addr: SocketAddr,
-    _stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Running {
-    async fn spawn<F, Fut>(f: F) -> Self
-    where
-        F: FnOnce(tokio::net::TcpListener, oneshot::Receiver<()>) -> Fut,
-        Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
-    {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(f(listener, rx));
-        Self {
-            addr,
-            _stop: tx,
-            task,
-        }
-    }
-
-    /// Stops the service and waits (bounded) for it to return.
-    async fn stop(self) {
-        drop(self._stop);
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("service stops within 30 s")
-            .expect("service task")
-            .expect("service returns Ok");
-    }
-}
-
-async fn spawn_auth(nats: &NatsServer, service_account: Option<&TestServiceAccount>) -> Running {
+async fn spawn_auth(nats: &NatsServer, service_account: Option<&TestServiceAccount>) -> Service {
     let mut cfg = livegate_auth::Config::for_nats(nats.options_for("auth").unwrap());
     cfg.master_key = Some(SecretString::from(MASTER));
     cfg.internal_token = Some(SecretString::from(INTERNAL));
     cfg.google.application_credentials =
         service_account.map(|sa| sa.path.to_string_lossy().into_owned());
-    let auth = Running::spawn(|l, rx| {
+    let mut auth = Service::spawn(|l, rx| {
         livegate_auth::run(cfg, l, async {
             let _ = rx.await;
         })
@@ -88,11 +52,7 @@ async fn spawn_auth(nats: &NatsServer, service_account: Option<&TestServiceAccou
     .await;
     if ready.is_err() {
         let log = std::fs::read_to_string(nats.log_path()).unwrap_or_default();
-        let ended = if auth.task.is_finished() {
-            format!("{:?}", auth.task.await)
-        } else {
-            "still running".into()
-        };
+        let ended = auth.ended().await.unwrap_or_else(|| "still running".into());
         panic!("auth did not become ready within 15 s ({ended}); nats log:\n{log}");
     }
     auth
@@ -114,14 +74,14 @@ fn internal<T>(msg: T) -> tonic::Request<T> {
     req
 }
 
-async fn auth_client(auth: &Running) -> AuthClient<tonic::transport::Channel> {
+async fn auth_client(auth: &Service) -> AuthClient<tonic::transport::Channel> {
     AuthClient::connect(format!("http://{}", auth.addr))
         .await
         .unwrap()
 }
 
 /// Creates a key; returns (key, key id).
-async fn create_key(auth: &Running, settings: KeySettings) -> (String, String) {
+async fn create_key(auth: &Service, settings: KeySettings) -> (String, String) {
     let resp = auth_client(auth)
         .await
         .create_key(admin(CreateKeyRequest {
@@ -226,7 +186,7 @@ async fn anonymous_and_wrong_password_connections_are_refused() {
 async fn gateway_credentials_cannot_write_keys_or_spend_nor_read_the_browser_secret() {
     livegate_test_support::init_crypto();
     let nats = NatsServer::start_secured().await.unwrap();
-    let auth = spawn_auth(&nats, None).await;
+    let mut auth = spawn_auth(&nats, None).await;
     let (_key, key_id) = create_key(&auth, KeySettings::default()).await;
 
     let (gw, mut errors) = connect_as(&nats.options_for("gateway").unwrap(), Role::Gateway).await;
@@ -366,7 +326,7 @@ async fn gateway_credentials_cannot_write_keys_or_spend_nor_read_the_browser_sec
 async fn a_legacy_browser_secret_moves_to_the_auth_bucket_and_old_tokens_stay_valid() {
     livegate_test_support::init_crypto();
     let nats = NatsServer::start_secured().await.unwrap();
-    let auth = spawn_auth(&nats, None).await;
+    let mut auth = spawn_auth(&nats, None).await;
     let (key, _) = create_key(&auth, KeySettings::default()).await;
     let token = auth_client(&auth)
         .await
@@ -393,7 +353,7 @@ async fn a_legacy_browser_secret_moves_to_the_auth_bucket_and_old_tokens_stay_va
         .unwrap();
     js.delete_key_value(AUTH_BUCKET).await.unwrap();
 
-    let auth = spawn_auth(&nats, None).await;
+    let mut auth = spawn_auth(&nats, None).await;
     let checked = auth_client(&auth)
         .await
         .check_key(internal(CheckKeyRequest { credential: token }))
@@ -435,7 +395,7 @@ async fn a_whole_session_with_per_service_credentials_is_relayed_and_billed() {
         },
     )
     .await;
-    let auth = spawn_auth(&nats, Some(&service_account)).await;
+    let mut auth = spawn_auth(&nats, Some(&service_account)).await;
 
     let ch = livegate_test_support::clickhouse::ClickHouseServer::shared()
         .await
@@ -447,7 +407,7 @@ async fn a_whole_session_with_per_service_credentials_is_relayed_and_billed() {
         db.clone(),
     );
     mcfg.flush_interval = Duration::from_millis(100);
-    let metering = Running::spawn(|l, rx| {
+    let mut metering = Service::spawn(|l, rx| {
         livegate_metering::run(mcfg, l, async {
             let _ = rx.await;
         })
@@ -461,7 +421,7 @@ async fn a_whole_session_with_per_service_credentials_is_relayed_and_billed() {
     gw.default_project = Some(PROJECT.to_string());
     gw.drain_grace = Duration::from_secs(1);
     gw.gateway_id = "gw-bus".into();
-    let gateway = Running::spawn(|l, rx| {
+    let mut gateway = Service::spawn(|l, rx| {
         livegate_gateway::run(gw, l, async {
             let _ = rx.await;
         })
@@ -532,7 +492,7 @@ async fn a_whole_session_with_per_service_credentials_is_relayed_and_billed() {
 async fn the_cli_user_is_enough_for_doctor_and_nothing_is_denied() {
     livegate_test_support::init_crypto();
     let nats = NatsServer::start_secured().await.unwrap();
-    let auth = spawn_auth(&nats, None).await;
+    let mut auth = spawn_auth(&nats, None).await;
     let bin = livegate_test_support::workspace::workspace_bin("livegate").unwrap();
     let out = tokio::time::timeout(
         Duration::from_secs(60),
