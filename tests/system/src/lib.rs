@@ -433,3 +433,30 @@ pub async fn http(
         .unwrap_or(0);
     (status, head.to_string(), body.to_string())
 }
+
+/// A self-signed certificate for `localhost` and `127.0.0.1`, written to a directory as
+/// `cert.pem` and `key.pem` for a TLS gateway.
+pub struct SelfSignedTls {
+    /// `cert.pem`.
+    pub cert_path: std::path::PathBuf,
+    /// `key.pem`.
+    pub key_path: std::path::PathBuf,
+    /// The certificate, for a client's trust roots.
+    pub der: rustls::pki_types::CertificateDer<'static>,
+}
+
+/// Generates a [`SelfSignedTls`] in `dir`.
+pub fn self_signed_tls(dir: &std::path::Path) -> SelfSignedTls {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    SelfSignedTls {
+        cert_path,
+        key_path,
+        der: cert.cert.der().clone(),
+    }
+}

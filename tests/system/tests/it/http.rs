@@ -136,19 +136,13 @@ async fn browser_tokens_and_subprotocol_auth() {
 #[tokio::test]
 async fn tls_serves_wss() {
     let dir = tempfile::tempdir().unwrap();
-    let cert =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .unwrap();
-    let cert_path = dir.path().join("cert.pem");
-    let key_path = dir.path().join("key.pem");
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let tls = Some((cert_path, key_path));
+    let cert = self_signed_tls(dir.path());
+    let tls = Some((cert.cert_path, cert.key_path));
     let stack = Stack::start_with_gateway(move |g| g.tls = tls).await;
     let key = stack.key().await;
 
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
+    roots.add(cert.der).unwrap();
     let client = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
