@@ -10,6 +10,8 @@
 //! - [`kv`]: mirroring a NATS KV bucket into memory with a self-healing watch.
 //! - [`leases`]: gateway process leases (the `livegate_leases` bucket and its value).
 //! - [`credential`]: reading a credential out of an `Authorization` value (one parser).
+//! - [`pricing`]: the price table (LiteLLM's format) and the per-modality pricing rules, shared
+//!   by metering (the bill), the CLI (repricing) and the gateway (per-turn budget checks).
 //! - [`spend`]: the value format of the `livegate_spend` KV bucket.
 //! - [`clickhouse`]: the ClickHouse client constructor and database-name rule.
 //! - [`shutdown`]: a future that resolves on SIGTERM or SIGINT.
@@ -23,6 +25,7 @@ pub mod env;
 pub mod kv;
 pub mod leases;
 pub mod nats;
+pub mod pricing;
 pub mod service;
 pub mod shutdown;
 pub mod spend;

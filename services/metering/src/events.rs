@@ -6,8 +6,8 @@
 //! `seq` = 0, so that `usage_events` alone holds every priced unit and session totals are
 //! plain sums over it.
 
-use crate::pricing::{ByModality, Priced, Pricing, Usage};
 use crate::store::{PricedEvent, ReceiptRow, UsageRow, usd};
+use livegate_common::pricing::{ByModality, Priced, Pricing, Usage};
 use livegate_common::subjects;
 use livegate_proto::prost::Message as _;
 use livegate_proto::prost_types::Timestamp;
@@ -337,7 +337,7 @@ pub(crate) fn seconds_of(ts: Option<&Timestamp>) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pricing::PriceTable;
+    use livegate_common::pricing::PriceTable;
     use livegate_proto::usage::TokenUsage;
 
     fn pricing() -> Pricing {

@@ -18,7 +18,6 @@
 //! - [`run`]: wires it together and serves until the shutdown future resolves.
 
 pub mod config;
-pub mod pricing;
 
 mod consumer;
 mod events;
@@ -97,7 +96,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let pricing = Arc::new(
-        pricing::Pricing::load(config.pricing_file.as_deref()).context("loading PRICING_FILE")?,
+        livegate_common::pricing::Pricing::load(config.pricing_file.as_deref())
+            .context("loading PRICING_FILE")?,
     );
     let metrics = metrics::Metrics::new();
     let store = Store::new(&config.clickhouse);
@@ -292,7 +292,10 @@ async fn start(
 }
 
 /// Reloads the pricing file on every SIGHUP, until `stop`.
-async fn reload_on_sighup(pricing: Arc<pricing::Pricing>, stop: CancellationToken) {
+async fn reload_on_sighup(
+    pricing: Arc<livegate_common::pricing::Pricing>,
+    stop: CancellationToken,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => s,

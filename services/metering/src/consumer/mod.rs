@@ -44,10 +44,10 @@ pub(crate) use sessions::lost_row;
 pub(crate) use setup::setup;
 
 use crate::metrics::Metrics;
-use crate::pricing::Pricing;
 use crate::spend::SpendFeed;
 use crate::store::Store;
 use async_nats::jetstream::consumer::PullConsumer;
+use livegate_common::pricing::Pricing;
 use std::sync::Arc;
 use std::time::Duration;
 

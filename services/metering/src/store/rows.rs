@@ -2,8 +2,8 @@
 //! encoding ([`usd`], [`from_usd`]) and the inserts that write them as given.
 
 use super::{Store, StoreError, err};
-use crate::pricing::COST_SCALE;
 use clickhouse::Row;
+use livegate_common::pricing::COST_SCALE;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
