@@ -212,7 +212,7 @@ def run_checks(s, chdb, statements, queries):
     def expect(key):
         evs = [e for e in distinct.values() if e[3] == key]
         return {
-            "rows": len(evs) + 1,  # + the session's row from spend_daily_sessions_mv
+            "rows": len(evs) + 1,  # + the session's row from spend_daily_sessions_by_start_mv
             "sessions": 1,
             "prompt": sum(e[9] for e in evs),
             "input": sum((Decimal(e[7]) for e in evs), Decimal(0)),

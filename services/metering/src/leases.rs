@@ -172,6 +172,7 @@ async fn pass(
         store.insert_sessions(&rows).await?;
         for row in &rows {
             metrics.sessions_written.inc();
+            metrics.sessions_lost.inc();
             tracing::warn!(
                 session.id = %row.session_id,
                 gateway.id = %row.gateway_id,

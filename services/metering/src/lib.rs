@@ -28,7 +28,7 @@ mod spend;
 mod store;
 
 pub use config::Config;
-pub use store::{SessionRow, SessionTotals, SpendBy, Store, StoreError, UsageRow};
+pub use store::{KeyDay, SessionRow, SessionTotals, Store, StoreError, UsageRow};
 
 use anyhow::Context as _;
 use std::future::Future;

@@ -18,6 +18,8 @@
 //! | `livegate_metering_consumer_ack_pending` | gauge | messages delivered but not yet acknowledged |
 //! | `livegate_metering_spend_updates_total` | counter | spend totals written to the KV bucket |
 //! | `livegate_metering_spend_update_failures_total` | counter | failed spend refreshes (retried) |
+//! | `livegate_metering_spend_refresh_seconds` | histogram | one spend refresh: the touched key-days recomputed, the totals read and written |
+//! | `livegate_metering_sessions_lost_total` | counter | sessions the lease reconciler closed as `lost` (their gateway's lease expired) |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -64,6 +66,8 @@ pub(crate) struct Metrics {
     pub(crate) ack_pending: Gauge,
     pub(crate) spend_updates: Counter,
     pub(crate) spend_failures: Counter,
+    pub(crate) spend_refresh: Histogram,
+    pub(crate) sessions_lost: Counter,
 }
 
 impl Metrics {
@@ -155,6 +159,18 @@ impl Metrics {
             "Failed spend refreshes (retried with the next one)",
             spend_failures.clone(),
         );
+        let spend_refresh = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "spend_refresh_seconds",
+            "One spend refresh: touched key-days recomputed, totals read and written to the KV bucket",
+            spend_refresh.clone(),
+        );
+        let sessions_lost = Counter::default();
+        registry.register(
+            "sessions_lost",
+            "Sessions the lease reconciler closed as lost (their gateway's lease expired)",
+            sessions_lost.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             consumed,
@@ -172,6 +188,8 @@ impl Metrics {
             ack_pending,
             spend_updates,
             spend_failures,
+            spend_refresh,
+            sessions_lost,
         }
     }
 

@@ -1,20 +1,23 @@
-//! Spend feedback: after batches commit, the all-time spend of every key and team they
-//! touched is recomputed from ClickHouse (`spend_daily FINAL`) and written to the
-//! `livegate_spend` KV bucket as decimal USD text (`key.<key_id>`, `team.<team_id>`), where auth
-//! and the gateway read it to enforce budgets.
+//! Spend feedback: after batches commit, the spend of every key-day they touched is
+//! recomputed from ClickHouse (`spend_daily FINAL`, that key and day only) into `spend_totals`,
+//! and the all-time spend of the touched keys and teams (the sum of their `spend_totals` rows,
+//! one per day) is written to the `livegate_spend` KV bucket as decimal USD text
+//! (`key.<key_id>`, `team.<team_id>`), where auth and the gateway read it to enforce budgets.
 //!
 //! Recomputing instead of incrementing makes the feedback exact and idempotent: a redelivered
 //! event, a retried batch or a crash between insert and KV write can never count twice or be
-//! lost (the next refresh of that key rewrites the true total). Refreshes run in their own task
+//! lost (the next refresh of that key-day rewrites its true total). A refresh reads the touched
+//! key-days and the touched keys' per-day rows, so its cost grows with the keys touched and
+//! their days of history, not with all events ever stored. Refreshes run in their own task
 //! and coalesce: keys touched while one runs are refreshed together by the next, so the work is
-//! bounded by the number of distinct keys, not by the event rate.
+//! bounded by the number of distinct key-days, not by the event rate.
 //!
 //! Several replicas may refresh the same key concurrently and finish out of order. Spend only
 //! grows, so a write is a compare-and-set that only ever raises the stored value: a slower
 //! replica holding an older, smaller total cannot overwrite a newer one.
 
 use crate::metrics::Metrics;
-use crate::store::{SpendBy, Store};
+use crate::store::{KeyDay, Store};
 use async_nats::jetstream::kv;
 use livegate_common::subjects::{spend_key_for_key, spend_key_for_team};
 use rust_decimal::Decimal;
@@ -34,11 +37,16 @@ const REFRESH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Upper bound for the last refresh at shutdown.
 const FINAL_REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Keys and teams whose totals must be refreshed.
+/// Key-days whose totals must be recomputed (and with them their keys' and teams' totals).
 #[derive(Default)]
 struct Dirty {
-    keys: HashSet<String>,
-    teams: HashSet<String>,
+    key_days: HashSet<KeyDay>,
+}
+
+impl Dirty {
+    fn is_empty(&self) -> bool {
+        self.key_days.is_empty()
+    }
 }
 
 /// The hand-off between the consumer (marks ids dirty) and the refresh task.
@@ -50,24 +58,15 @@ pub(crate) struct SpendFeed {
 }
 
 impl SpendFeed {
-    /// Marks ids dirty and wakes the refresh task. Empty ids (no key, no team) are skipped.
-    pub(crate) fn mark<'a>(
-        &self,
-        keys: impl IntoIterator<Item = &'a str>,
-        teams: impl IntoIterator<Item = &'a str>,
-    ) {
+    /// Marks key-days dirty and wakes the refresh task. Usage with neither a key nor a team is
+    /// skipped (no budget can apply to it).
+    pub(crate) fn mark(&self, key_days: impl IntoIterator<Item = KeyDay>) {
         {
             let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
-            dirty.keys.extend(
-                keys.into_iter()
-                    .filter(|k| !k.is_empty())
-                    .map(str::to_string),
-            );
-            dirty.teams.extend(
-                teams
+            dirty.key_days.extend(
+                key_days
                     .into_iter()
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_string),
+                    .filter(|kd| !kd.key_id.is_empty() || !kd.team_id.is_empty()),
             );
         }
         // Stores a permit if the task is busy, so no wake-up is lost.
@@ -79,10 +78,7 @@ impl SpendFeed {
     }
 
     fn put_back(&self, d: Dirty) {
-        self.mark(
-            d.keys.iter().map(String::as_str),
-            d.teams.iter().map(String::as_str),
-        );
+        self.mark(d.key_days);
     }
 }
 
@@ -103,7 +99,7 @@ pub(crate) async fn run(
             () = feed.notify.notified() => {}
         }
         let dirty = feed.take();
-        if dirty.keys.is_empty() && dirty.teams.is_empty() {
+        if dirty.is_empty() {
             continue;
         }
         let outcome = tokio::select! {
@@ -125,8 +121,8 @@ pub(crate) async fn run(
                 () = tokio::time::sleep(RETRY_PAUSE) => {}
             }
         } else {
-            // Each refresh scans `spend_daily FINAL`; under heavy traffic one per gap is plenty
-            // for budgets and keeps ClickHouse's CPU for inserts.
+            // Under heavy traffic one refresh per gap is plenty for budgets and keeps
+            // ClickHouse's CPU for inserts.
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(MIN_REFRESH_GAP) => {}
@@ -134,7 +130,7 @@ pub(crate) async fn run(
         }
     }
     let dirty = feed.take();
-    if !dirty.keys.is_empty() || !dirty.teams.is_empty() {
+    if !dirty.is_empty() {
         match tokio::time::timeout(
             FINAL_REFRESH_TIMEOUT,
             refresh(&store, &bucket, &dirty, &metrics),
@@ -156,10 +152,13 @@ async fn refresh(
     dirty: &Dirty,
     metrics: &Metrics,
 ) -> Result<(), async_nats::Error> {
-    let keys: Vec<String> = dirty.keys.iter().cloned().collect();
-    let teams: Vec<String> = dirty.teams.iter().cloned().collect();
-    let by_key = store.spend_totals(SpendBy::Key, &keys).await?;
-    let by_team = store.spend_totals(SpendBy::Team, &teams).await?;
+    let started = std::time::Instant::now();
+    let key_days: Vec<KeyDay> = dirty.key_days.iter().cloned().collect();
+    store.recompute_key_days(&key_days).await?;
+    let keys: Vec<String> = unique(key_days.iter().map(|kd| kd.key_id.as_str()));
+    let teams: Vec<String> = unique(key_days.iter().map(|kd| kd.team_id.as_str()));
+    let by_key = store.spend_of_keys(&keys).await?;
+    let by_team = store.spend_of_teams(&teams).await?;
     for (id, usd) in by_key {
         if raise(bucket, &spend_key_for_key(&id), usd).await? {
             metrics.spend_updates.inc();
@@ -170,7 +169,19 @@ async fn refresh(
             metrics.spend_updates.inc();
         }
     }
+    metrics
+        .spend_refresh
+        .observe(started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The distinct non-empty ids.
+fn unique<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<String> {
+    ids.filter(|id| !id.is_empty())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Sets `key` to `usd` unless it already holds as much or more. Returns whether it wrote.

@@ -17,7 +17,7 @@ use super::sessions::SessionStep;
 use super::{FIRST_BACKOFF, MAX_BACKOFF, Pipeline};
 use crate::events::{self, Ended, Event};
 use crate::metrics::{ModelLabel, OutcomeLabel};
-use crate::store::{PricedEvent, SessionStartRow, StoreError, UsageRow};
+use crate::store::{KeyDay, PricedEvent, SessionStartRow, StoreError, UsageRow};
 use async_nats::jetstream;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -143,8 +143,8 @@ impl Pipeline {
         self.log_sessions(&written.sessions);
         self.acknowledge(&items, &written.sessions).await;
         self.spend.mark(
-            rows.iter().map(|r| r.usage.key_id.as_str()),
-            rows.iter().map(|r| r.usage.team_id.as_str()),
+            rows.iter()
+                .map(|r| KeyDay::of(&r.usage.team_id, &r.usage.key_id, r.usage.ts)),
         );
         self.metrics
             .batches

@@ -10,7 +10,8 @@
 //! - `session_totals`: a session's usage summed from `usage_events`, for its `sessions` row.
 //! - `session_starts`: the sessions started (`session_starts`) and those still open, for the
 //!   lease reconciler (`crate::leases`).
-//! - `spend`: all-time spend per key and per team, for the `livegate_spend` KV bucket.
+//! - `spend`: the per-day spend totals (`spend_totals`) and all-time spend per key and per
+//!   team from them, for the `livegate_spend` KV bucket.
 //!
 //! Rows are written as given (`RowBinary`, validation off: ClickHouse 18.16 lacks
 //! `RowBinaryWithNamesAndTypes`). Money columns are `Decimal(38, 12)`, which `RowBinary` carries
@@ -29,9 +30,12 @@
 //!   `SessionEnded`, should it arrive after all (a partition, not a crash), replaces it.
 //! - `session_starts`: one row per `SessionStarted` with the gateway process serving it,
 //!   `ReplacingMergeTree` ordered by `session_id`, partitioned by month of `started_at`.
-//! - `spend_daily`: per day × key × team × model, fed by two materialized views (one row per
-//!   usage event, and one per session with `sessions = 1`), `ReplacingMergeTree` ordered by
-//!   `(team_id, key_id, day, model, event_id)`.
+//! - `spend_daily`: one row per usage event and one per session (`sessions = 1`, on the day the
+//!   session started), fed by two materialized views, `ReplacingMergeTree` ordered by
+//!   `(team_id, key_id, day, model, event_id)`. Not per-day totals: sum it by day (with `FINAL`).
+//! - `spend_totals`: one row per key × day × team with that day's cost, recomputed by metering
+//!   for the key-days each batch touches, `ReplacingMergeTree(version)` ordered by
+//!   `(key_id, day, team_id)`; budgets read all-time spend from it.
 //!
 //! # Reading the tables exactly
 //! A redelivered event may be inserted twice before ClickHouse merges the copies away. Read
@@ -62,7 +66,7 @@ pub use rows::{PricedEvent, ReceiptRow, SessionRow, UsageRow};
 pub(crate) use rows::{from_usd, usd};
 pub use session_starts::SessionStartRow;
 pub use session_totals::SessionTotals;
-pub use spend::SpendBy;
+pub use spend::KeyDay;
 
 use crate::config::ClickHouseConfig;
 use clickhouse::Client;

@@ -1,19 +1,40 @@
-//! The spend reads: all-time spend per key or per team from `spend_daily FINAL`
-//! ([`Store::spend_totals`]), which the spend feedback writes to the `livegate_spend` KV bucket.
+//! The spend reads behind budgets: [`Store::recompute_key_days`] rewrites the `spend_totals`
+//! rows (one per key, day and team) of the key-days a batch touched from `spend_daily FINAL`,
+//! and [`Store::spend_of_keys`] / [`Store::spend_of_teams`] sum those rows into all-time
+//! totals, which the spend feedback writes to the `livegate_spend` KV bucket.
+//!
+//! What each refresh reads: the touched key-days' rows of `spend_daily` (its primary key
+//! starts `(team_id, key_id, day)`), and the touched keys' per-day rows of `spend_totals` (its
+//! primary key starts `key_id`); a team's total reads the team's rows of `spend_totals`, one
+//! per key and day. Never the events of other days.
 
 use super::{IN_CHUNK, SessionTotals, Store, StoreError, err, placeholders};
 use clickhouse::Row;
 use rust_decimal::Decimal;
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// Which spend total.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SpendBy {
-    /// Per API key.
-    Key,
-    /// Per team.
-    Team,
+/// A key's spend on one UTC day, as the consumer marks it dirty.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyDay {
+    /// `YYYY-MM-DD` (UTC), the `day` of the `spend_daily` rows.
+    pub day: String,
+    pub team_id: String,
+    pub key_id: String,
+}
+
+impl KeyDay {
+    /// The key-day of an event at `ts` (seconds since the epoch, UTC).
+    pub fn of(team_id: &str, key_id: &str, ts: u32) -> Self {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(ts));
+        let mut day = humantime::format_rfc3339_seconds(at).to_string();
+        day.truncate("YYYY-MM-DD".len());
+        Self {
+            day,
+            team_id: team_id.to_string(),
+            key_id: key_id.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -23,25 +44,81 @@ struct Total {
 }
 
 impl Store {
-    /// All-time spend per key id (`by = "key_id"`) or team id (`"team_id"`), from
-    /// `spend_daily FINAL`. Ids without rows are absent.
+    /// Rewrites the `spend_totals` rows of `dirty` (and of any other key-day in the same
+    /// teams × keys × days cross product, which is harmless: each row is recomputed whole) from
+    /// `spend_daily FINAL`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when a statement fails.
+    pub async fn recompute_key_days(&self, dirty: &[KeyDay]) -> Result<(), StoreError> {
+        // One statement per day and chunk of keys: a batch touches one or two days.
+        let mut by_day: BTreeMap<&str, Vec<&KeyDay>> = BTreeMap::new();
+        for kd in dirty {
+            by_day.entry(kd.day.as_str()).or_default().push(kd);
+        }
+        for (day, kds) in by_day {
+            for chunk in kds.chunks(IN_CHUNK) {
+                let teams: BTreeSet<&str> = chunk.iter().map(|k| k.team_id.as_str()).collect();
+                let keys: BTreeSet<&str> = chunk.iter().map(|k| k.key_id.as_str()).collect();
+                let sql = format!(
+                    "INSERT INTO {totals} (key_id, day, team_id, cost_usd, events, version) \
+                     SELECT key_id, day, team_id, sum(cost_usd), count(), count() \
+                     FROM {daily} FINAL \
+                     WHERE team_id IN ({t}) AND key_id IN ({k}) AND day = toDate(?) \
+                     GROUP BY key_id, day, team_id",
+                    totals = self.table("spend_totals"),
+                    daily = self.table("spend_daily"),
+                    t = placeholders(teams.len()),
+                    k = placeholders(keys.len()),
+                );
+                let mut q = self.client.query(&sql);
+                for t in teams {
+                    q = q.bind(t);
+                }
+                for k in keys {
+                    q = q.bind(k);
+                }
+                q.bind(day)
+                    .execute()
+                    .await
+                    .map_err(err("recompute spend_totals"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// All-time spend per key id, from `spend_totals FINAL`. Ids without rows are absent.
     ///
     /// # Errors
     /// [`StoreError`] when a query fails.
-    pub async fn spend_totals(
+    pub async fn spend_of_keys(
         &self,
-        by: SpendBy,
         ids: &[String],
     ) -> Result<HashMap<String, Decimal>, StoreError> {
-        let column = match by {
-            SpendBy::Key => "key_id",
-            SpendBy::Team => "team_id",
-        };
+        self.sum_totals("key_id", ids).await
+    }
+
+    /// All-time spend per team id, from `spend_totals FINAL`. Ids without rows are absent.
+    ///
+    /// # Errors
+    /// [`StoreError`] when a query fails.
+    pub async fn spend_of_teams(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, Decimal>, StoreError> {
+        self.sum_totals("team_id", ids).await
+    }
+
+    async fn sum_totals(
+        &self,
+        column: &'static str,
+        ids: &[String],
+    ) -> Result<HashMap<String, Decimal>, StoreError> {
         let mut totals = HashMap::new();
         for chunk in ids.chunks(IN_CHUNK) {
             let sql = format!(
                 "SELECT {column}, toString(sum(cost_usd)) FROM {} FINAL WHERE {column} IN ({}) GROUP BY {column}",
-                self.table("spend_daily"),
+                self.table("spend_totals"),
                 placeholders(chunk.len())
             );
             let mut q = self.client.query(&sql);
@@ -53,5 +130,18 @@ impl Store {
             }
         }
         Ok(totals)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_days_are_utc_days() {
+        assert_eq!(KeyDay::of("t", "k", 0).day, "1970-01-01");
+        // 2026-12-05T23:59:59Z and a second later.
+        assert_eq!(KeyDay::of("t", "k", 1_796_515_199).day, "2026-12-05");
+        assert_eq!(KeyDay::of("t", "k", 1_796_515_200).day, "2026-12-06");
     }
 }

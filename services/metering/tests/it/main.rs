@@ -17,3 +17,4 @@ mod duplicates;
 mod faults;
 mod migrations;
 mod pipeline;
+mod spend;

@@ -98,8 +98,9 @@ async fn printed_schema_applies_twice_on_the_tested_clickhouse() -> Result<()> {
             "session_starts",
             "sessions",
             "spend_daily",
-            "spend_daily_sessions_mv",
+            "spend_daily_sessions_by_start_mv",
             "spend_daily_usage_mv",
+            "spend_totals",
             "usage_events",
             "usage_receipts"
         ]

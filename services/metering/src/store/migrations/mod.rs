@@ -5,13 +5,15 @@
 //! Every statement is valid on ClickHouse 18.16 (what the tests run) and on current releases:
 //! only `String`, `UInt*`, `Float64`, `Decimal(38, 12)`, `Date`, `DateTime('UTC')`,
 //! `ReplacingMergeTree`, and `CREATE MATERIALIZED VIEW … TO`. Each statement is itself
-//! idempotent (`IF NOT EXISTS`), and the applied versions are recorded in `schema_migrations`
+//! idempotent (`CREATE … IF NOT EXISTS`, `DROP … IF EXISTS`, or an `INSERT … SELECT` into a
+//! `ReplacingMergeTree` that writes the same rows again), and the applied versions are recorded in `schema_migrations`
 //! (a `ReplacingMergeTree` on `version`), so running the migrations twice, or from two replicas
 //! at once, is harmless.
 
 mod v0001_usage_sessions_spend;
 mod v0002_session_leases;
 mod v0003_usage_receipts;
+mod v0004_spend_totals;
 
 use super::{Store, StoreError, err};
 use std::collections::HashSet;
@@ -36,6 +38,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     v0001_usage_sessions_spend::MIGRATION,
     v0002_session_leases::MIGRATION,
     v0003_usage_receipts::MIGRATION,
+    v0004_spend_totals::MIGRATION,
 ];
 
 /// `sql` with `{db}` replaced by the (validated, unquoted-identifier) database name.
@@ -143,7 +146,12 @@ mod tests {
             assert!(m.version > last, "migration {} out of order", m.name);
             last = m.version;
             for s in m.statements {
-                assert!(s.contains("IF NOT EXISTS"), "not idempotent: {s}");
+                let idempotent = s.starts_with("CREATE TABLE IF NOT EXISTS ")
+                    || s.starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS ")
+                    || s.starts_with("DROP TABLE IF EXISTS ")
+                    // Writes rows a ReplacingMergeTree collapses with their copies.
+                    || (s.starts_with("INSERT INTO {db}.spend_totals ") && s.contains(" FINAL"));
+                assert!(idempotent, "not idempotent: {s}");
             }
         }
     }
@@ -166,7 +174,12 @@ mod tests {
         assert_eq!(got[2..], from_migrations[..]);
         for s in &got {
             assert!(!s.contains("{db}"), "unrendered: {s}");
-            assert!(s.contains("IF NOT EXISTS usage_2"), "{s}");
+            assert!(
+                s.contains("IF NOT EXISTS usage_2")
+                    || s.contains("IF EXISTS usage_2")
+                    || s.starts_with("INSERT INTO usage_2."),
+                "{s}"
+            );
             assert!(!s.trim_end().ends_with(';'), "{s}");
             // The script splits on `;` + blank line: no statement may hold either.
             assert!(!s.contains(';') && !s.contains("\n\n"), "{s}");
@@ -183,7 +196,7 @@ mod tests {
         let text = script("livegate");
         assert!(text.starts_with("CREATE DATABASE IF NOT EXISTS livegate;\n\nCREATE TABLE"));
         assert!(
-            text.ends_with("ORDER BY (session_id, event_id);\n"),
+            text.ends_with("DROP TABLE IF EXISTS livegate.spend_daily_sessions_mv;\n"),
             "{text}"
         );
         let parts: Vec<&str> = text
