@@ -22,6 +22,11 @@
 #   BENCH_OUT              keep the report and logs in this directory (default: temp, removed)
 #   BENCH_SKIP_BUILD=1     use the release binaries already built
 #   BENCH_METERING_BIN     metering binary to measure (e.g. an experimental build)  the release build
+#   BENCH_HISTORY_EVENTS   spend_daily rows of synthetic history seeded before metering   0
+#                          starts (e.g. 50000000: a year of 10,000 keys' usage); metering's
+#                          migrations then backfill spend_totals from it
+#   BENCH_HISTORY_KEYS     keys the history is spread over (the run's 16 keys among them)  10000
+#   BENCH_HISTORY_DAYS     days back the history covers (all before today)                365
 #
 # The table goes to stdout; progress to stderr.
 set -euo pipefail
@@ -34,6 +39,9 @@ BENCH_SESSIONS=${BENCH_SESSIONS:-1000}
 BENCH_WINDOW=${BENCH_WINDOW:-2048}
 BENCH_POLL=${BENCH_POLL:-50ms}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-300s}
+BENCH_HISTORY_EVENTS=${BENCH_HISTORY_EVENTS:-0}
+BENCH_HISTORY_KEYS=${BENCH_HISTORY_KEYS:-10000}
+BENCH_HISTORY_DAYS=${BENCH_HISTORY_DAYS:-365}
 
 say() { printf '[bench-metering] %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -83,15 +91,58 @@ for ((i = 0; ; i++)); do
   sleep 0.1
 done
 
+ch_post() { curl -fsS --max-time 3600 "$ch_url/" --data-binary @-; }
+# Seconds ClickHouse took for a query, from its own statistics (not the client's clock).
+ch_elapsed() {
+  printf '%s FORMAT JSON' "$1" | ch_post | sed -n 's/.*"elapsed": *\([0-9.e-]*\).*/\1/p'
+}
+
+# --- synthetic history (BENCH_HISTORY_EVENTS) ---
+history_line="history: none"
+if [ "$BENCH_HISTORY_EVENTS" -gt 0 ]; then
+  say "seeding $BENCH_HISTORY_EVENTS spend_daily rows over $BENCH_HISTORY_KEYS keys and $BENCH_HISTORY_DAYS days…"
+  # The schema as metering prints it (statements are separated by blank lines), so the rows
+  # land in the real tables; metering's own start then runs the migrations (the spend_totals
+  # backfill among them) over the history.
+  "${BENCH_METERING_BIN:-$bin/livegate-metering}" --print-schema --database livegate |
+    awk 'BEGIN { RS = ""; ORS = "\0" } { sub(/;[[:space:]]*$/, ""); print }' |
+    while IFS= read -r -d '' stmt; do printf '%s' "$stmt" | ch_post >/dev/null; done
+  # Key k belongs to team k % 4, as in the run (key s % 16, team s % 4).
+  seed_started=$(date +%s.%N)
+  ch_post >/dev/null <<SQL
+INSERT INTO livegate.spend_daily (day, key_id, team_id, model, event_id, sessions, prompt_tokens,
+  response_tokens, input_cost_usd, output_cost_usd, cost_usd)
+SELECT toDate('$(date -u +%F)') - 1 - (number % $BENCH_HISTORY_DAYS) AS day,
+  concat('bench-key-', toString(intDiv(number, $BENCH_HISTORY_DAYS) % $BENCH_HISTORY_KEYS)) AS key_id,
+  concat('bench-team-', toString(intDiv(number, $BENCH_HISTORY_DAYS) % $BENCH_HISTORY_KEYS % 4)) AS team_id,
+  'gemini-live-2.5-flash' AS model, concat('history:', toString(number)) AS event_id,
+  toUInt64(0) AS sessions, toUInt64(100) AS prompt_tokens, toUInt64(50) AS response_tokens,
+  toDecimal128(0.00005, 12) AS input_cost_usd, toDecimal128(0.0001, 12) AS output_cost_usd,
+  toDecimal128(0.00015, 12) AS cost_usd
+FROM system.numbers LIMIT $BENCH_HISTORY_EVENTS
+SQL
+  seed_s=$(awk -v a="$(date +%s.%N)" -v b="$seed_started" 'BEGIN { printf "%.1f", a - b }')
+  # What every refresh cost before spend_totals: all-time totals of the run's 16 keys and 4
+  # teams straight from spend_daily FINAL (all history).
+  keys=$(for k in $(seq 0 15); do printf "'bench-key-%d'," "$k"; done); keys=${keys%,}
+  teams="'bench-team-0','bench-team-1','bench-team-2','bench-team-3'"
+  old_keys_s=$(ch_elapsed "SELECT key_id, toString(sum(cost_usd)) FROM livegate.spend_daily FINAL WHERE key_id IN ($keys) GROUP BY key_id")
+  old_teams_s=$(ch_elapsed "SELECT team_id, toString(sum(cost_usd)) FROM livegate.spend_daily FINAL WHERE team_id IN ($teams) GROUP BY team_id")
+  history_line="history: $BENCH_HISTORY_EVENTS spend_daily rows, $BENCH_HISTORY_KEYS keys, $BENCH_HISTORY_DAYS days (seeded in $seed_s s)
+old refresh (all-time sums from spend_daily FINAL, before migration 4): 16 keys ${old_keys_s:-?} s, 4 teams ${old_teams_s:-?} s (ClickHouse's elapsed)"
+fi
+
 # --- metering ---
 m_env=(NATS_URL="nats://$nats_addr" CLICKHOUSE_URL="$ch_url" CLICKHOUSE_DATABASE=livegate
   METERING_LISTEN=127.0.0.1:0 LIVEGATE_LOG="${LIVEGATE_LOG:-info}")
 for v in METERING_BATCH_SIZE METERING_FLUSH_INTERVAL METERING_MAX_ACK_PENDING METERING_ACK_WAIT; do
   [ -z "${!v:-}" ] || m_env+=("$v=${!v}")
 done
+migrate_started=$(date +%s.%N)
 start metering env "${m_env[@]}" "${BENCH_METERING_BIN:-$bin/livegate-metering}"
 m_pid=$last_pid
-wait_log metering "$m_pid" 60 'consuming usage events' >/dev/null
+wait_log metering "$m_pid" 3600 'consuming usage events' >/dev/null
+migrate_s=$(awk -v a="$(date +%s.%N)" -v b="$migrate_started" 'BEGIN { printf "%.1f", a - b }')
 m_addr=$(grep -aoE 'listening on 127\.0\.0\.1:[0-9]+' "$work/logs/metering.log" | head -n 1 | grep -oE '127\.0\.0\.1:[0-9]+' || true)
 say "stack up: nats $nats_addr (pid $nats_pid), clickhouse $ch_url (pid $ch_pid), metering ${m_addr:-?} (pid $m_pid)$(
   for v in METERING_BATCH_SIZE METERING_FLUSH_INTERVAL METERING_MAX_ACK_PENDING; do [ -z "${!v:-}" ] || printf ', %s=%s' "$v" "${!v}"; done)"
@@ -116,3 +167,19 @@ target (issue 5): >= 20000 events/s sustained, p99 publish-to-row lag < 2 s
 
 HEADER
 printf '%s\n' "$report"
+
+# Spend refreshes during the run (metering's histogram), and the refresh reads now.
+if [ -n "${m_addr:-}" ]; then
+  metrics=$(curl -fsS --max-time 5 "http://$m_addr/metrics" || true)
+  r_sum=$(printf '%s\n' "$metrics" | sed -n 's/^livegate_metering_spend_refresh_seconds_sum \(.*\)/\1/p')
+  r_count=$(printf '%s\n' "$metrics" | sed -n 's/^livegate_metering_spend_refresh_seconds_count \(.*\)/\1/p')
+  if [ -n "$r_count" ] && [ "$r_count" != 0 ]; then
+    printf '\nspend refreshes: %s, mean %.4f s each (recompute touched key-days + all-time sums + KV writes)\n' \
+      "$r_count" "$(awk -v s="$r_sum" -v n="$r_count" 'BEGIN { print s / n }')"
+  fi
+fi
+keys=$(for k in $(seq 0 15); do printf "'bench-key-%d'," "$k"; done); keys=${keys%,}
+printf 'all-time sums from spend_totals FINAL now: 16 keys %s s, 4 teams %s s (ClickHouse elapsed)\n' \
+  "$(ch_elapsed "SELECT key_id, toString(sum(cost_usd)) FROM livegate.spend_totals FINAL WHERE key_id IN ($keys) GROUP BY key_id")" \
+  "$(ch_elapsed "SELECT team_id, toString(sum(cost_usd)) FROM livegate.spend_totals FINAL WHERE team_id IN ('bench-team-0','bench-team-1','bench-team-2','bench-team-3') GROUP BY team_id")"
+printf '%s\nmetering start (migrations) took %s s\n' "$history_line" "$migrate_s"

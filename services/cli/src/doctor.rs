@@ -256,16 +256,66 @@ async fn check_clickhouse(a: &DoctorArgs, r: &mut Report<'_>) -> anyhow::Result<
     }
     let sql = format!("SELECT max(version) AS version FROM {db}.schema_migrations");
     match timed(client.query(&sql).fetch_one::<Version>()).await {
-        Ok(v) if v.version > 0 => r.line(
-            "ClickHouse schema",
-            Outcome::Ok(format!("database {db}, schema version {}", v.version)),
-        )?,
+        Ok(v) if v.version > 0 => {
+            r.line(
+                "ClickHouse schema",
+                Outcome::Ok(format!("database {db}, schema version {}", v.version)),
+            )?;
+            if v.version >= LEASES_SCHEMA {
+                check_sessions(&client, db, r).await?;
+            }
+        }
         Ok(_) | Err(_) => r.line(
             "ClickHouse schema",
             Outcome::Fail(
                 format!("database {db} has no applied migrations"),
                 "start livegate-metering (it applies the schema at start-up)",
             ),
+        )?,
+    }
+    Ok(())
+}
+
+/// The schema version that records session starts (migration 2), which the open-session count
+/// reads.
+const LEASES_SCHEMA: u32 = 2;
+
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct SessionCounts {
+    open: u64,
+    lost: u64,
+}
+
+/// Sessions open now (started in the last day, no `sessions` row yet) and sessions closed as
+/// lost in the last day (their gateway died; metering's lease reconciler closed them).
+async fn check_sessions(
+    client: &clickhouse::Client,
+    db: &str,
+    r: &mut Report<'_>,
+) -> anyhow::Result<()> {
+    let sql = format!(
+        "SELECT \
+           (SELECT count() FROM {db}.session_starts FINAL WHERE started_at > now() - 86400 \
+            AND session_id NOT IN (SELECT session_id FROM {db}.sessions FINAL \
+            WHERE ended_at > now() - 172800)) AS open, \
+           (SELECT count() FROM {db}.sessions FINAL WHERE closed_by = 'lost' \
+            AND ended_at > now() - 86400) AS lost"
+    );
+    match timed(client.query(&sql).fetch_one::<SessionCounts>()).await {
+        Ok(c) if c.lost == 0 => r.line(
+            "sessions",
+            Outcome::Ok(format!("{} open, none lost in the last 24 h", c.open)),
+        )?,
+        Ok(c) => r.line(
+            "sessions",
+            Outcome::Warn(
+                format!("{} open, {} lost in the last 24 h", c.open, c.lost),
+                "a gateway process died with sessions open (its lease expired; metering billed them as closed_by='lost'): check the gateways' restarts and OOM kills",
+            ),
+        )?,
+        Err(e) => r.line(
+            "sessions",
+            Outcome::Fail(e, "check the ClickHouse user's SELECT grants"),
         )?,
     }
     Ok(())

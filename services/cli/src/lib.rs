@@ -11,6 +11,7 @@
 mod auth_client;
 mod doctor;
 mod keys;
+mod reprice;
 mod spend;
 
 use clap::{Parser, Subcommand};

@@ -1,4 +1,5 @@
-//! `livegate spend`: spend reports from ClickHouse (`spend_daily`, written by metering).
+//! `livegate spend`: spend reports from ClickHouse (`spend_daily`, written by metering); with
+//! `--reprice`, the same period priced again with another table (`crate::reprice`).
 //!
 //! Reads with `FINAL` so that an event ClickHouse has not yet merged away after a redelivery
 //! is still counted once (see metering's schema notes).
@@ -63,6 +64,10 @@ pub struct SpendArgs {
     /// Only this key id.
     #[arg(long)]
     key: Option<String>,
+    /// Price the period's stored usage again with this price table (LiteLLM's format, on top
+    /// of the built-in table as metering's PRICING_FILE) and print it next to what was billed.
+    #[arg(long, value_name = "PRICING_FILE")]
+    reprice: Option<std::path::PathBuf>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -104,7 +109,7 @@ fn sql(by: By, days: u64, database: &str, with_key: bool) -> String {
 }
 
 /// Trims a decimal string like `0.001234000000` to `0.001234` (at least 2 decimals).
-fn money(s: &str) -> String {
+pub(crate) fn money(s: &str) -> String {
     match s.split_once('.') {
         Some((int, frac)) => {
             let frac = frac.trim_end_matches('0');
@@ -126,6 +131,18 @@ pub(crate) async fn run_spend(a: SpendArgs, out: &mut dyn Write) -> anyhow::Resu
         "CLICKHOUSE_DATABASE {db:?} is not a plain identifier"
     );
     let days = a.since.as_secs().div_ceil(86_400).max(1);
+    if let Some(table) = &a.reprice {
+        return crate::reprice::run(
+            table,
+            a.by,
+            days,
+            a.key.as_deref(),
+            a.json,
+            &a.clickhouse,
+            out,
+        )
+        .await;
+    }
     let client = a.clickhouse.client();
     let mut query = client.query(&sql(a.by, days, db, a.key.is_some()));
     if let Some(k) = &a.key {

@@ -13,8 +13,11 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+mod metadata;
 #[cfg(test)]
 mod tests;
+
+pub use metadata::usage_from_metadata;
 
 /// The built-in table, compiled in.
 const BUILTIN: &str = include_str!("pricing/builtin_prices.json");

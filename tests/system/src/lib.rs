@@ -212,6 +212,15 @@ impl Stack {
                 })
             })
             .await;
+            // Ready once its schema is applied and it consumes: a test may query at once.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while http(svc.addr, "GET", "/readyz", &[], "").await.0 != 200 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "metering not ready within 60 s"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             (Some(svc), Some((ch, db)))
         } else {
             (None, None)

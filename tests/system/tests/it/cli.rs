@@ -1,7 +1,10 @@
 //! The `livegate` admin CLI against a running stack.
 
 use clap::Parser;
+use futures_util::SinkExt;
 use livegate_system_tests::*;
+use std::str::FromStr;
+use std::time::Duration;
 
 async fn cli(args: &[&str]) -> (anyhow::Result<()>, String) {
     let args =
@@ -122,4 +125,97 @@ async fn doctor_reports_each_check_with_a_fix() {
         assert!(out.contains(line), "missing {line:?} in\n{out}");
     }
     assert!(out.contains("fix: start ClickHouse"), "{out}");
+}
+
+#[tokio::test]
+async fn spend_reprice_prices_the_stored_usage_with_another_table() {
+    let stack = Stack::start_with(Options {
+        metering: true,
+        ..Options::default()
+    })
+    .await;
+    let key = stack.key().await;
+    let mut ws = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
+    open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
+    for text in ["one", "two"] {
+        ws.send(litellm_text_turn(text)).await.unwrap();
+        read_turn(&mut ws).await;
+    }
+    ws.close(None).await.unwrap();
+    let stored = stack
+        .sql_until(
+            Duration::from_secs(30),
+            "SELECT count() FROM {db}.usage_receipts FINAL WHERE usage_json != ''",
+        )
+        .await;
+    assert_ne!(stored.trim(), "0", "no usage stored");
+    let billed = rust_decimal::Decimal::from_str(
+        stack
+            .sql("SELECT toString(sum(cost_usd)) FROM {db}.usage_events FINAL")
+            .await
+            .trim(),
+    )
+    .unwrap();
+    assert!(billed > rust_decimal::Decimal::ZERO);
+
+    // Every price of the model doubled: the text turns cost exactly twice as much.
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("prices.json");
+    std::fs::write(
+        &table,
+        format!(
+            r#"{{"{MODEL}": {{"input_cost_per_token": 1e-06, "output_cost_per_token": 4e-06,
+                "input_cost_per_audio_token": 6e-06, "output_cost_per_audio_token": 2.4e-05}}}}"#
+        ),
+    )
+    .unwrap();
+    let (ch, db) = stack.clickhouse.as_ref().unwrap();
+    let url = ch.http_url();
+    let (r, out) = cli(&[
+        "spend",
+        "--reprice",
+        table.to_str().unwrap(),
+        "--by",
+        "model",
+        "--json",
+        "--clickhouse-url",
+        &url,
+        "--clickhouse-database",
+        db,
+    ])
+    .await;
+    r.unwrap();
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let dec = |v: &serde_json::Value| rust_decimal::Decimal::from_str(v.as_str().unwrap()).unwrap();
+    assert_eq!(v["groups"][0]["group"], MODEL, "{v}");
+    assert_eq!(dec(&v["total"]["billed_usd"]), billed.normalize(), "{v}");
+    assert_eq!(
+        dec(&v["total"]["repriced_usd"]),
+        billed * rust_decimal::Decimal::TWO,
+        "{v}"
+    );
+    assert_eq!(
+        dec(&v["total"]["difference_usd"]),
+        billed.normalize(),
+        "{v}"
+    );
+    assert_eq!(v["total"]["unpriced_events"], 0);
+    assert_eq!(v["pricing_version"].as_str().unwrap().len(), 16, "{v}");
+
+    // The table view names the table and the total line.
+    let (r, out) = cli(&[
+        "spend",
+        "--reprice",
+        table.to_str().unwrap(),
+        "--clickhouse-url",
+        &url,
+        "--clickhouse-database",
+        db,
+    ])
+    .await;
+    r.unwrap();
+    assert!(
+        out.contains("repriced with ") && out.contains("TOTAL"),
+        "{out}"
+    );
 }

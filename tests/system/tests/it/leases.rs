@@ -9,6 +9,7 @@
 //! it can be killed or frozen for real; auth, the emulator, NATS and ClickHouse as in every
 //! system test, and metering in this process with a short `METERING_LEASE`.
 
+use clap::Parser as _;
 use futures_util::SinkExt;
 use livegate_proto::auth::KeySettings;
 use livegate_system_tests::process::Binary;
@@ -50,6 +51,7 @@ async fn metering(
     tokio::task::JoinHandle<anyhow::Result<()>>,
     &'static ClickHouseServer,
     String,
+    std::net::SocketAddr,
 ) {
     let ch = ClickHouseServer::shared().await.unwrap();
     let db = ch.create_database(name).await.unwrap();
@@ -58,11 +60,12 @@ async fn metering(
     cfg.flush_interval = Duration::from_millis(100);
     cfg.lease = Duration::from_secs(2);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(livegate_metering::run(cfg, listener, async {
         let _ = rx.await;
     }));
-    (tx, task, ch, db)
+    (tx, task, ch, db, addr)
 }
 
 async fn sql(ch: &ClickHouseServer, db: &str, q: &str) -> String {
@@ -112,7 +115,7 @@ async fn session(addr: &str, key: &str, turns: usize) -> Ws {
 async fn a_killed_gateways_session_is_closed_as_lost_and_priced_like_its_events() {
     let dir = tempfile::tempdir().unwrap();
     let stack = Stack::start().await;
-    let (_stop, _metering, ch, db) = metering(&stack, "leases_killed").await;
+    let (_stop, _metering, ch, db, metering_addr) = metering(&stack, "leases_killed").await;
     let (key, key_id) = stack.create_key(KeySettings::default()).await;
     let mut gw = spawn_gateway(&stack, dir.path());
     let addr = gw.addr().await;
@@ -162,6 +165,32 @@ async fn a_killed_gateways_session_is_closed_as_lost_and_priced_like_its_events(
     assert!(
         (session_cost - events_cost).abs() <= rust_decimal::Decimal::new(1, 9),
         "session {session_cost} vs events {events_cost}"
+    );
+
+    // Counted in metering's metrics, and `livegate doctor` warns about it.
+    let (_, _, metrics) = http(metering_addr, "GET", "/metrics", &[], "").await;
+    assert!(
+        metrics.contains("livegate_metering_sessions_lost_total 1"),
+        "{metrics}"
+    );
+    let url = ch.http_url();
+    let args = livegate::Args::try_parse_from([
+        "livegate",
+        "doctor",
+        "--nats-url",
+        &stack.nats.url(),
+        "--clickhouse-url",
+        &url,
+        "--clickhouse-database",
+        &db,
+    ])
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = livegate::run(args, &mut out).await;
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.contains("warn  sessions               0 open, 1 lost in the last 24 h"),
+        "{out}"
     );
 
     // A report of the dead gateway that was still queued when the session was closed (metering
@@ -239,7 +268,7 @@ async fn a_killed_gateways_session_is_closed_as_lost_and_priced_like_its_events(
 async fn a_partitioned_gateways_late_end_replaces_the_lost_row() {
     let dir = tempfile::tempdir().unwrap();
     let stack = Stack::start().await;
-    let (_stop, _metering, ch, db) = metering(&stack, "leases_partitioned").await;
+    let (_stop, _metering, ch, db, _) = metering(&stack, "leases_partitioned").await;
     let (key, key_id) = stack.create_key(KeySettings::default()).await;
     let mut gw = spawn_gateway(&stack, dir.path());
     let addr = gw.addr().await;
