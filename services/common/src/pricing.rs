@@ -385,8 +385,11 @@ pub struct Cost {
     pub cached: Decimal,
     /// Tool-use prompt tokens.
     pub tool_use: Decimal,
-    /// TEXT (and other non-audio) response tokens, plus output characters.
+    /// TEXT (and IMAGE) response tokens, plus output characters.
     pub output_text: Decimal,
+    /// VIDEO response tokens (Gemini 3.8 Live avatars) at `output_cost_per_video_token`, else
+    /// the plain output price.
+    pub output_video: Decimal,
     /// AUDIO response tokens, plus output audio seconds.
     pub output_audio: Decimal,
     /// Thoughts tokens.
@@ -406,7 +409,7 @@ impl Cost {
 
     /// All output components.
     pub fn output(&self) -> Decimal {
-        self.output_text + self.output_audio + self.thoughts
+        self.output_text + self.output_video + self.output_audio + self.thoughts
     }
 
     /// Input plus output.
@@ -427,6 +430,7 @@ impl Cost {
             cached: r(self.cached),
             tool_use: r(self.tool_use),
             output_text: r(self.output_text),
+            output_video: r(self.output_video),
             output_audio: r(self.output_audio),
             thoughts: r(self.thoughts),
         }
@@ -518,17 +522,16 @@ impl PriceEntry {
                 + times(tokens(tool_use.audio), audio_in)
                 + times(tokens(tool_use.image), image_in)
                 + times(tokens(tool_use.video), video_in),
-            // IMAGE and VIDEO output share this component (and the output_text columns) until
-            // they get columns of their own; video output has its own price.
+            // IMAGE output shares the text component and columns.
             output_text: times(
                 tokens(response.text.saturating_add(response.image)),
                 plain_out,
-            ) + times(tokens(response.video), video_out)
-                + measured(
-                    response.text,
-                    tokens(usage.output_characters),
-                    self.output_cost_per_character,
-                ),
+            ) + measured(
+                response.text,
+                tokens(usage.output_characters),
+                self.output_cost_per_character,
+            ),
+            output_video: times(tokens(response.video), video_out),
             output_audio: times(tokens(response.audio), audio_out)
                 + measured(
                     response.audio,

@@ -252,11 +252,9 @@ fn row(
         input_audio_tokens: prompt.audio,
         input_video_tokens: prompt.video,
         input_image_tokens: prompt.image,
-        output_text_tokens: response
-            .text
-            .saturating_add(response.image)
-            .saturating_add(response.video),
+        output_text_tokens: response.text.saturating_add(response.image),
         output_audio_tokens: response.audio,
+        output_video_tokens: response.video,
         input_characters: media.input_characters,
         input_audio_seconds: finite(media.input_audio_seconds),
         input_video_seconds: finite(media.input_video_seconds),
@@ -272,6 +270,7 @@ fn row(
         tool_use_cost_usd: usd(c.tool_use),
         output_text_cost_usd: usd(c.output_text),
         output_audio_cost_usd: usd(c.output_audio),
+        output_video_cost_usd: usd(c.output_video),
         thoughts_cost_usd: usd(c.thoughts),
         input_cost_usd: usd(c.input()),
         output_cost_usd: usd(c.output()),
@@ -473,6 +472,9 @@ mod tests {
         assert_eq!(on_demand.receipt.prepaid, 0);
         assert_eq!(on_demand.usage.input_cost_usd, 318_750_000);
         assert_eq!(on_demand.usage.output_cost_usd, 1_580_000_000);
+        assert_eq!(on_demand.usage.output_video_tokens, 200);
+        assert_eq!(on_demand.usage.output_video_cost_usd, 200_000_000);
+        assert_eq!(on_demand.usage.output_text_tokens, 0);
     }
 
     #[test]

@@ -46,8 +46,10 @@ const SHUTDOWN_TAIL: Duration = Duration::from_secs(5);
 
 /// Every statement metering runs to create its ClickHouse schema in `database`, in order: the
 /// `CREATE DATABASE`, the `schema_migrations` table, then each migration's statements, rendered
-/// exactly as [`Store::migrate`] renders them (each is idempotent, `IF NOT EXISTS`). For
-/// operators who review or apply the DDL themselves (`livegate-metering --print-schema`).
+/// exactly as [`Store::migrate`] renders them. Each can run twice except an `ALTER TABLE … ADD
+/// COLUMN` (ClickHouse 18.16 has no `IF NOT EXISTS` for it): `Store::migrate` skips those when
+/// the column exists; by hand, run them once. For operators who review or apply the DDL
+/// themselves (`livegate-metering --print-schema`).
 ///
 /// # Errors
 /// When `database` is not a plain identifier (`[A-Za-z_][A-Za-z0-9_]*`), which is all

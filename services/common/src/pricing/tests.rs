@@ -292,7 +292,9 @@ fn video_output_has_its_own_price() {
         ..Usage::default()
     };
     let c = builtin().price("gemini-3.8-live", &usage).cost;
-    assert_eq!(c.output_text, d("0.00145")); // 0.00045 + 0.001
+    assert_eq!(c.output_text, d("0.00045")); // 100 × 0.0000045
+    assert_eq!(c.output_video, d("0.001")); // 1000 × 0.000001
+    assert_eq!(c.output(), d("0.00145"));
 }
 
 #[test]

@@ -59,6 +59,8 @@ pub struct UsageRow {
     pub input_image_tokens: u64,
     pub output_text_tokens: u64,
     pub output_audio_tokens: u64,
+    /// Migration 5.
+    pub output_video_tokens: u64,
     pub input_characters: u64,
     pub input_audio_seconds: f64,
     pub input_video_seconds: f64,
@@ -75,6 +77,8 @@ pub struct UsageRow {
     pub tool_use_cost_usd: i128,
     pub output_text_cost_usd: i128,
     pub output_audio_cost_usd: i128,
+    /// Migration 5.
+    pub output_video_cost_usd: i128,
     pub thoughts_cost_usd: i128,
     pub input_cost_usd: i128,
     pub output_cost_usd: i128,

@@ -5,8 +5,10 @@
 //! Every statement is valid on ClickHouse 18.16 (what the tests run) and on current releases:
 //! only `String`, `UInt*`, `Float64`, `Decimal(38, 12)`, `Date`, `DateTime('UTC')`,
 //! `ReplacingMergeTree`, and `CREATE MATERIALIZED VIEW … TO`. Each statement is itself
-//! idempotent (`CREATE … IF NOT EXISTS`, `DROP … IF EXISTS`, or an `INSERT … SELECT` into a
-//! `ReplacingMergeTree` that writes the same rows again), and the applied versions are recorded in `schema_migrations`
+//! idempotent (`CREATE … IF NOT EXISTS`, `DROP … IF EXISTS`, an `INSERT … SELECT` into a
+//! `ReplacingMergeTree` that writes the same rows again, or an `ALTER TABLE … ADD COLUMN` the
+//! runner skips when the column exists, since 18.16 has no `ADD COLUMN IF NOT EXISTS`), and the
+//! applied versions are recorded in `schema_migrations`
 //! (a `ReplacingMergeTree` on `version`), so running the migrations twice, or from two replicas
 //! at once, is harmless.
 
@@ -14,6 +16,7 @@ mod v0001_usage_sessions_spend;
 mod v0002_session_leases;
 mod v0003_usage_receipts;
 mod v0004_spend_totals;
+mod v0005_output_video;
 
 use super::{Store, StoreError, err};
 use std::collections::HashSet;
@@ -39,11 +42,21 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     v0002_session_leases::MIGRATION,
     v0003_usage_receipts::MIGRATION,
     v0004_spend_totals::MIGRATION,
+    v0005_output_video::MIGRATION,
 ];
 
 /// `sql` with `{db}` replaced by the (validated, unquoted-identifier) database name.
 pub(crate) fn render(sql: &str, database: &str) -> String {
     sql.replace("{db}", database)
+}
+
+/// The table and column an `ALTER TABLE {db}.t ADD COLUMN c …` statement adds, if it is one.
+pub(crate) fn added_column(sql: &str) -> Option<(&str, &str)> {
+    let rest = sql.strip_prefix("ALTER TABLE {db}.")?;
+    let (table, rest) = rest.split_once(' ')?;
+    let rest = rest.strip_prefix("ADD COLUMN ")?;
+    let column = rest.split_whitespace().next()?;
+    Some((table, column))
 }
 
 /// The statement [`Store::migrate`] runs first.
@@ -75,6 +88,22 @@ pub(crate) fn script(database: &str) -> String {
 }
 
 impl Store {
+    /// Whether `table` of this database has `column` already.
+    async fn has_column(&self, table: &str, column: &str) -> Result<bool, StoreError> {
+        let n = self
+            .client
+            .query(
+                "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?",
+            )
+            .bind(self.db.as_str())
+            .bind(table)
+            .bind(column)
+            .fetch_one::<u64>()
+            .await
+            .map_err(err("read system.columns"))?;
+        Ok(n > 0)
+    }
+
     /// Creates the database if needed and applies the migrations not yet recorded in
     /// `schema_migrations`. Returns the versions applied by this call.
     ///
@@ -108,11 +137,24 @@ impl Store {
                 continue;
             }
             for statement in m.statements {
-                self.client
+                let added = added_column(statement);
+                if let Some((table, column)) = added
+                    && self.has_column(table, column).await?
+                {
+                    continue;
+                }
+                let done = self
+                    .client
                     .query(&render(statement, &self.db))
                     .execute()
                     .await
-                    .map_err(err("migrate"))?;
+                    .map_err(err("migrate"));
+                match (done, added) {
+                    (Ok(()), _) => {}
+                    // Another replica added it between our check and our ALTER.
+                    (Err(_), Some((table, column))) if self.has_column(table, column).await? => {}
+                    (Err(e), _) => return Err(e),
+                }
             }
             self.client
                 .query(&format!(
@@ -150,7 +192,9 @@ mod tests {
                     || s.starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS ")
                     || s.starts_with("DROP TABLE IF EXISTS ")
                     // Writes rows a ReplacingMergeTree collapses with their copies.
-                    || (s.starts_with("INSERT INTO {db}.spend_totals ") && s.contains(" FINAL"));
+                    || (s.starts_with("INSERT INTO {db}.spend_totals ") && s.contains(" FINAL"))
+                    // Skipped by the runner when the column exists.
+                    || added_column(s).is_some();
                 assert!(idempotent, "not idempotent: {s}");
             }
         }
@@ -177,7 +221,8 @@ mod tests {
             assert!(
                 s.contains("IF NOT EXISTS usage_2")
                     || s.contains("IF EXISTS usage_2")
-                    || s.starts_with("INSERT INTO usage_2."),
+                    || s.starts_with("INSERT INTO usage_2.")
+                    || s.starts_with("ALTER TABLE usage_2."),
                 "{s}"
             );
             assert!(!s.trim_end().ends_with(';'), "{s}");
@@ -192,13 +237,23 @@ mod tests {
     }
 
     #[test]
+    fn added_columns_are_recognised() {
+        assert_eq!(
+            added_column("ALTER TABLE {db}.usage_events ADD COLUMN x UInt64 DEFAULT 0"),
+            Some(("usage_events", "x"))
+        );
+        assert_eq!(
+            added_column("CREATE TABLE IF NOT EXISTS {db}.t (x UInt8)"),
+            None
+        );
+        assert_eq!(added_column("ALTER TABLE {db}.t DROP COLUMN x"), None);
+    }
+
+    #[test]
     fn script_separates_statements_with_semicolon_and_blank_line() {
         let text = script("livegate");
         assert!(text.starts_with("CREATE DATABASE IF NOT EXISTS livegate;\n\nCREATE TABLE"));
-        assert!(
-            text.ends_with("DROP TABLE IF EXISTS livegate.spend_daily_sessions_mv;\n"),
-            "{text}"
-        );
+        assert!(text.ends_with("AFTER output_audio_cost_usd;\n"), "{text}");
         let parts: Vec<&str> = text
             .split(";\n\n")
             .map(|s| s.trim_end().trim_end_matches(';'))
