@@ -179,7 +179,7 @@ if [ -n "${m_addr:-}" ]; then
   fi
 fi
 keys=$(for k in $(seq 0 15); do printf "'bench-key-%d'," "$k"; done); keys=${keys%,}
-printf 'all-time sums from spend_totals FINAL now: 16 keys %s s, 4 teams %s s (ClickHouse elapsed)\n' \
+printf 'all-time sums now: 16 keys %s s (spend_totals FINAL), 4 teams %s s (spend_team_days FINAL) (ClickHouse elapsed)\n' \
   "$(ch_elapsed "SELECT key_id, toString(sum(cost_usd)) FROM livegate.spend_totals FINAL WHERE key_id IN ($keys) GROUP BY key_id")" \
-  "$(ch_elapsed "SELECT team_id, toString(sum(cost_usd)) FROM livegate.spend_totals FINAL WHERE team_id IN ('bench-team-0','bench-team-1','bench-team-2','bench-team-3') GROUP BY team_id")"
+  "$(ch_elapsed "SELECT team_id, toString(sum(cost_usd)) FROM livegate.spend_team_days FINAL WHERE team_id IN ('bench-team-0','bench-team-1','bench-team-2','bench-team-3') GROUP BY team_id")"
 printf '%s\nmetering start (migrations) took %s s\n' "$history_line" "$migrate_s"

@@ -1,12 +1,13 @@
 //! The spend reads behind budgets: [`Store::recompute_key_days`] rewrites the `spend_totals`
 //! rows (one per key, day and team) of the key-days a batch touched from `spend_daily FINAL`,
-//! and [`Store::spend_of_keys`] / [`Store::spend_of_teams`] sum those rows into all-time
-//! totals, which the spend feedback writes to the `livegate_spend` KV bucket.
+//! and then the `spend_team_days` rows of their team-days from those; [`Store::spend_of_keys`]
+//! and [`Store::spend_of_teams`] sum the per-day rows into all-time totals, which the spend
+//! feedback writes to the `livegate_spend` KV bucket.
 //!
 //! What each refresh reads: the touched key-days' rows of `spend_daily` (its primary key
-//! starts `(team_id, key_id, day)`), and the touched keys' per-day rows of `spend_totals` (its
-//! primary key starts `key_id`); a team's total reads the team's rows of `spend_totals`, one
-//! per key and day. Never the events of other days.
+//! starts `(team_id, key_id, day)`), the touched team-days' key rows (`spend_totals_by_team`,
+//! ordered `(team_id, day, key_id)`), and one row per day of each touched key and team. Never
+//! the events of other days.
 
 use super::{IN_CHUNK, SessionTotals, Store, StoreError, err, placeholders};
 use clickhouse::Row;
@@ -83,6 +84,34 @@ impl Store {
                     .await
                     .map_err(err("recompute spend_totals"))?;
             }
+            // The teams' days, from the key rows just written (read through the team-ordered
+            // copy the view keeps).
+            let teams: Vec<&str> = kds
+                .iter()
+                .map(|k| k.team_id.as_str())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            for chunk in teams.chunks(IN_CHUNK) {
+                let sql = format!(
+                    "INSERT INTO {team_days} (team_id, day, cost_usd, events, version) \
+                     SELECT team_id, day, sum(cost_usd), sum(events), sum(events) \
+                     FROM {by_team} FINAL \
+                     WHERE team_id IN ({t}) AND day = toDate(?) \
+                     GROUP BY team_id, day",
+                    team_days = self.table("spend_team_days"),
+                    by_team = self.table("spend_totals_by_team"),
+                    t = placeholders(chunk.len()),
+                );
+                let mut q = self.client.query(&sql);
+                for t in chunk {
+                    q = q.bind(*t);
+                }
+                q.bind(day)
+                    .execute()
+                    .await
+                    .map_err(err("recompute spend_team_days"))?;
+            }
         }
         Ok(())
     }
@@ -95,10 +124,10 @@ impl Store {
         &self,
         ids: &[String],
     ) -> Result<HashMap<String, Decimal>, StoreError> {
-        self.sum_totals("key_id", ids).await
+        self.sum_totals("spend_totals", "key_id", ids).await
     }
 
-    /// All-time spend per team id, from `spend_totals FINAL`. Ids without rows are absent.
+    /// All-time spend per team id, from `spend_team_days FINAL`. Ids without rows are absent.
     ///
     /// # Errors
     /// [`StoreError`] when a query fails.
@@ -106,11 +135,12 @@ impl Store {
         &self,
         ids: &[String],
     ) -> Result<HashMap<String, Decimal>, StoreError> {
-        self.sum_totals("team_id", ids).await
+        self.sum_totals("spend_team_days", "team_id", ids).await
     }
 
     async fn sum_totals(
         &self,
+        table: &'static str,
         column: &'static str,
         ids: &[String],
     ) -> Result<HashMap<String, Decimal>, StoreError> {
@@ -118,7 +148,7 @@ impl Store {
         for chunk in ids.chunks(IN_CHUNK) {
             let sql = format!(
                 "SELECT {column}, toString(sum(cost_usd)) FROM {} FINAL WHERE {column} IN ({}) GROUP BY {column}",
-                self.table("spend_totals"),
+                self.table(table),
                 placeholders(chunk.len())
             );
             let mut q = self.client.query(&sql);

@@ -32,6 +32,9 @@ async fn migrations_run_twice_and_concurrently_without_error() {
         "session_starts",
         "usage_receipts",
         "spend_totals",
+        "spend_totals_by_team",
+        "spend_totals_by_team_mv",
+        "spend_team_days",
     ] {
         let exists = ch.query(&format!("EXISTS TABLE {db}.{t}")).await.unwrap();
         assert_eq!(exists.trim(), "1", "{t}");
@@ -89,7 +92,10 @@ async fn the_per_day_totals_are_backfilled_from_the_history_already_stored() {
     let db = names::unique("t_backfill");
     // The schema as migrations 1-3 left it, with history in spend_daily.
     let v4 = |s: &str| {
-        s.contains("spend_totals") || s.contains("sessions_by_start") || s.starts_with("DROP")
+        s.contains("spend_totals")
+            || s.contains("spend_team_days")
+            || s.contains("sessions_by_start")
+            || s.starts_with("DROP")
     };
     for s in livegate_metering::schema_statements(&db).unwrap() {
         if !v4(&s) {
@@ -152,6 +158,31 @@ async fn the_per_day_totals_are_backfilled_from_the_history_already_stored() {
             row("k1", "2026-11-30", "0.75", "2"),
             row("k1", "2026-12-01", "1.000000000001", "1"),
             row("k2", "2026-12-01", "2", "2"),
+        ]
+    );
+    let teams = ch
+        .query(&format!(
+            "SELECT team_id, toString(day), toString(cost_usd), events FROM {db}.spend_team_days FINAL ORDER BY day"
+        ))
+        .await
+        .unwrap();
+    let teams: Vec<(String, String, rust_decimal::Decimal, String)> = teams
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0].into(), f[1].into(), ch_dec(f[2]), f[3].into())
+        })
+        .collect();
+    assert_eq!(
+        teams,
+        [
+            ("t1".into(), "2026-11-30".into(), dec("0.75"), "2".into()),
+            (
+                "t1".into(),
+                "2026-12-01".into(),
+                dec("3.000000000001"),
+                "3".into()
+            ),
         ]
     );
     ch.query(&format!("DROP DATABASE {db}")).await.unwrap();

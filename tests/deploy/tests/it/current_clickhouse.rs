@@ -105,7 +105,10 @@ async fn printed_schema_applies_twice_on_the_tested_clickhouse() -> Result<()> {
             "spend_daily",
             "spend_daily_sessions_by_start_mv",
             "spend_daily_usage_mv",
+            "spend_team_days",
             "spend_totals",
+            "spend_totals_by_team",
+            "spend_totals_by_team_mv",
             "usage_events",
             "usage_receipts"
         ]
