@@ -264,7 +264,8 @@ impl Shared {
             return format!("{session}.expired");
         };
         s.handles += 1;
-        let handle = format!("{session}.h{}", s.handles);
+        // Names its connection too, so a client (the load generator) can tell a new one.
+        let handle = format!("{session}.c{}.h{}", s.connections, s.handles);
         let consumed_len = s.consumed.len();
         h.map.insert(
             handle.clone(),
