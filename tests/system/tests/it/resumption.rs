@@ -262,3 +262,76 @@ async fn a_resume_the_upstream_refuses_closes_the_client_with_its_code() {
     assert_eq!(ended.resumptions, 0);
     assert_eq!(ended.upstream_connections, 2);
 }
+
+/// The google-genai SDK asks for resumption handles and keeps talking while the gateway
+/// resumes its upstream three times and more: no reconnect code in the client.
+const GENAI_TURNS: &str = r#"
+import asyncio, sys
+from google import genai
+from google.genai import types
+
+async def main(base_url, key):
+    client = genai.Client(vertexai=True, api_key=key, http_options=types.HttpOptions(base_url=base_url))
+    config = types.LiveConnectConfig(response_modalities=["TEXT"],
+                                     session_resumption=types.SessionResumptionConfig())
+    async with client.aio.live.connect(model="gemini-live-2.5-flash", config=config) as session:
+        for i in range(1, 13):
+            await session.send_client_content(
+                turns=types.Content(role="user", parts=[types.Part(text=f"sdk turn {i}")]),
+                turn_complete=True)
+            answer = ""
+            async for message in session.receive():
+                if message.go_away is not None:
+                    print("GOAWAY SEEN")
+                if message.text:
+                    answer += message.text
+                if message.server_content and message.server_content.turn_complete:
+                    break
+            print(f"ANSWER {i}: {answer}", flush=True)
+            await asyncio.sleep(0.4)
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"#;
+
+#[tokio::test]
+async fn a_google_genai_sdk_session_survives_three_go_aways() {
+    let py = crate::clients::python().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tls = self_signed_tls(dir.path());
+    let cert_path = tls.cert_path.clone();
+    let tls_pair = Some((tls.cert_path.clone(), tls.key_path.clone()));
+    let stack = Stack::start_with_gateway(move |g| g.tls = tls_pair).await;
+    stack.emulator.set_behaviour(aging(1000));
+    let key = stack.key().await;
+    let script = dir.path().join("genai_turns.py");
+    std::fs::write(&script, GENAI_TURNS).unwrap();
+    let mut cmd = tokio::process::Command::new(py);
+    cmd.arg(&script)
+        .arg(format!("https://127.0.0.1:{}", stack.gateway.addr.port()))
+        .arg(&key)
+        .env("SSL_CERT_FILE", &cert_path)
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .env_remove("GOOGLE_CLOUD_PROJECT")
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
+        .await
+        .expect("the SDK client finished within 90 s")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "SDK client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for i in 1..=12 {
+        assert!(
+            stdout.contains(&format!("ANSWER {i}: You said: sdk turn {i}\n")),
+            "{stdout}"
+        );
+    }
+    assert!(!stdout.contains("GOAWAY SEEN"), "{stdout}");
+    let resumed = stack.emulator.stats().resumed_sessions;
+    assert!(resumed >= 3, "only {resumed} resumptions");
+    let ended = ended_once(&stack).await;
+    assert_eq!(u64::from(ended.resumptions), resumed);
+}
