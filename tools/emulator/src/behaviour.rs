@@ -64,6 +64,9 @@ pub struct Behaviour {
     pub handle_ttl: Option<Duration>,
     /// Record the client messages each session consumes ([`crate::Emulator::consumed`]).
     pub record_consumed: bool,
+    /// Answer pings this late (Google's pongs take 8–30 s); zero: at once. Read when a
+    /// connection is accepted.
+    pub pong_delay: Duration,
 }
 
 /// A connection-age limit: `goAway{timeLeft: go_away_lead}` at `limit - go_away_lead` after

@@ -10,6 +10,7 @@
 //! - `session`: the protocol state machine, free of I/O.
 //! - [`usage`]: the token-counting formulas.
 //! - `jwt`: RS256 self-signed JWT verification.
+//! - `slow_pong`: holds client pings back so pongs come as late as Google's.
 //! - `state`: counters, recorded usage, resumption handles shared by all sessions.
 //!
 //! ```no_run
@@ -28,6 +29,7 @@ mod connection;
 mod jwt;
 mod server;
 mod session;
+mod slow_pong;
 mod state;
 pub mod usage;
 mod wire;

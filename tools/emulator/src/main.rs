@@ -65,6 +65,9 @@ struct Args {
     /// Record the client messages each session consumes (for tests and benchmarks).
     #[arg(long)]
     record_consumed: bool,
+    /// Answer pings this many seconds late (Google's pongs take 8–30 s).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pong_delay: Option<Duration>,
     /// Append every emitted usageMetadata as a JSON line to this file.
     #[arg(long, value_name = "PATH")]
     record_file: Option<PathBuf>,
@@ -110,6 +113,7 @@ impl Args {
                 }),
                 handle_ttl: self.handle_ttl,
                 record_consumed: self.record_consumed,
+                pong_delay: self.pong_delay.unwrap_or_default(),
             },
         };
         config.validate()?;

@@ -335,3 +335,40 @@ async fn a_google_genai_sdk_session_survives_three_go_aways() {
     let ended = ended_once(&stack).await;
     assert_eq!(u64::from(ended.resumptions), resumed);
 }
+
+/// Keepalive against Google-like slow pongs: a pong timeout longer than the pongs keeps the
+/// upstream connection; a shorter one counts it as lost, which a resumption then cures
+/// without the client noticing.
+#[tokio::test]
+async fn slow_upstream_pongs_keep_the_connection_or_are_cured_by_a_resume() {
+    for (pong_timeout_ms, expect_resumed) in [(3000, false), (250, true)] {
+        let stack = Stack::start_with_gateway(move |g| {
+            g.resumption.ping_interval = Duration::from_millis(100);
+            g.resumption.pong_timeout = Duration::from_millis(pong_timeout_ms);
+        })
+        .await;
+        stack.emulator.set_behaviour(Behaviour {
+            pong_delay: Duration::from_millis(700),
+            ..Behaviour::default()
+        });
+        let key = stack.key().await;
+        let mut ws = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
+        let setup = json!({"setup": {"model": MODEL, "sessionResumption": {}}});
+        open_session(&mut ws, Message::text(setup.to_string())).await;
+        for i in 1..=8 {
+            ws.send(text_turn(&format!("ping pong {i}"))).await.unwrap();
+            let frames = read_turn(&mut ws).await;
+            frames.iter().for_each(assert_clean);
+            assert_eq!(turn_text(&frames), format!("You said: ping pong {i}"));
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let resumed = stack.emulator.stats().resumed_sessions;
+        assert_eq!(
+            resumed > 0,
+            expect_resumed,
+            "pong timeout {pong_timeout_ms} ms: {resumed} resumptions"
+        );
+        ws.close(None).await.unwrap();
+        closed(&mut ws).await;
+    }
+}

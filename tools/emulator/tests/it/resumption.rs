@@ -170,3 +170,45 @@ async fn a_resume_rolls_the_consumed_record_back_to_its_handle() {
         .collect();
     assert_eq!(seqs, [1, 2]);
 }
+
+#[tokio::test]
+async fn pongs_come_late_and_data_does_not_wait_for_them() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let emu = spawn(EmulatorConfig {
+        behaviour: Behaviour {
+            pong_delay: Duration::from_millis(500),
+            ..Behaviour::default()
+        },
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let mut ws = connect(&emu).await;
+    text_setup(&mut ws).await;
+    ws.send(Message::Ping(b"late".to_vec().into()))
+        .await
+        .unwrap();
+    send(&mut ws, user_text("before the pong")).await;
+    // The whole turn is answered while the pong is still held back.
+    let mut turn_done = false;
+    for _ in 0..100 {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        match msg {
+            Message::Pong(p) => {
+                assert!(turn_done, "the pong overtook the turn");
+                assert_eq!(&p[..], b"late");
+                return;
+            }
+            Message::Binary(b) => {
+                let v: Value = serde_json::from_slice(&b).unwrap();
+                turn_done |= v.pointer("/serverContent/turnComplete") == Some(&json!(true));
+            }
+            _ => {}
+        }
+    }
+    panic!("no pong");
+}
