@@ -113,8 +113,10 @@ pub struct Resume {
     config: ResumeConfig,
     /// The client asked for handles itself: it sees the updates.
     client_asked: bool,
-    /// The setup as upstream first got it (`sessionResumption.transparent` set, no handle).
-    setup: Map<String, Value>,
+    /// The setup frame as upstream first got it (`sessionResumption.transparent` set, no
+    /// handle), kept as bytes: a parsed tree is several times bigger, and it is only needed
+    /// again at a resume.
+    setup: Vec<u8>,
     handle: Option<String>,
     /// Client frames sent on this connection that upstream has not confirmed:
     /// (index on this connection, frame).
@@ -175,7 +177,7 @@ impl Resume {
         let state = Self {
             config: config.clone(),
             client_asked: asked.is_some(),
-            setup: setup.clone(),
+            setup: json!({ "setup": setup }).to_string().into_bytes(),
             handle: handle.clone(),
             replay: VecDeque::new(),
             replay_bytes: 0,
@@ -334,14 +336,20 @@ impl Resume {
 
     /// The setup that resumes with the newest handle.
     fn resume_frame(&self) -> Vec<u8> {
-        let mut setup = self.setup.clone();
-        if let Some(Value::Object(r)) = setup.get_mut("sessionResumption") {
+        let Ok(mut top) = serde_json::from_slice::<Map<String, Value>>(&self.setup) else {
+            // Built by `new` from a parsed setup: always an object.
+            return self.setup.clone();
+        };
+        if let Some(Value::Object(r)) = top
+            .get_mut("setup")
+            .and_then(|s| s.get_mut("sessionResumption"))
+        {
             r.insert(
                 "handle".into(),
                 self.handle.clone().map_or(Value::Null, Value::String),
             );
         }
-        json!({ "setup": setup }).to_string().into_bytes()
+        Value::Object(top).to_string().into_bytes()
     }
 
     /// A new upstream connection completed its setup: the frames to replay on it, renumbered
