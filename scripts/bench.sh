@@ -20,7 +20,10 @@
 # (VERTEX_LIVE_URL -> emulator). Everything is stopped on exit. Release builds.
 #
 # Sizes (environment):
-#   BENCH_SCENARIOS        scenarios, in order                        "idle text audio setup"
+#   BENCH_SCENARIOS        scenarios, in order                        "idle text audio setup resume"
+#   BENCH_RESUME_SESSIONS  resume: concurrent sessions                 10
+#   BENCH_RESUME_DURATION  resume: how long they run back-to-back turns 20s
+#   BENCH_RESUME_AGE       resume: the emulator's connection-age limit (Google: ~10 min)  2
 #   BENCH_ROUNDS           direct/gateway rounds of text and audio     3
 #   BENCH_RELAY            scenarios also run through a bare TCP relay  "text audio"
 #                          (`livegate-loadgen relay`: the floor of any user-space proxy
@@ -51,7 +54,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-BENCH_SCENARIOS=${BENCH_SCENARIOS:-idle text audio setup}
+BENCH_SCENARIOS=${BENCH_SCENARIOS:-idle text audio setup resume}
+BENCH_RESUME_SESSIONS=${BENCH_RESUME_SESSIONS:-10}
+BENCH_RESUME_DURATION=${BENCH_RESUME_DURATION:-20s}
+BENCH_RESUME_AGE=${BENCH_RESUME_AGE:-2}
 BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 BENCH_RELAY=${BENCH_RELAY-text audio}
 BENCH_IDLE=${BENCH_IDLE:-5000}
@@ -197,6 +203,44 @@ scenario() { # SCENARIO LABEL REPORT: one run of a scenario at its BENCH_* sizes
   esac
 }
 
+# `resume`: a second emulator that ends every upstream connection after BENCH_RESUME_AGE
+# seconds (goAway 0.5 s before, then 1011 Deadline expired, as Google does after ~10 min) and
+# a second gateway in front of it, sharing auth and NATS. The same load runs first through
+# the first gateway (no resumptions: the CPU per turn baseline), then through this one; the
+# gap and the CPU per resumption come from `livegate-loadgen resume`.
+resume_stack() {
+  [ -z "${gw2_url:-}" ] || return 0
+  start emulator-aging "$bin/livegate-emulator" --listen 127.0.0.1:0 --service-account-key "$sa" \
+    --max-connection-age "$BENCH_RESUME_AGE" --go-away-lead 0.5
+  emu2_pid=$last_pid
+  local emu2_addr
+  emu2_addr=$(wait_listen emulator-aging "$emu2_pid" 20)
+  start gateway-resume env "${gw_env[@]}" NATS_URL="nats://$nats_addr" AUTH_URL="http://$auth_addr" \
+    LIVEGATE_INTERNAL_TOKEN="$internal" GATEWAY_LISTEN=127.0.0.1:0 GATEWAY_ID=bench-resume \
+    VERTEX_LIVE_URL="ws://$emu2_addr/ws/google.cloud.aiplatform.v1.LlmBidiService/BidiGenerateContent" \
+    DEFAULT_VERTEXAI_PROJECT=livegate-bench LIVEGATE_LOG="$BENCH_GATEWAY_LOG" "$gateway_bin"
+  gw2_pid=$last_pid
+  gw2_url="ws://$(wait_listen gateway-resume "$gw2_pid" 30)/v1/vertex-ai/live"
+}
+
+resume_results=""
+resume_scenario() {
+  resume_stack
+  say "run: resume baseline (no resumptions) via gateway"
+  local base
+  base=$(LOADGEN_KEY=$key "$bin/livegate-loadgen" resume --url "$gw_url" --label baseline \
+    --pid "gateway=$gw_pid" --sessions "$BENCH_RESUME_SESSIONS" --duration "$BENCH_RESUME_DURATION" \
+    --json-out "$work/reports/resume-baseline.json")
+  printf '%s\n' "$base" >&2
+  local per_turn
+  per_turn=$(sed -n 's/.* \([0-9.]*\) ms per turn.*/\1/p' <<<"$base")
+  say "run: resume via a gateway whose upstream ends connections every ${BENCH_RESUME_AGE}s"
+  resume_results+=$(LOADGEN_KEY=$key "$bin/livegate-loadgen" resume --url "$gw2_url" --label resume \
+    --pid "gateway=$gw2_pid" --sessions "$BENCH_RESUME_SESSIONS" --duration "$BENCH_RESUME_DURATION" \
+    --baseline-cpu-per-turn-ms "${per_turn:-0}" --json-out "$work/reports/resume.json")
+  resume_results+=$'\n'"baseline (same load, no resumptions): $(sed -n 's/^ *turn latency: /turn latency /p' <<<"$base")"
+}
+
 # Warm-up (not reported): first connections, the auth cache, the Google token, the stream.
 say "warm-up"
 for target in "direct $emu_url" "relay $relay_url" "gateway $gw_url"; do
@@ -213,6 +257,7 @@ files=() # in run order: `compare` pairs round n's direct and gateway reports by
 relay_files=() # the same for the direct and relay reports
 for name in $BENCH_SCENARIOS; do
   case $name in
+    resume) resume_scenario ;;
     text | audio)
       labels="direct gateway"
       [[ " $BENCH_RELAY " != *" $name "* ]] || labels="direct relay gateway"
@@ -242,8 +287,11 @@ gateway binary: $gateway_bin; gateway settings: ${gw_env[*]:-defaults}
 load average before the runs: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews the figures)
 
 HEADER
-"$bin/livegate-loadgen" compare "${files[@]}"
+[ ${#files[@]} -eq 0 ] || "$bin/livegate-loadgen" compare "${files[@]}"
 if [ ${#relay_files[@]} -gt 0 ]; then
   printf '%s\n\n' "-- the same rounds through the bare TCP relay instead of the gateway (the floor any proxy adds here; targets shown for scale) --"
   "$bin/livegate-loadgen" compare --side relay "${relay_files[@]}"
+fi
+if [ -n "$resume_results" ]; then
+  printf '%s\n%s\n\n' "-- transparent resumption: upstream connections end every ${BENCH_RESUME_AGE}s; gap = last frame of the old upstream connection to the first of the new one, as the client sees it --" "$resume_results"
 fi

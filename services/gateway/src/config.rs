@@ -68,6 +68,22 @@ pub const MAX_CONNECTIONS_PER_IP: &str = "GATEWAY_MAX_CONNECTIONS_PER_IP";
 /// third of it, and metering closes the sessions of a process whose lease ran out as lost.
 pub const LEASE: &str = "GATEWAY_LEASE";
 
+/// Transparent upstream resumption: `client` (when the client's setup has
+/// `sessionResumption`, the default), `always` (every session), or `off`.
+pub const RESUMPTION: &str = "GATEWAY_RESUMPTION";
+/// Most resumptions per session.
+pub const RESUME_MAX: &str = "GATEWAY_RESUME_MAX";
+/// No resumption once a session is this old (humantime).
+pub const RESUME_MAX_DURATION: &str = "GATEWAY_RESUME_MAX_DURATION";
+/// Client frames held for replay until upstream confirms them, in bytes per session.
+pub const RESUME_BUFFER_BYTES: &str = "GATEWAY_RESUME_BUFFER_BYTES";
+/// `true`: the client also sees the upstream's `goAway` when the gateway will resume.
+pub const RESUME_FORWARD_GO_AWAY: &str = "GATEWAY_RESUME_FORWARD_GO_AWAY";
+/// How often the gateway pings the upstream (humantime; `0` turns keepalive off).
+pub const UPSTREAM_PING_INTERVAL: &str = "GATEWAY_UPSTREAM_PING_INTERVAL";
+/// How long a ping to the upstream may go unanswered before the connection counts as lost.
+pub const UPSTREAM_PONG_TIMEOUT: &str = "GATEWAY_UPSTREAM_PONG_TIMEOUT";
+
 /// Default for [`MAX_FRAME_BYTES`]: a Live audio chunk is about 16 KiB and a JPEG video frame
 /// at most about 1 MiB (base64 makes it 1.33 MiB), so 4 MiB leaves room without letting one
 /// message pin 16 MiB.
@@ -157,6 +173,9 @@ pub struct Config {
     /// This process's instance id, fresh at every start: the key of its lease and the
     /// `gateway_instance` of its `SessionStarted` events.
     pub instance_id: String,
+    /// Transparent upstream resumption and upstream keepalive (`GATEWAY_RESUM*`,
+    /// `GATEWAY_UPSTREAM_P*`).
+    pub resumption: crate::ws::resume::ResumeConfig,
 }
 
 /// Two descriptors per session (client and upstream), keeping 256 for everything else.
@@ -243,6 +262,16 @@ impl Config {
             .var(GATEWAY_ID)
             .or_else(|| env.var("HOSTNAME"))
             .unwrap_or(c.gateway_id);
+        let r = &mut c.resumption;
+        r.mode = env.parse(RESUMPTION)?.unwrap_or(r.mode);
+        r.max_resumptions = env.parse(RESUME_MAX)?.unwrap_or(r.max_resumptions);
+        r.max_duration = env.duration(RESUME_MAX_DURATION, r.max_duration)?;
+        r.buffer_bytes = env.parse(RESUME_BUFFER_BYTES)?.unwrap_or(r.buffer_bytes);
+        r.forward_go_away = env
+            .parse(RESUME_FORWARD_GO_AWAY)?
+            .unwrap_or(r.forward_go_away);
+        r.ping_interval = env.duration(UPSTREAM_PING_INTERVAL, r.ping_interval)?;
+        r.pong_timeout = positive_duration(env, UPSTREAM_PONG_TIMEOUT, r.pong_timeout)?;
         c.lease = env.duration(LEASE, c.lease)?;
         if !(leases::MIN_LEASE..=leases::MAX_LEASE).contains(&c.lease) {
             return Err(Error::Lease {
@@ -289,6 +318,7 @@ impl Config {
             spend_bucket: subjects::SPEND_BUCKET.to_string(),
             lease: leases::DEFAULT_LEASE,
             instance_id: leases::new_instance_id(),
+            resumption: crate::ws::resume::ResumeConfig::default(),
         }
     }
 }

@@ -31,6 +31,7 @@ mod workers;
 mod ws;
 
 pub use config::Config;
+pub use ws::resume::{Mode as ResumptionMode, ResumeConfig};
 
 /// The parsers that read untrusted client and upstream bytes, exported for the fuzz targets
 /// in `fuzz/` and their corpus replay test (`tests/it/fuzz_corpus.rs`). Not an API.

@@ -51,6 +51,10 @@ pub struct Metrics {
     pub connections_refused: Family<ReasonLabel, Counter>,
     pub preauth_timeouts: Family<PhaseLabel, Counter>,
     pub accept_errors: Counter,
+    /// Transparent resumptions by result (`ok`, `failed`).
+    pub resumptions: Family<ResultLabel, Counter>,
+    /// `goAway`s received from the upstream.
+    pub upstream_go_aways: Counter,
     pub registry: std::sync::Arc<Registry>,
 }
 
@@ -72,8 +76,20 @@ impl Metrics {
             connections_refused: Family::default(),
             preauth_timeouts: Family::default(),
             accept_errors: Counter::default(),
+            resumptions: Family::default(),
+            upstream_go_aways: Counter::default(),
             registry: std::sync::Arc::new(Registry::default()),
         };
+        r.register(
+            "resumptions",
+            "Transparent upstream resumptions, by result (ok: the session continued on a new upstream connection; failed: the client was closed)",
+            m.resumptions.clone(),
+        );
+        r.register(
+            "upstream_go_aways",
+            "goAway messages received from the upstream Live API",
+            m.upstream_go_aways.clone(),
+        );
         r.register(
             "sessions_active",
             "Sessions currently relaying",

@@ -5,6 +5,7 @@
 //! - `setup`: the client's first frame, validated and rewritten for Vertex AI.
 //! - `upstream`: the Live API URL and the connection to it.
 //! - `relay`: the loop that moves frames both ways, generic over `Sink + Stream`.
+//! - `resume`: transparent upstream resumption (handles, replay, the switch to a new upstream).
 //! - `inspect`: reading frames just enough to measure media and extract usage.
 //! - `meter`: what the session publishes for metering (started, usage reports, ended).
 //! - `close`: the close codes and reasons.
@@ -17,6 +18,7 @@ pub mod meter;
 pub mod policy;
 pub mod relay;
 pub mod request;
+pub mod resume;
 pub mod session;
 pub mod setup;
 pub mod upstream;

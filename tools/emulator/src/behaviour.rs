@@ -56,6 +56,43 @@ pub struct Behaviour {
     pub usage_names: UsageNames,
     /// Send server frames as text frames (default: binary frames of UTF-8 JSON, as Google does).
     pub text_frames: bool,
+    /// Google's connection lifetime: `goAway` some time before the limit, then a close.
+    /// Overrides `go_away_after` and `close_after` when set.
+    pub connection_age: Option<ConnectionAge>,
+    /// How long a resumption handle stays valid after its session's last connection ended
+    /// (`None`: [`crate::DEFAULT_HANDLE_TTL`], about 2 h as Google).
+    pub handle_ttl: Option<Duration>,
+    /// Record the client messages each session consumes ([`crate::Emulator::consumed`]).
+    pub record_consumed: bool,
+    /// Answer pings this late (Google's pongs take 8–30 s); zero: at once. Read when a
+    /// connection is accepted.
+    pub pong_delay: Duration,
+}
+
+/// A connection-age limit: `goAway{timeLeft: go_away_lead}` at `limit - go_away_lead` after
+/// `setupComplete`, then a close with `code` and `reason` at `limit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionAge {
+    /// Age at which the connection is closed.
+    pub limit: Duration,
+    /// How long before the close the `goAway` comes (its `timeLeft`).
+    pub go_away_lead: Duration,
+    /// Close code.
+    pub code: u16,
+    /// Close reason.
+    pub reason: String,
+}
+
+impl ConnectionAge {
+    /// Google's observed shape: goAway, then 1011 `Deadline expired.`.
+    pub fn new(limit: Duration, go_away_lead: Duration) -> Self {
+        Self {
+            limit,
+            go_away_lead: go_away_lead.min(limit),
+            code: 1011,
+            reason: "Deadline expired.".into(),
+        }
+    }
 }
 
 impl Behaviour {

@@ -2,9 +2,9 @@
 //! machine, sends its frames (delayed replies keep their order), and runs the go-away and
 //! close timers. One task per session, no per-session threads or buffers beyond tungstenite's.
 
-use crate::behaviour::{UsageNames, proto_duration};
-use crate::session::{Close, Session, SessionEnv};
-use crate::state::{Shared, bump};
+use crate::behaviour::{Behaviour, UsageNames, proto_duration};
+use crate::session::{Close, Session, SessionEnv, Snapshot};
+use crate::state::{DEFAULT_HANDLE_TTL, Shared, bump};
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
@@ -34,17 +34,29 @@ pub(crate) fn ws_config() -> WebSocketConfig {
         .max_frame_size(Some(2 * MAX_MESSAGE_BYTES))
 }
 
-struct Env<'a>(&'a Shared, UsageNames);
+struct Env<'a> {
+    shared: &'a Shared,
+    behaviour: &'a Behaviour,
+}
 
 impl SessionEnv for Env<'_> {
     fn usage_names(&self) -> UsageNames {
-        self.1
+        self.behaviour.usage_names
     }
-    fn handle_known(&self, handle: &str) -> bool {
-        self.0.handle_known(handle)
+    fn open(&self, session: &str) {
+        self.shared.open_session(session);
     }
-    fn register_handle(&self, handle: &str) {
-        self.0.register_handle(handle);
+    fn resume(&self, handle: &str) -> Result<(String, Snapshot), Close> {
+        let ttl = self.behaviour.handle_ttl.unwrap_or(DEFAULT_HANDLE_TTL);
+        self.shared.resume(handle, ttl)
+    }
+    fn issue_handle(&self, session: &str, snapshot: Snapshot) -> String {
+        self.shared.issue_handle(session, snapshot)
+    }
+    fn consumed(&self, session: &str, index: u64, kind: &str, data: &[u8]) {
+        if self.behaviour.record_consumed {
+            self.shared.record_consumed(session, index, kind, data);
+        }
     }
 }
 
@@ -121,6 +133,8 @@ pub(crate) async fn serve<S>(
     let mut go_away_at: Option<(Instant, Duration)> = None;
     let mut close_at: Option<(Instant, Close)> = None;
     let mut pending: VecDeque<(Instant, Vec<Value>)> = VecDeque::new();
+    // Whether this connection holds its session (set up, new or resumed).
+    let mut started = false;
 
     let close = loop {
         let next_reply = pending.front().map(|(at, _)| *at);
@@ -143,8 +157,15 @@ pub(crate) async fn serve<S>(
                 let data: bytes::Bytes = match msg {
                     Some(Ok(Message::Text(t))) => t.into(),
                     Some(Ok(Message::Binary(b))) => b,
-                    // Pings are answered by tungstenite; a client close is answered by it too
-                    // and the stream then ends.
+                    // A client close is answered by tungstenite and the stream then ends; the
+                    // session is free for a resume from now on, before the answer goes out.
+                    Some(Ok(Message::Close(_))) => {
+                        if std::mem::take(&mut started) {
+                            shared.close_session(session.id(), out.seq);
+                        }
+                        continue;
+                    }
+                    // Pings are answered by tungstenite.
                     Some(Ok(_)) => continue,
                     Some(Err(e)) => {
                         tracing::debug!(session = session.id(), error.message = %e, "read failed");
@@ -157,18 +178,25 @@ pub(crate) async fn serve<S>(
                     break Some(Close { code: 1009, reason: format!("message larger than {MAX_MESSAGE_BYTES} bytes") });
                 }
                 let behaviour = shared.behaviour();
-                let step = session.on_message(&data, &Env(&shared, behaviour.usage_names));
+                let step = session.on_message(&data, &Env { shared: &shared, behaviour: &behaviour });
                 if step.started {
                     tracing::debug!(session = session.id(), resumed = step.resumed, "setup complete");
+                    started = true;
                     if step.resumed {
                         bump(&shared.counters.resumed_sessions);
+                        out.seq = shared.usage_seq(session.id());
                     }
                     let now = Instant::now();
-                    if let Some(after) = behaviour.go_away_after {
-                        go_away_at = Some((now + after, behaviour.go_away_time_left()));
-                    }
-                    if let Some((after, code, reason)) = &behaviour.close_after {
-                        close_at = Some((now + *after, Close { code: *code, reason: crate::wire::close_reason(reason) }));
+                    if let Some(age) = &behaviour.connection_age {
+                        go_away_at = Some((now + age.limit.saturating_sub(age.go_away_lead), age.go_away_lead));
+                        close_at = Some((now + age.limit, Close { code: age.code, reason: crate::wire::close_reason(&age.reason) }));
+                    } else {
+                        if let Some(after) = behaviour.go_away_after {
+                            go_away_at = Some((now + after, behaviour.go_away_time_left()));
+                        }
+                        if let Some((after, code, reason)) = &behaviour.close_after {
+                            close_at = Some((now + *after, Close { code: *code, reason: crate::wire::close_reason(reason) }));
+                        }
                     }
                 }
                 let mut r = Ok(());
@@ -197,6 +225,11 @@ pub(crate) async fn serve<S>(
         }
     };
 
+    // Free for a resume before the close goes out: a client that resumes as soon as it sees
+    // our close must not be refused as still open.
+    if started {
+        shared.close_session(session.id(), out.seq);
+    }
     if let Some(Close { code, reason }) = close {
         tracing::debug!(session = session.id(), code, reason, "closing session");
         let frame = CloseFrame {

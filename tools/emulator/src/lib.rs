@@ -10,6 +10,7 @@
 //! - `session`: the protocol state machine, free of I/O.
 //! - [`usage`]: the token-counting formulas.
 //! - `jwt`: RS256 self-signed JWT verification.
+//! - `slow_pong`: holds client pings back so pongs come as late as Google's.
 //! - `state`: counters, recorded usage, resumption handles shared by all sessions.
 //!
 //! ```no_run
@@ -28,16 +29,19 @@ mod connection;
 mod jwt;
 mod server;
 mod session;
+mod slow_pong;
 mod state;
 pub mod usage;
 mod wire;
 
-pub use behaviour::{Behaviour, UsageNames};
+pub use behaviour::{Behaviour, ConnectionAge, UsageNames};
 pub use config::{ConfigError, EmulatorConfig, ServiceAccountKey};
 pub use connection::MAX_MESSAGE_BYTES;
 pub use jwt::CLOUD_PLATFORM_SCOPE;
 pub use server::LIVE_PATHS;
-pub use state::{MAX_RECORDED_USAGE, RecordedUsage, Stats};
+pub use state::{
+    ConsumedMessage, DEFAULT_HANDLE_TTL, MAX_CONSUMED, MAX_RECORDED_USAGE, RecordedUsage, Stats,
+};
 
 use state::Shared;
 use std::future::Future;
@@ -133,6 +137,20 @@ impl Emulator {
     /// client has read is already here.
     pub fn recorded_usage(&self) -> Vec<RecordedUsage> {
         self.shared.recorded_usage()
+    }
+
+    /// The client messages session `session_id` (its `setupComplete.sessionId`, which a
+    /// resume keeps) has consumed, in order, across its connections; empty unless
+    /// [`Behaviour::record_consumed`] is on. A resume from a handle forgets what was consumed
+    /// after the handle was issued, as the session's state does, so a client that resumes
+    /// correctly finds every message it sent here exactly once.
+    pub fn consumed(&self, session_id: &str) -> Vec<ConsumedMessage> {
+        self.shared.consumed(session_id)
+    }
+
+    /// Ids of the sessions the emulator remembers (for resumption), oldest first.
+    pub fn session_ids(&self) -> Vec<String> {
+        self.shared.session_ids()
     }
 
     /// Counters since start.

@@ -4,7 +4,9 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use livegate_emulator::{Behaviour, Emulator, EmulatorConfig, ServiceAccountKey, UsageNames};
+use livegate_emulator::{
+    Behaviour, ConnectionAge, Emulator, EmulatorConfig, ServiceAccountKey, UsageNames,
+};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -44,6 +46,28 @@ struct Args {
     /// Send server frames as text frames (default: binary frames of UTF-8 JSON, like Google).
     #[arg(long)]
     text_frames: bool,
+    /// Connection-age limit: `goAway` `--go-away-lead` before it, then close
+    /// (`--age-close-code`, `--age-close-reason`). Overrides `--go-away-after`/`--close-after`.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    max_connection_age: Option<Duration>,
+    /// How long before the age limit the `goAway` comes (its `timeLeft`).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "1")]
+    go_away_lead: Duration,
+    /// Close code at the age limit.
+    #[arg(long, default_value_t = 1011, value_parser = parse_close_code)]
+    age_close_code: u16,
+    /// Close reason at the age limit.
+    #[arg(long, default_value = "Deadline expired.")]
+    age_close_reason: String,
+    /// How long resumption handles stay valid after their session's connection ended.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    handle_ttl: Option<Duration>,
+    /// Record the client messages each session consumes (for tests and benchmarks).
+    #[arg(long)]
+    record_consumed: bool,
+    /// Answer pings this many seconds late (Google's pongs take 8–30 s).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pong_delay: Option<Duration>,
     /// Append every emitted usageMetadata as a JSON line to this file.
     #[arg(long, value_name = "PATH")]
     record_file: Option<PathBuf>,
@@ -82,6 +106,14 @@ impl Args {
                 response_delay: Duration::from_millis(self.response_delay_ms),
                 usage_names: self.usage_names,
                 text_frames: self.text_frames,
+                connection_age: self.max_connection_age.map(|limit| ConnectionAge {
+                    code: self.age_close_code,
+                    reason: self.age_close_reason.clone(),
+                    ..ConnectionAge::new(limit, self.go_away_lead)
+                }),
+                handle_ttl: self.handle_ttl,
+                record_consumed: self.record_consumed,
+                pong_delay: self.pong_delay.unwrap_or_default(),
             },
         };
         config.validate()?;

@@ -3,6 +3,7 @@
 
 use crate::connection;
 use crate::jwt;
+use crate::slow_pong::SlowPong;
 use crate::state::{Shared, bump};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
@@ -174,7 +175,7 @@ fn handle(
         async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
-                    let io = TokioIo::new(upgraded);
+                    let io = SlowPong::new(TokioIo::new(upgraded), shared.behaviour().pong_delay);
                     let ws = WebSocketStream::from_raw_socket(
                         io,
                         Role::Server,

@@ -24,11 +24,32 @@ pub(crate) const INVALID_ARGUMENT: &str = "Request contains an invalid argument.
 pub(crate) trait SessionEnv {
     /// Output-usage names to write now.
     fn usage_names(&self) -> UsageNames;
-    /// Whether a resumption handle was issued by this emulator.
-    fn handle_known(&self, handle: &str) -> bool;
-    /// Remembers a handle this session is about to issue.
-    fn register_handle(&self, handle: &str);
+    /// A new session (not a resume) starts on this connection.
+    fn open(&self, session: &str);
+    /// Claims the session a resumption handle belongs to for this connection: its id and the
+    /// state the handle restores, or the close that refuses the resume (unknown or expired
+    /// handle, or the session still open on another connection).
+    fn resume(&self, handle: &str) -> Result<(String, Snapshot), Close>;
+    /// Issues a new handle of `session` that restores `snapshot`; returns it.
+    fn issue_handle(&self, session: &str, snapshot: Snapshot) -> String;
+    /// Notes that `session` consumed client message `index` (of this connection, setup = 0)
+    /// of kind `kind` with these bytes.
+    fn consumed(&self, session: &str, index: u64, kind: &str, data: &[u8]);
 }
+
+/// The session state a resumption handle restores: the input not yet answered and the
+/// function-call counter (so call ids stay unique across connections).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    pub pending: Input,
+    pub calls: u64,
+}
+
+/// Google's refusal of a resume while the session's previous connection is still open.
+pub(crate) const STILL_OPEN: &str =
+    "Session resumption failed: the session is still active on another connection";
+/// The refusal of an unknown or expired handle.
+pub(crate) const BAD_HANDLE: &str = "Session resumption handle is invalid or expired";
 
 /// A close the session asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,10 +104,8 @@ pub(crate) struct Session {
     id: String,
     setup: Option<Setup>,
     pending: Input,
-    /// Client messages received (setup included).
+    /// Client messages received on this connection (setup included).
     client_messages: u64,
-    /// Handles issued.
-    handles: u64,
     /// Function calls issued.
     calls: u64,
 }
@@ -106,7 +125,6 @@ impl Session {
             setup: None,
             pending: Input::default(),
             client_messages: 0,
-            handles: 0,
             calls: 0,
         }
     }
@@ -135,6 +153,11 @@ impl Session {
                 format!("{INVALID_ARGUMENT} setup was already received"),
             );
         }
+        let kind = msg
+            .as_object()
+            .and_then(|o| o.keys().next())
+            .map_or("", String::as_str);
+        env.consumed(&self.id, self.client_messages - 1, kind, data);
         if let Some(c) = field(&msg, "clientContent") {
             self.on_client_content(c, env)
         } else if let Some(r) = field(&msg, "realtimeInput") {
@@ -197,18 +220,37 @@ impl Session {
         let mut resumed = false;
         if let Some(r @ Value::Object(_)) = field(s, "sessionResumption") {
             if let Some(handle) = str_field(r, "handle").filter(|h| !h.is_empty()) {
-                if !env.handle_known(handle) {
-                    return Step::close(1008, "Session resumption handle is invalid or expired");
-                }
+                let (id, snapshot) = match env.resume(handle) {
+                    Ok(claimed) => claimed,
+                    Err(close) => {
+                        return Self::refuse(close);
+                    }
+                };
+                self.id = id;
+                self.pending = snapshot.pending;
+                self.calls = snapshot.calls;
                 resumed = true;
             }
             setup.resumption = Some(field(r, "transparent").and_then(Value::as_bool) == Some(true));
         }
+        if !resumed {
+            env.open(&self.id);
+        }
         self.setup = Some(setup);
+        let mut immediate = vec![json!({"setupComplete": {"sessionId": self.id}})];
+        // A first handle at once, so a connection that ends before any turn can be resumed.
+        self.push_resumption_update(&mut immediate, env);
         Step {
-            immediate: vec![json!({"setupComplete": {"sessionId": self.id}})],
+            immediate,
             started: true,
             resumed,
+            ..Step::default()
+        }
+    }
+
+    fn refuse(close: Close) -> Step {
+        Step {
+            close: Some(close),
             ..Step::default()
         }
     }
@@ -421,9 +463,11 @@ impl Session {
         let Some(transparent) = self.setup.as_ref().and_then(|s| s.resumption) else {
             return;
         };
-        self.handles += 1;
-        let handle = format!("{}.h{}", self.id, self.handles);
-        env.register_handle(&handle);
+        let snapshot = Snapshot {
+            pending: self.pending.clone(),
+            calls: self.calls,
+        };
+        let handle = env.issue_handle(&self.id, snapshot);
         let mut update = json!({"newHandle": handle, "resumable": true});
         if transparent {
             // int64 → string in proto-JSON; index of the last client message, setup = 0.

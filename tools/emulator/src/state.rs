@@ -3,19 +3,67 @@
 
 use crate::behaviour::Behaviour;
 use crate::jwt::KeySet;
+use crate::session::{BAD_HANDLE, Close, STILL_OPEN, Snapshot};
 use serde_json::{Value, json};
-use std::collections::{HashSet, VecDeque};
+use sha2::{Digest as _, Sha256};
+use std::collections::{HashMap, VecDeque};
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Recorded usage entries kept in memory (the oldest are dropped beyond this, so long
 /// benchmarks stay bounded).
 pub const MAX_RECORDED_USAGE: usize = 100_000;
 /// Resumption handles remembered (oldest forgotten first).
 const MAX_HANDLES: usize = 200_000;
+/// Sessions whose resumption state is remembered (oldest forgotten first).
+const MAX_SESSIONS: usize = 100_000;
+/// Consumed client messages recorded per session (the oldest are dropped beyond this).
+pub const MAX_CONSUMED: usize = 100_000;
+/// How long a handle stays valid after its session's last connection ended, unless
+/// [`Behaviour::handle_ttl`] says otherwise: about 2 h, as Google.
+pub const DEFAULT_HANDLE_TTL: Duration = Duration::from_secs(2 * 3600);
+
+/// A client message a session consumed (recorded when [`Behaviour::record_consumed`] is on).
+/// A resume from a handle forgets the messages consumed after that handle was issued, as
+/// the model's state does: the list is what the session's state is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumedMessage {
+    /// 1-based connection of the session (a resume opens the next).
+    pub connection: u32,
+    /// Index on that connection, setup = 0 (what `lastConsumedClientMessageIndex` counts).
+    pub index: u64,
+    /// The message kind (its top-level key: `clientContent`, `realtimeInput`, …).
+    pub kind: String,
+    /// SHA-256 of the message's bytes as received, lower-case hex.
+    pub sha256: String,
+}
+
+/// What the emulator remembers of one session across its connections.
+#[derive(Debug, Default)]
+struct SessionState {
+    /// A connection of the session is open.
+    active: bool,
+    /// When its last connection ended.
+    ended_at: Option<Instant>,
+    /// Connections opened (the first plus resumes).
+    connections: u32,
+    /// Handles issued.
+    handles: u64,
+    /// Usage reports sent (the last `seq`).
+    usage_seq: u64,
+    consumed: VecDeque<ConsumedMessage>,
+}
+
+#[derive(Debug)]
+struct HandleEntry {
+    session: String,
+    snapshot: Snapshot,
+    /// Length of the session's consumed record when the handle was issued.
+    consumed_len: usize,
+}
 
 /// One emitted `usageMetadata`.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,8 +114,10 @@ pub(crate) fn bump(c: &AtomicU64) {
 
 #[derive(Debug, Default)]
 struct Handles {
-    set: HashSet<String>,
+    map: HashMap<String, HandleEntry>,
     order: VecDeque<String>,
+    sessions: HashMap<String, SessionState>,
+    session_order: VecDeque<String>,
 }
 
 /// Everything sessions share. Locks are std mutexes: they are held for a push or a lookup,
@@ -174,20 +224,119 @@ impl Shared {
         lock(&self.usage).iter().cloned().collect()
     }
 
-    pub(crate) fn register_handle(&self, handle: &str) {
+    /// A new session's first connection starts.
+    pub(crate) fn open_session(&self, id: &str) {
         let mut h = lock(&self.handles);
-        if h.set.insert(handle.to_string()) {
-            h.order.push_back(handle.to_string());
-            if h.order.len() > MAX_HANDLES
-                && let Some(old) = h.order.pop_front()
+        if !h.sessions.contains_key(id) {
+            h.session_order.push_back(id.to_string());
+            if h.session_order.len() > MAX_SESSIONS
+                && let Some(old) = h.session_order.pop_front()
             {
-                h.set.remove(&old);
+                h.sessions.remove(&old);
             }
+        }
+        let s = h.sessions.entry(id.to_string()).or_default();
+        s.active = true;
+        s.connections += 1;
+    }
+
+    /// A session's connection ended after sending `usage_seq` usage reports in all.
+    pub(crate) fn close_session(&self, id: &str, usage_seq: u64) {
+        if let Some(s) = lock(&self.handles).sessions.get_mut(id) {
+            s.active = false;
+            s.ended_at = Some(Instant::now());
+            s.usage_seq = usage_seq;
         }
     }
 
-    pub(crate) fn handle_known(&self, handle: &str) -> bool {
-        lock(&self.handles).set.contains(handle)
+    /// The usage reports a session has sent so far over its ended connections.
+    pub(crate) fn usage_seq(&self, id: &str) -> u64 {
+        lock(&self.handles)
+            .sessions
+            .get(id)
+            .map_or(0, |s| s.usage_seq)
+    }
+
+    pub(crate) fn issue_handle(&self, session: &str, snapshot: Snapshot) -> String {
+        let mut h = lock(&self.handles);
+        let Some(s) = h.sessions.get_mut(session) else {
+            // Forgotten already (over MAX_SESSIONS): a handle nobody can resume.
+            return format!("{session}.expired");
+        };
+        s.handles += 1;
+        // Names its connection too, so a client (the load generator) can tell a new one.
+        let handle = format!("{session}.c{}.h{}", s.connections, s.handles);
+        let consumed_len = s.consumed.len();
+        h.map.insert(
+            handle.clone(),
+            HandleEntry {
+                session: session.to_string(),
+                snapshot,
+                consumed_len,
+            },
+        );
+        h.order.push_back(handle.clone());
+        if h.order.len() > MAX_HANDLES
+            && let Some(old) = h.order.pop_front()
+        {
+            h.map.remove(&old);
+        }
+        handle
+    }
+
+    /// Claims the session of `handle` for a new connection (see [`crate::session::SessionEnv::resume`]).
+    pub(crate) fn resume(&self, handle: &str, ttl: Duration) -> Result<(String, Snapshot), Close> {
+        let refuse = |code, reason: &str| Close {
+            code,
+            reason: reason.to_string(),
+        };
+        let mut guard = lock(&self.handles);
+        let h = &mut *guard;
+        let entry = h.map.get(handle).ok_or_else(|| refuse(1008, BAD_HANDLE))?;
+        let s = h
+            .sessions
+            .get_mut(&entry.session)
+            .ok_or_else(|| refuse(1008, BAD_HANDLE))?;
+        if s.active {
+            return Err(refuse(1011, STILL_OPEN));
+        }
+        if s.ended_at.is_some_and(|at| at.elapsed() > ttl) {
+            return Err(refuse(1008, BAD_HANDLE));
+        }
+        s.active = true;
+        s.connections += 1;
+        // What was consumed after the handle is not part of the state it restores.
+        s.consumed.truncate(entry.consumed_len);
+        Ok((entry.session.clone(), entry.snapshot.clone()))
+    }
+
+    pub(crate) fn record_consumed(&self, session: &str, index: u64, kind: &str, data: &[u8]) {
+        let sha256 = hex::encode(Sha256::digest(data));
+        let mut h = lock(&self.handles);
+        if let Some(s) = h.sessions.get_mut(session) {
+            if s.consumed.len() >= MAX_CONSUMED {
+                s.consumed.pop_front();
+            }
+            s.consumed.push_back(ConsumedMessage {
+                connection: s.connections,
+                index,
+                kind: kind.to_string(),
+                sha256,
+            });
+        }
+    }
+
+    pub(crate) fn consumed(&self, session: &str) -> Vec<ConsumedMessage> {
+        lock(&self.handles)
+            .sessions
+            .get(session)
+            .map(|s| s.consumed.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Ids of the sessions remembered, oldest first.
+    pub(crate) fn session_ids(&self) -> Vec<String> {
+        lock(&self.handles).session_order.iter().cloned().collect()
     }
 
     /// Starts appending every recorded usage as one JSON line to `path`, on one writer thread

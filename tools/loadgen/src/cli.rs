@@ -54,6 +54,25 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Modality::Audio)]
         response: Modality,
     },
+    /// N sessions of back-to-back text turns for `--duration`, with `sessionResumption`,
+    /// through a gateway whose upstream (the emulator with `--max-connection-age`) ends its
+    /// connections: the gap the client sees at each resumption (from the last frame of the
+    /// old upstream connection to the first of the new one, told apart by the emulator's
+    /// handles, which name their connection) and CPU per resumption of the `--pid gateway=`.
+    Resume {
+        #[command(flatten)]
+        common: Common,
+        /// Concurrent sessions.
+        #[arg(long, default_value_t = 10)]
+        sessions: u64,
+        /// How long the sessions run their turns.
+        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// The gateway's CPU milliseconds per turn without resumptions (from a run against
+        /// an emulator without an age limit); with it, CPU per resumption is reported.
+        #[arg(long)]
+        baseline_cpu_per_turn_ms: Option<f64>,
+    },
     /// Opens N sessions, completes setup, holds them (to measure memory per idle session).
     Idle {
         #[command(flatten)]
@@ -264,7 +283,8 @@ impl Command {
             Self::Text { common, .. }
             | Self::Audio { common, .. }
             | Self::Idle { common, .. }
-            | Self::Setup { common, .. } => common.threads.max(1),
+            | Self::Setup { common, .. }
+            | Self::Resume { common, .. } => common.threads.max(1),
             Self::Events { args } => args.threads.max(1),
             Self::Compare { .. } => 1,
             Self::Relay { threads, .. } => match threads {
@@ -281,6 +301,7 @@ impl Command {
             | Self::Audio { sessions, .. }
             | Self::Idle { sessions, .. } => sessions.sessions,
             Self::Setup { concurrency, .. } => *concurrency,
+            Self::Resume { sessions, .. } => *sessions,
             // The relay holds what its clients open; the limit is raised all the same.
             Self::Events { .. } | Self::Compare { .. } | Self::Relay { .. } => 0,
         }

@@ -10,6 +10,7 @@
 //! - `run`: the modes `text`, `audio`, `idle`, `setup`.
 //! - `events`: the metering throughput benchmark (NATS → metering → ClickHouse).
 //! - `relay`: a bare TCP relay, the floor bench.sh compares the gateway with.
+//! - `resume`: the resumption benchmark (gap at a resumption, CPU per resumption).
 //! - `procstat`: `/proc/PID/status` and `/proc/PID/stat` readings.
 //! - `report`: [`Report`] (the `--json` form), its table, and the side-by-side comparison
 //!   `scripts/bench.sh` prints (medians and paired deltas when there are several rounds).
@@ -21,6 +22,7 @@ pub mod frames;
 pub mod procstat;
 pub mod relay;
 pub mod report;
+pub mod resume;
 mod run;
 
 pub use cli::{Cli, Command};
@@ -64,6 +66,24 @@ pub async fn main_with(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             }
             write!(out, "{}", report::render_all(&reports, &side)?)?;
         }
+        Command::Resume {
+            common,
+            sessions,
+            duration,
+            baseline_cpu_per_turn_ms,
+        } => {
+            let r = resume::run(&common, sessions, duration, baseline_cpu_per_turn_ms).await?;
+            let text = serde_json::to_string_pretty(&r)?;
+            if let Some(path) = &common.json_out {
+                std::fs::write(path, format!("{text}\n"))
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if common.json {
+                writeln!(out, "{text}")?;
+            } else {
+                write!(out, "{}", resume::render(&r))?;
+            }
+        }
         Command::Relay { listen, to, .. } => {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
@@ -90,9 +110,10 @@ pub async fn main_with(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                 | Command::Audio { common, .. }
                 | Command::Idle { common, .. }
                 | Command::Setup { common, .. } => (common.json, common.json_out.clone()),
-                Command::Compare { .. } | Command::Events { .. } | Command::Relay { .. } => {
-                    (false, None)
-                }
+                Command::Compare { .. }
+                | Command::Events { .. }
+                | Command::Relay { .. }
+                | Command::Resume { .. } => (false, None),
             };
             let r = run(command).await?;
             let text = serde_json::to_string_pretty(&r)?;

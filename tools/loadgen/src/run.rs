@@ -262,6 +262,7 @@ pub async fn run(command: Command) -> anyhow::Result<Report> {
         }
         Command::Compare { .. } => anyhow::bail!("compare is not a load run"),
         Command::Relay { .. } => anyhow::bail!("relay is not a load run"),
+        Command::Resume { .. } => anyhow::bail!("resume runs through resume::run"),
         Command::Events { .. } => anyhow::bail!("events runs through events::run"),
     };
     let plan = Arc::new(plan);

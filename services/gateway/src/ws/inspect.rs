@@ -29,7 +29,8 @@ static CLIENT_KEYS: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
     .ok()
 });
 
-/// Keys of server messages worth parsing: `usageMetadata`, `modelTurn`, `turnComplete`.
+/// Keys of server messages worth parsing: `usageMetadata`, `modelTurn`, `turnComplete`,
+/// `goAway`, `sessionResumptionUpdate`.
 static SERVER_KEYS: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
     AhoCorasick::new([
         "sageMetadata",
@@ -38,6 +39,10 @@ static SERVER_KEYS: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
         "odel_turn",
         "urnComplete",
         "urn_complete",
+        "oAway",
+        "o_away",
+        "essionResumptionUpdate",
+        "ession_resumption_update",
     ])
     .ok()
 });
@@ -299,9 +304,38 @@ struct ServerContent<'a> {
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
+struct GoAway<'a> {
+    #[serde(rename = "timeLeft", alias = "time_left", borrow)]
+    time_left: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ResumptionUpdateMessage<'a> {
+    #[serde(rename = "newHandle", alias = "new_handle", borrow)]
+    new_handle: Option<Cow<'a, str>>,
+    resumable: bool,
+    /// int64: a string in proto-JSON, a number from some encoders.
+    #[serde(
+        rename = "lastConsumedClientMessageIndex",
+        alias = "last_consumed_client_message_index"
+    )]
+    last_consumed: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct ServerMessage<'a> {
     #[serde(rename = "serverContent", alias = "server_content", borrow)]
     server_content: Option<ServerContent<'a>>,
+    #[serde(rename = "goAway", alias = "go_away", borrow)]
+    go_away: Option<GoAway<'a>>,
+    #[serde(
+        rename = "sessionResumptionUpdate",
+        alias = "session_resumption_update",
+        borrow
+    )]
+    resumption: Option<ResumptionUpdateMessage<'a>>,
     /// Kept as the upstream's bytes: the receipt carries them as sent.
     #[serde(rename = "usageMetadata", alias = "usage_metadata", borrow)]
     usage_metadata: Option<&'a serde_json::value::RawValue>,
@@ -314,6 +348,28 @@ pub struct ServerFrame {
     pub usage: Option<TokenUsage>,
     /// The frame ends a model turn (`serverContent.turnComplete: true`).
     pub turn_complete: bool,
+    /// The frame carries model content or other `serverContent` (not a turn's end alone).
+    pub content: bool,
+    /// A `goAway`, with its `timeLeft` (zero when absent or unreadable).
+    pub go_away: Option<std::time::Duration>,
+    /// A `sessionResumptionUpdate`.
+    pub resumption: Option<ResumptionUpdate>,
+}
+
+/// A `sessionResumptionUpdate`, as the gateway's resumption needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResumptionUpdate {
+    /// The handle to resume with, when the update carries one and says `resumable`.
+    pub handle: Option<String>,
+    /// `lastConsumedClientMessageIndex` (transparent mode): the index, on this connection, of
+    /// the last client message the handle's state includes (setup is 0).
+    pub last_consumed: Option<u64>,
+}
+
+/// A proto-JSON duration (`"10s"`, `"1.5s"`); `None` when unreadable.
+pub fn proto_duration(s: &str) -> Option<std::time::Duration> {
+    let secs: f64 = s.trim().strip_suffix('s')?.parse().ok()?;
+    std::time::Duration::try_from_secs_f64(secs).ok()
 }
 
 fn modality(name: &str) -> Modality {
@@ -380,10 +436,27 @@ pub fn inspect_server(frame: &[u8], media: &mut Media) -> ServerFrame {
     });
     let mut out = ServerFrame {
         usage,
-        turn_complete: false,
+        go_away: msg.go_away.map(|g| {
+            g.time_left
+                .as_deref()
+                .and_then(proto_duration)
+                .unwrap_or_default()
+        }),
+        resumption: msg.resumption.map(|r| ResumptionUpdate {
+            handle: r
+                .new_handle
+                .filter(|h| r.resumable && !h.is_empty())
+                .map(Cow::into_owned),
+            last_consumed: r.last_consumed.and_then(|v| match v {
+                serde_json::Value::String(s) => s.trim().parse().ok(),
+                other => other.as_u64(),
+            }),
+        }),
+        ..ServerFrame::default()
     };
     if let Some(sc) = msg.server_content {
         out.turn_complete = sc.turn_complete;
+        out.content = sc.model_turn.is_some() || !sc.turn_complete;
         for part in sc.model_turn.iter().flat_map(|t| &t.parts) {
             if let Some(t) = &part.text {
                 media.output_characters += t.chars().count() as u64;

@@ -12,7 +12,7 @@ use livegate_proto::usage::{
     session_event,
 };
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::SystemTime;
 
 /// One session's metering state, shared by both relay directions.
@@ -31,6 +31,10 @@ pub struct Meter<'a> {
     pub client_media: Mutex<Media>,
     /// Output measurements not yet reported.
     pub output_media: Mutex<Media>,
+    /// Upstream connections used (1 + resumption attempts that connected).
+    pub upstream_connections: AtomicU32,
+    /// Resumptions that succeeded.
+    pub resumptions: AtomicU32,
 }
 
 fn take(m: &Mutex<Media>) -> Media {
@@ -73,6 +77,8 @@ impl<'a> Meter<'a> {
             counters,
             client_media: Mutex::new(Media::default()),
             output_media: Mutex::new(Media::default()),
+            upstream_connections: AtomicU32::new(1),
+            resumptions: AtomicU32::new(0),
         }
     }
 
@@ -107,6 +113,8 @@ impl<'a> Meter<'a> {
                     bytes_out: counters.bytes_out.load(Ordering::Relaxed),
                     reports,
                     trailing_media: Some(trailing.take()),
+                    upstream_connections: self.upstream_connections.load(Ordering::Relaxed),
+                    resumptions: self.resumptions.load(Ordering::Relaxed),
                 })),
             },
         ));

@@ -14,6 +14,7 @@
 
 use super::close::{self, Close};
 use super::inspect::{self, Media};
+use super::resume::{self, Resume, Seen};
 use crate::metrics::{DirLabel, Metrics};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use std::future::poll_fn;
@@ -39,6 +40,56 @@ pub enum End {
     UpstreamGone(String),
     /// The gateway ends the session (drain, budget, limits, oversized frame).
     Gateway(Close),
+    /// Upstream announced its end (`goAway`) and the session is at a point to switch to a
+    /// new upstream connection (see [`resume`]).
+    Switch,
+}
+
+/// When the session last saw a real frame, kept across relay runs (a resumption starts a new
+/// run; the idle timer goes on).
+#[derive(Debug)]
+pub struct Activity {
+    origin: Instant,
+    /// Milliseconds after `origin`.
+    last: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            origin: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Activity {
+    fn ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn touch(&self) {
+        self.last.store(self.ms(), Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.origin + Duration::from_millis(self.last.load(Ordering::Relaxed))
+    }
+}
+
+/// Pings to the upstream: every `interval` (zero: never); one unanswered for `pong_timeout`
+/// ends the connection as lost ([`End::UpstreamGone`], which a resumption can cure).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Keepalive {
+    pub interval: Duration,
+    pub pong_timeout: Duration,
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Counters the session reads after the relay.
@@ -74,6 +125,11 @@ pub struct Relay<'a, U: UsageSink> {
     pub client_media: &'a Mutex<Media>,
     /// Output measurements not yet reported; taken at the end for `SessionEnded`.
     pub output_media: &'a Mutex<Media>,
+    /// Real frames either way (the idle timer), across runs.
+    pub activity: &'a Activity,
+    /// Resumption state, when this session is resumed transparently.
+    pub resume: Option<&'a Mutex<Resume>>,
+    pub keepalive: Keepalive,
 }
 
 fn lock(m: &Mutex<Media>) -> std::sync::MutexGuard<'_, Media> {
@@ -140,11 +196,12 @@ impl<U: UsageSink> Relay<'_, U> {
         US: Sink<Message, Error = WsError> + Unpin,
         UR: Stream<Item = Result<Message, WsError>> + Unpin,
     {
-        let started = Instant::now();
-        let last_activity = AtomicU64::new(0);
-        let touch = || {
-            last_activity.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-        };
+        let activity = self.activity;
+        let touch = || activity.touch();
+        let resume = self.resume;
+        let keepalive = self.keepalive;
+        // When the oldest unanswered ping went out (ms after the activity origin, +1; 0: none).
+        let ping_out = AtomicU64::new(0);
         let (inject_tx, mut inject_rx) = mpsc::channel::<Message>(1);
         let c2u_dir = DirLabel {
             direction: "client_to_upstream",
@@ -156,6 +213,7 @@ impl<U: UsageSink> Relay<'_, U> {
         let bytes_c2u = self.metrics.bytes.get_or_create(&c2u_dir).clone();
         let frames_u2c = self.metrics.frames.get_or_create(&u2c_dir).clone();
         let bytes_u2c = self.metrics.bytes.get_or_create(&u2c_dir).clone();
+        let go_aways = self.metrics.upstream_go_aways.clone();
         let max = self.max_frame_bytes;
         let usage = self.usage;
         let output_media = self.output_media;
@@ -168,8 +226,32 @@ impl<U: UsageSink> Relay<'_, U> {
 
         let client_to_upstream = async {
             let mut unflushed = false;
+            let mut pings = (!keepalive.interval.is_zero()).then(|| {
+                tokio::time::interval_at(Instant::now() + keepalive.interval, keepalive.interval)
+            });
             loop {
-                let next = next_or_flush(client_rx, up_tx, &mut unflushed).await;
+                let next = tokio::select! {
+                    biased;
+                    _ = async { match pings.as_mut() { Some(p) => p.tick().await, None => std::future::pending().await } } => {
+                        let now = activity.ms() + 1;
+                        let out = ping_out.load(Ordering::Relaxed);
+                        if out != 0 && Duration::from_millis(now - out) >= keepalive.pong_timeout {
+                            return End::UpstreamGone(format!(
+                                "upstream did not answer a ping within {}s",
+                                keepalive.pong_timeout.as_secs()
+                            ));
+                        }
+                        if out == 0 {
+                            ping_out.store(now, Ordering::Relaxed);
+                        }
+                        if let Err(e) = up_tx.send(Message::Ping(Vec::new().into())).await {
+                            return End::UpstreamGone(format!("upstream write failed: {e}"));
+                        }
+                        unflushed = false;
+                        continue;
+                    }
+                    n = next_or_flush(client_rx, up_tx, &mut unflushed) => n,
+                };
                 let msg = match next {
                     Err(e) => return End::UpstreamGone(format!("upstream write failed: {e}")),
                     Ok(None) => {
@@ -191,6 +273,11 @@ impl<U: UsageSink> Relay<'_, U> {
                         return End::Gateway(too_big(max));
                     }
                     inspect::measure_client(p, &mut lock(client_media));
+                    if let Some(r) = resume {
+                        // Held for a replay before it is sent: a run that ends mid-send
+                        // (a switch) still replays it.
+                        resume::lock(r).on_client(&msg);
+                    }
                     counters.frames_in.fetch_add(1, Ordering::Relaxed);
                     counters
                         .bytes_in
@@ -208,6 +295,7 @@ impl<U: UsageSink> Relay<'_, U> {
         let upstream_to_client = async {
             let mut unflushed = false;
             loop {
+                let switch_by = resume.and_then(|r| resume::lock(r).switch_by());
                 let next = tokio::select! {
                     biased;
                     Some(m) = inject_rx.recv() => {
@@ -218,6 +306,12 @@ impl<U: UsageSink> Relay<'_, U> {
                         continue;
                     }
                     m = next_or_flush(up_rx, client_tx, &mut unflushed) => m,
+                    () = sleep_until_opt(switch_by) => {
+                        if let Err(e) = client_tx.flush().await {
+                            return End::ClientGone(format!("client write failed: {e}"));
+                        }
+                        return End::Switch;
+                    }
                 };
                 let msg = match next {
                     Err(e) => return End::ClientGone(format!("client write failed: {e}")),
@@ -231,9 +325,15 @@ impl<U: UsageSink> Relay<'_, U> {
                     Ok(Some(Ok(m))) => m,
                 };
                 let mut turn_complete = false;
+                let mut seen = Seen::Forward;
+                let mut switch = false;
                 match &msg {
                     Message::Close(f) => return End::UpstreamClosed(f.clone()),
-                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+                    Message::Pong(_) => {
+                        ping_out.store(0, Ordering::Relaxed);
+                        continue;
+                    }
+                    Message::Ping(_) | Message::Frame(_) => continue,
                     Message::Text(_) | Message::Binary(_) => {}
                 }
                 touch();
@@ -243,6 +343,12 @@ impl<U: UsageSink> Relay<'_, U> {
                     }
                     let mut out = lock(output_media);
                     let frame = inspect::inspect_server(p, &mut out);
+                    if frame.go_away.is_some() {
+                        go_aways.inc();
+                    }
+                    if let Some(r) = resume {
+                        (seen, switch) = resume::lock(r).on_server(&frame);
+                    }
                     if let Some(tokens) = frame.usage {
                         let mut media = std::mem::take(&mut *out);
                         drop(out);
@@ -257,10 +363,23 @@ impl<U: UsageSink> Relay<'_, U> {
                     frames_u2c.inc();
                     bytes_u2c.inc_by(p.len() as u64);
                 }
-                if let Err(e) = client_tx.feed(msg).await {
-                    return End::ClientGone(format!("client write failed: {e}"));
+                let msg = match seen {
+                    Seen::Forward => Some(msg),
+                    Seen::Swallow => None,
+                    Seen::Replace(m) => Some(m),
+                };
+                if let Some(msg) = msg {
+                    if let Err(e) = client_tx.feed(msg).await {
+                        return End::ClientGone(format!("client write failed: {e}"));
+                    }
+                    unflushed = true;
                 }
-                unflushed = true;
+                if switch {
+                    if let Err(e) = client_tx.flush().await {
+                        return End::ClientGone(format!("client write failed: {e}"));
+                    }
+                    return End::Switch;
+                }
                 if turn_complete && usage.budget_spent() {
                     // The turn reaches the client before the close.
                     if let Err(e) = client_tx.flush().await {
@@ -287,15 +406,13 @@ impl<U: UsageSink> Relay<'_, U> {
                         "gateway restarting; reconnect",
                     ));
                 }
-                let idle_at =
-                    started + Duration::from_millis(last_activity.load(Ordering::Relaxed)) + idle;
+                let idle_at = activity.last() + idle;
                 tokio::select! {
                     () = tokio::time::sleep_until(deadline) => {
                         return End::Gateway(Close::new(close::NORMAL, "maximum session duration reached"));
                     }
                     () = tokio::time::sleep_until(idle_at) => {
-                        let since = started.elapsed().saturating_sub(Duration::from_millis(last_activity.load(Ordering::Relaxed)));
-                        if since >= idle {
+                        if activity.last().elapsed() >= idle {
                             return End::Gateway(Close::new(close::NORMAL, "idle timeout"));
                         }
                     }

@@ -6,8 +6,9 @@
 use super::close::{self, Close};
 use super::meter::Meter;
 use super::policy;
-use super::relay::{End, Relay};
+use super::relay::{Activity, End, Keepalive, Relay, UsageSink as _};
 use super::request::{Presented, Query};
+use super::resume::{self, Decision, Resume};
 use super::setup::{self, Placement};
 use super::upstream::{self, ApiVersion, Upstream};
 use crate::auth::Grant;
@@ -89,6 +90,7 @@ async fn serve<S>(
         setup,
         setup_bytes,
         upstream,
+        resume,
         slot: _slot,
     } = match prepared {
         Ok(p) => p,
@@ -119,6 +121,8 @@ async fn serve<S>(
 
     let (mut up_tx, mut up_rx) = upstream.split();
     let (mut client_tx, mut client_rx) = client.split();
+    let resume = resume.map(std::sync::Mutex::new);
+    let activity = Activity::default();
     let end = {
         let mut relay = Relay {
             max_frame_bytes: app.config.max_frame_bytes,
@@ -131,10 +135,78 @@ async fn serve<S>(
             counters: &meter.counters,
             client_media: &meter.client_media,
             output_media: &meter.output_media,
+            activity: &activity,
+            resume: resume.as_ref(),
+            keepalive: Keepalive {
+                interval: app.config.resumption.ping_interval,
+                pong_timeout: app.config.resumption.pong_timeout,
+            },
         };
-        relay
-            .run(&mut client_tx, &mut client_rx, &mut up_tx, &mut up_rx)
-            .await
+        loop {
+            let end = relay
+                .run(&mut client_tx, &mut client_rx, &mut up_tx, &mut up_rx)
+                .await;
+            let Some(state) = resume.as_ref() else {
+                break end;
+            };
+            let decision = resume::lock(state).decide(&end);
+            let cause = match decision {
+                Decision::End => break end,
+                Decision::Fail(c) => {
+                    app.metrics
+                        .resumptions
+                        .get_or_create(&crate::metrics::ResultLabel { result: "failed" })
+                        .inc();
+                    break End::Gateway(c);
+                }
+                Decision::Resume(cause) => cause,
+            };
+            tracing::info!(cause = %cause, "resuming on a new upstream connection");
+            // Google refuses a resume while the old connection is open: close it first. What
+            // it still sends is billed (Google counts it) but not shown to the client.
+            resume::close_old(&mut up_tx, &mut up_rx, |p| bill_unsent(&meter, p)).await;
+            let mut connected = false;
+            // Boxed: the connect's state is large and only alive during a resume.
+            let opened = Box::pin(resume::reconnect(
+                &app,
+                state,
+                &setup.location,
+                &setup.project,
+                req.version,
+                &mut connected,
+            ))
+            .await;
+            if connected {
+                meter
+                    .upstream_connections
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            match opened {
+                Ok(up) => {
+                    (up_tx, up_rx) = up.split();
+                    meter
+                        .resumptions
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    app.metrics
+                        .resumptions
+                        .get_or_create(&crate::metrics::ResultLabel { result: "ok" })
+                        .inc();
+                    tracing::info!(resumptions = resume::lock(state).resumptions(), "resumed");
+                }
+                Err(c) => {
+                    app.metrics
+                        .resumptions
+                        .get_or_create(&crate::metrics::ResultLabel { result: "failed" })
+                        .inc();
+                    tracing::warn!(close.code = c.code, close.reason = %c.reason, "resumption failed");
+                    // The client gets the upstream's close code and reason.
+                    break End::UpstreamClosed(Some(CloseFrame {
+                        code: CloseCode::from(c.code),
+                        reason: c.reason.into(),
+                    }));
+                }
+            }
+        }
     };
 
     let (code, reason, closed_by) = close_both(&end, &mut client_tx, &mut up_tx).await;
@@ -193,6 +265,13 @@ where
             close_ws(client_tx, &c).await;
             (c.code, c.reason, ClosedBy::Upstream)
         }
+        End::Switch => {
+            // Only when a switch could not become a resumption (its bounds ran out meanwhile).
+            let c = Close::new(1001, "upstream connection ended");
+            close_ws(client_tx, &c).await;
+            close_ws(up_tx, &Close::new(close::NORMAL, c.reason.clone())).await;
+            (c.code, c.reason, ClosedBy::Upstream)
+        }
         End::Gateway(c) => {
             close_ws(client_tx, c).await;
             close_ws(up_tx, &Close::new(close::NORMAL, c.reason.clone())).await;
@@ -209,6 +288,8 @@ struct Prepared {
     /// Size of the setup frame sent upstream.
     setup_bytes: usize,
     upstream: Upstream,
+    /// Transparent resumption, when this session has it.
+    resume: Option<Resume>,
     /// The key's concurrent-session slot, released when the session ends.
     slot: crate::limits::Slot,
 }
@@ -252,6 +333,13 @@ where
     drop(first);
     policy::check_setup(&grant, &setup)?;
 
+    let resume = match Resume::new(&app.config.resumption, &setup.frame) {
+        Some((state, frame)) => {
+            setup.frame = frame;
+            Some(state)
+        }
+        None => None,
+    };
     let mut upstream = upstream::open(app, &setup.location, &setup.project, req.version).await?;
     // Sent, then forgotten: a long system instruction should not stay in every session's memory.
     let setup_bytes = setup.frame.len();
@@ -269,6 +357,7 @@ where
         setup,
         setup_bytes,
         upstream,
+        resume,
         slot,
     })
 }
@@ -299,4 +388,23 @@ where
     })
     .await
     .map_err(|_| Close::new(close::POLICY, "setup not received in time"))?
+}
+
+/// Bills a server frame the client never sees (the old upstream's last frames before a
+/// resume): its usage is reported like a relayed frame's.
+fn bill_unsent(meter: &Meter<'_>, frame: &[u8]) {
+    let lock = |m: &std::sync::Mutex<super::inspect::Media>| {
+        std::mem::take(&mut *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    };
+    let mut out = meter
+        .output_media
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let parsed = super::inspect::inspect_server(frame, &mut out);
+    drop(out);
+    if let Some(tokens) = parsed.usage {
+        let mut media = lock(&meter.output_media);
+        media.merge(lock(&meter.client_media));
+        meter.report(tokens, media);
+    }
 }

@@ -18,6 +18,7 @@ mod http;
 mod leases;
 mod metering;
 mod relay;
+mod resumption;
 mod secrets_in_logs;
 mod start_script;
 mod usage;

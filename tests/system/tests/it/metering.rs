@@ -11,12 +11,12 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Per-token prices (USD) by modality for one model, as LiteLLM's table has them.
-struct Prices {
+pub(crate) struct Prices {
     input: [(&'static str, &'static str); 4],
     output: [(&'static str, &'static str); 2],
 }
 
-const LIVE_25_FLASH: Prices = Prices {
+pub(crate) const LIVE_25_FLASH: Prices = Prices {
     input: [
         ("TEXT", "0.0000005"),
         ("AUDIO", "0.000003"),
@@ -52,7 +52,7 @@ fn price(list: &[(&str, &str)], modality: &str) -> Decimal {
 /// Cost of everything the emulator reported for one of its sessions: Google's token counts
 /// are the bill, including (Gemini 3.x) prompt tokens no detail covers, priced as TEXT, and
 /// thinking tokens outside the total, priced as output TEXT.
-fn expected_cost(stack: &Stack, emulator_session: &str, prices: &Prices) -> Decimal {
+pub(crate) fn expected_cost(stack: &Stack, emulator_session: &str, prices: &Prices) -> Decimal {
     let mut total = Decimal::ZERO;
     for rec in stack
         .emulator
@@ -90,7 +90,7 @@ fn b64(bytes: usize) -> String {
     base64::engine::general_purpose::STANDARD.encode(vec![1u8; bytes])
 }
 
-async fn session_cost(stack: &Stack, session_id: &str) -> (Decimal, Decimal, Decimal) {
+pub(crate) async fn session_cost(stack: &Stack, session_id: &str) -> (Decimal, Decimal, Decimal) {
     let sql =
         format!("SELECT count() FROM {{db}}.sessions FINAL WHERE session_id = '{session_id}'");
     let n = stack.sql_until(Duration::from_secs(20), &sql).await;

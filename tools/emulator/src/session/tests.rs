@@ -1,23 +1,36 @@
 use super::*;
 use serde_json::json;
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 #[derive(Default)]
 struct TestEnv {
     names: UsageNames,
-    handles: RefCell<HashSet<String>>,
+    handles: RefCell<HashMap<String, (String, Snapshot)>>,
+    consumed: RefCell<Vec<(String, u64, String)>>,
 }
 
 impl SessionEnv for TestEnv {
     fn usage_names(&self) -> UsageNames {
         self.names
     }
-    fn handle_known(&self, handle: &str) -> bool {
-        self.handles.borrow().contains(handle)
+    fn open(&self, _session: &str) {}
+    fn resume(&self, handle: &str) -> Result<(String, Snapshot), Close> {
+        self.handles.borrow().get(handle).cloned().ok_or(Close {
+            code: 1008,
+            reason: BAD_HANDLE.into(),
+        })
     }
-    fn register_handle(&self, handle: &str) {
-        self.handles.borrow_mut().insert(handle.to_string());
+    fn issue_handle(&self, session: &str, snapshot: Snapshot) -> String {
+        let mut h = self.handles.borrow_mut();
+        let handle = format!("{session}.h{}", h.len() + 1);
+        h.insert(handle.clone(), (session.to_string(), snapshot));
+        handle
+    }
+    fn consumed(&self, session: &str, index: u64, kind: &str, _data: &[u8]) {
+        self.consumed
+            .borrow_mut()
+            .push((session.to_string(), index, kind.to_string()));
     }
 }
 
@@ -33,8 +46,8 @@ fn started(env: &TestEnv, setup: Value) -> Session {
     let step = send(&mut s, env, json!({ "setup": setup }));
     assert!(step.started, "{:?}", step.close);
     assert_eq!(
-        step.immediate,
-        vec![json!({"setupComplete": {"sessionId": "s1"}})]
+        step.immediate[0],
+        json!({"setupComplete": {"sessionId": "s1"}})
     );
     s
 }
@@ -314,6 +327,12 @@ fn resumption_handles() {
         json!({"setup": {"model": MODEL, "sessionResumption": {"handle": handle}}}),
     );
     assert!(step.started && step.resumed);
+    // The resumed connection continues session s1.
+    assert_eq!(s2.id(), "s1");
+    assert_eq!(
+        step.immediate[0],
+        json!({"setupComplete": {"sessionId": "s1"}})
+    );
     let mut s3 = Session::new("s3".into());
     let c = send(
         &mut s3,

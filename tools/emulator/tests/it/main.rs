@@ -14,3 +14,4 @@ mod lifecycle;
 mod media;
 mod process;
 mod protocol;
+mod resumption;

@@ -131,3 +131,36 @@ fn output_text_and_audio_are_measured() {
     inspect_server(frame.as_bytes(), &mut m);
     assert!((m.output_audio_seconds - 0.5).abs() < 1e-9);
 }
+
+#[test]
+fn go_away_and_resumption_updates_are_read() {
+    let mut m = Media::default();
+    let f = inspect_server(br#"{"goAway":{"timeLeft":"1.5s"}}"#, &mut m);
+    assert_eq!(f.go_away, Some(std::time::Duration::from_millis(1500)));
+    let f = inspect_server(br#"{"go_away":{}}"#, &mut m);
+    assert_eq!(f.go_away, Some(std::time::Duration::ZERO));
+    let f = inspect_server(
+        br#"{"sessionResumptionUpdate":{"newHandle":"h7","resumable":true,"lastConsumedClientMessageIndex":"12"}}"#,
+        &mut m,
+    );
+    assert_eq!(
+        f.resumption,
+        Some(ResumptionUpdate {
+            handle: Some("h7".into()),
+            last_consumed: Some(12)
+        })
+    );
+    // Not resumable right now: no handle to keep.
+    let f = inspect_server(
+        br#"{"session_resumption_update":{"new_handle":"h8","last_consumed_client_message_index":3}}"#,
+        &mut m,
+    );
+    assert_eq!(
+        f.resumption,
+        Some(ResumptionUpdate {
+            handle: None,
+            last_consumed: Some(3)
+        })
+    );
+    assert!(m.is_empty());
+}

@@ -119,6 +119,7 @@ struct Harness {
     client_media: Mutex<Media>,
     output_media: Mutex<Media>,
     drain_tx: watch::Sender<bool>,
+    activity: Activity,
 }
 
 impl Harness {
@@ -130,6 +131,7 @@ impl Harness {
             client_media: Mutex::default(),
             output_media: Mutex::default(),
             drain_tx: watch::channel(false).0,
+            activity: Activity::default(),
         }
     }
 
@@ -145,6 +147,9 @@ impl Harness {
             counters: &self.counters,
             client_media: &self.client_media,
             output_media: &self.output_media,
+            activity: &self.activity,
+            resume: None,
+            keepalive: Keepalive::default(),
         }
     }
 }
@@ -374,4 +379,95 @@ async fn pings_alone_do_not_keep_a_session_open() {
         },
         () = pinging => panic!("pings kept an idle session open for 1,000 s"),
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upstream_that_never_answers_pings_is_lost() {
+    let h = Harness::new();
+    let (mut c, mut u) = (pipe(), pipe());
+    let mut relay = h.relay();
+    relay.idle_timeout = Duration::from_secs(3600);
+    relay.keepalive = Keepalive {
+        interval: Duration::from_secs(20),
+        pong_timeout: Duration::from_secs(60),
+    };
+    match run(relay, &mut c, &mut u).await {
+        End::UpstreamGone(why) => assert!(why.contains("ping"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    let mut pings = 0;
+    while let Ok(m) = u.test_rx.try_recv() {
+        assert!(matches!(m, Message::Ping(_)), "{m:?}");
+        pings += 1;
+    }
+    assert!(pings >= 3, "{pings} pings");
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_pongs_within_the_timeout_keep_the_upstream() {
+    let h = Harness::new();
+    let (c, mut u) = (pipe(), pipe());
+    let mut relay = h.relay();
+    relay.idle_timeout = Duration::from_secs(3600);
+    relay.keepalive = Keepalive {
+        interval: Duration::from_secs(20),
+        pong_timeout: Duration::from_secs(60),
+    };
+    let upstream = u.test_tx.clone();
+    let mut from_relay = u.test_rx;
+    // Google-like: every ping answered, 30 s late.
+    let ponging = async move {
+        for _ in 0..40 {
+            let Some(Message::Ping(p)) = from_relay.recv().await else {
+                continue;
+            };
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            let _ = upstream.send(Ok(Message::Pong(p))).await;
+        }
+    };
+    let mut client = c;
+    let relay_run = async {
+        relay
+            .run(
+                &mut client.relay_tx,
+                &mut client.relay_rx,
+                &mut u.relay_tx,
+                &mut u.relay_rx,
+            )
+            .await
+    };
+    tokio::select! {
+        end = relay_run => panic!("ended with slow but answered pongs: {end:?}"),
+        () = ponging => {}
+    }
+}
+
+#[tokio::test]
+async fn after_go_away_the_relay_switches_at_the_next_turn_boundary() {
+    use crate::ws::resume::{Resume, ResumeConfig};
+    let h = Harness::new();
+    let (mut c, mut u) = (pipe(), pipe());
+    let setup = br#"{"setup":{"model":"m","sessionResumption":{}}}"#;
+    let (state, _) = Resume::new(&ResumeConfig::default(), setup).unwrap();
+    let state = Mutex::new(state);
+    let mut relay = h.relay();
+    relay.resume = Some(&state);
+    let upstream = u.test_tx.clone();
+    let frames = [
+        r#"{"sessionResumptionUpdate":{"newHandle":"h1","resumable":true,"lastConsumedClientMessageIndex":"0"}}"#,
+        r#"{"goAway":{"timeLeft":"600s"}}"#,
+        r#"{"serverContent":{"modelTurn":{"parts":[{"text":"hi"}]}}}"#,
+        r#"{"serverContent":{"turnComplete":true}}"#,
+        r#"{"sessionResumptionUpdate":{"newHandle":"h2","resumable":true,"lastConsumedClientMessageIndex":"0"}}"#,
+    ];
+    for f in frames {
+        upstream.send(Ok(Message::binary(f))).await.unwrap();
+    }
+    assert!(matches!(run(relay, &mut c, &mut u).await, End::Switch));
+    let mut seen = Vec::new();
+    while let Ok(m) = c.test_rx.try_recv() {
+        seen.push(String::from_utf8(m.into_data().to_vec()).unwrap());
+    }
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert!(seen.iter().all(|f| !f.contains("goAway")), "{seen:?}");
 }
