@@ -154,6 +154,8 @@ pub(crate) fn session_row(e: &SessionEnded, t: &SessionTotals) -> SessionRow {
         frames_out: e.frames_out,
         bytes_in: e.bytes_in,
         bytes_out: e.bytes_out,
+        upstream_connections: e.upstream_connections,
+        resumptions: e.resumptions,
         reports: e.reports,
         events_counted: t.events,
         prompt_tokens: t.prompt_tokens,

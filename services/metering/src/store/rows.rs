@@ -152,6 +152,10 @@ pub struct SessionRow {
     pub frames_out: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Upstream connections the session used (migration 6; 0 = not reported).
+    pub upstream_connections: u32,
+    /// Transparent resumptions that succeeded (migration 6).
+    pub resumptions: u32,
     /// Reports the gateway says it published.
     pub reports: u64,
     /// Usage rows (reports and the `:end` row) the totals include.

@@ -423,6 +423,8 @@ pub fn ended(
             bytes_out: 2000,
             reports,
             trailing_media: Some(trailing),
+            upstream_connections: 3,
+            resumptions: 2,
         })),
     }
 }

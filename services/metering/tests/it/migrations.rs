@@ -20,7 +20,7 @@ async fn migrations_run_twice_and_concurrently_without_error() {
     let ch = ClickHouseServer::shared().await.unwrap();
     let db = names::unique("t_migrate");
     let s = store(ch, &db);
-    assert_eq!(s.migrate().await.unwrap(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(s.migrate().await.unwrap(), vec![1, 2, 3, 4, 5, 6]);
     assert_eq!(s.migrate().await.unwrap(), Vec::<u32>::new());
     for t in [
         "schema_migrations",
@@ -51,7 +51,7 @@ async fn migrations_run_twice_and_concurrently_without_error() {
         ))
         .await
         .unwrap();
-    assert_eq!(versions.trim(), "1\n2\n3\n4\n5");
+    assert_eq!(versions.trim(), "1\n2\n3\n4\n5\n6");
 
     // Two replicas starting together on a fresh database.
     let db2 = names::unique("t_migrate");
@@ -66,7 +66,7 @@ async fn migrations_run_twice_and_concurrently_without_error() {
         ))
         .await
         .unwrap();
-    assert_eq!(versions.trim(), "1\n2\n3\n4\n5");
+    assert_eq!(versions.trim(), "1\n2\n3\n4\n5\n6");
 }
 
 #[tokio::test]
@@ -119,8 +119,8 @@ async fn the_per_day_totals_are_backfilled_from_the_history_already_stored() {
     .await
     .unwrap();
 
-    // Migration 5's columns came with the statements above; its runner skips them.
-    assert_eq!(store(ch, &db).migrate().await.unwrap(), vec![4, 5]);
+    // Migrations 5 and 6's columns came with the statements above; the runner skips them.
+    assert_eq!(store(ch, &db).migrate().await.unwrap(), vec![4, 5, 6]);
     let rows = ch
         .query(&format!(
             "SELECT key_id, toString(day), team_id, toString(cost_usd), events \

@@ -184,7 +184,8 @@ async fn sessions_land_priced_in_all_three_tables_and_spend_reaches_kv() {
             "SELECT session_id, key_id, team_id, reports, events_counted, prompt_tokens, \
              response_tokens, input_characters + output_characters, toString(input_cost_usd), \
              toString(output_cost_usd), toString(cost_usd), duration_s, close_code, closed_by, \
-             frames_in, bytes_out, toString(started_at), toString(ended_at) \
+             frames_in, bytes_out, toString(started_at), toString(ended_at), \
+             upstream_connections, resumptions \
              FROM {db}.sessions FINAL ORDER BY session_id",
         )
         .await;
@@ -202,7 +203,9 @@ async fn sessions_land_priced_in_all_three_tables_and_spend_reaches_kv() {
             "10",
             "2000",
             "2027-01-15 08:00:00",
-            "2027-01-15 08:00:45"
+            "2027-01-15 08:00:45",
+            "3",
+            "2"
         ]
     );
     let sb: Vec<&str> = s[1].split('\t').collect();

@@ -88,6 +88,17 @@ async fn priced_exactly(stack: &Stack, ended: &livegate_proto::usage::SessionEnd
     let (usage, session, _) = session_cost(stack, sid).await;
     assert_eq!(usage, expected, "usage_events priced exactly");
     assert_eq!(session, expected, "the one sessions row priced exactly");
+    // The row counts the session's upstream connections and resumptions.
+    let counts = stack
+        .sql(&format!(
+            "SELECT upstream_connections, resumptions FROM {{db}}.sessions FINAL WHERE session_id = '{sid}'"
+        ))
+        .await;
+    assert_eq!(
+        counts.trim(),
+        format!("{}\t{}", ended.upstream_connections, ended.resumptions),
+        "sessions row"
+    );
 }
 
 #[tokio::test]

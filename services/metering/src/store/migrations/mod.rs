@@ -17,6 +17,7 @@ mod v0002_session_leases;
 mod v0003_usage_receipts;
 mod v0004_spend_totals;
 mod v0005_output_video;
+mod v0006_session_connections;
 
 use super::{Store, StoreError, err};
 use std::collections::HashSet;
@@ -43,6 +44,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     v0003_usage_receipts::MIGRATION,
     v0004_spend_totals::MIGRATION,
     v0005_output_video::MIGRATION,
+    v0006_session_connections::MIGRATION,
 ];
 
 /// `sql` with `{db}` replaced by the (validated, unquoted-identifier) database name.
@@ -253,7 +255,7 @@ mod tests {
     fn script_separates_statements_with_semicolon_and_blank_line() {
         let text = script("livegate");
         assert!(text.starts_with("CREATE DATABASE IF NOT EXISTS livegate;\n\nCREATE TABLE"));
-        assert!(text.ends_with("AFTER output_audio_cost_usd;\n"), "{text}");
+        assert!(text.ends_with("AFTER upstream_connections;\n"), "{text}");
         let parts: Vec<&str> = text
             .split(";\n\n")
             .map(|s| s.trim_end().trim_end_matches(';'))
