@@ -11,6 +11,7 @@ use tonic::Code;
 fn req() -> GetAccessTokenRequest {
     GetAccessTokenRequest {
         project: "p1".into(),
+        ..GetAccessTokenRequest::default()
     }
 }
 
@@ -145,7 +146,7 @@ async fn service_account_token_is_a_self_signed_jwt() {
     let mut cfg = config(&nats.url());
     // Inline JSON through the config file's vertex_credentials.
     cfg.google = GoogleSources {
-        vertex_credentials: Some(sa.json.to_string()),
+        vertex_credentials: Some(sa.json.to_string().into()),
         ..GoogleSources::default()
     };
     let auth = spawn_auth(cfg).await;

@@ -18,6 +18,7 @@ mod front_door;
 mod http;
 mod leases;
 mod metering;
+mod model_list;
 mod relay;
 mod secrets_in_logs;
 mod start_script;
