@@ -20,6 +20,7 @@ mod leases;
 mod metering;
 mod model_list;
 mod relay;
+mod sdk_matrix;
 mod secrets_in_logs;
 mod start_script;
 mod usage;
