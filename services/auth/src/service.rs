@@ -185,7 +185,7 @@ impl Auth for AuthService {
         req: Request<GetAccessTokenRequest>,
     ) -> Result<Response<GetAccessTokenResponse>, Status> {
         self.require_internal(&req)?;
-        match self.google.token().await {
+        match self.google.token_for(&req.get_ref().credentials).await {
             Ok(t) => Ok(Response::new(GetAccessTokenResponse {
                 access_token: t.access_token,
                 expires_at: Some(prost_types::Timestamp::from(t.expires_at)),

@@ -62,7 +62,8 @@ pub struct AuthClient {
     ttl: Duration,
     /// sha256(credential) → grant. A std mutex: lookups are tiny and never await.
     cache: Mutex<HashMap<[u8; 32], Cached>>,
-    token: tokio::sync::Mutex<Option<(String, Instant)>>,
+    /// Google tokens by credential set (`""`: the default one), each with its reuse deadline.
+    token: tokio::sync::Mutex<std::collections::HashMap<String, (String, Instant)>>,
     metrics: Metrics,
 }
 
@@ -88,7 +89,7 @@ impl AuthClient {
             internal_token,
             ttl,
             cache: Mutex::new(HashMap::new()),
-            token: tokio::sync::Mutex::new(None),
+            token: tokio::sync::Mutex::new(std::collections::HashMap::new()),
             metrics,
         })
     }
@@ -191,14 +192,18 @@ impl AuthClient {
     ///
     /// # Errors
     /// [`TokenError`].
-    pub async fn access_token(&self) -> Result<String, TokenError> {
-        let mut slot = self.token.lock().await;
-        if let Some((token, until)) = slot.as_ref()
+    pub async fn access_token(&self, credentials: Option<&str>) -> Result<String, TokenError> {
+        let credentials = credentials.unwrap_or_default();
+        let mut cache = self.token.lock().await;
+        if let Some((token, until)) = cache.get(credentials)
             && Instant::now() < *until
         {
             return Ok(token.clone());
         }
-        let mut req = tonic::Request::new(GetAccessTokenRequest::default());
+        let mut req = tonic::Request::new(GetAccessTokenRequest {
+            credentials: credentials.to_string(),
+            ..GetAccessTokenRequest::default()
+        });
         if let Some(t) = &self.internal_token
             && let Ok(v) = t.expose_secret().parse()
         {
@@ -214,7 +219,10 @@ impl AuthClient {
                     .and_then(|t| t.duration_since(SystemTime::now()).ok())
                     .unwrap_or_default()
                     .saturating_sub(TOKEN_MARGIN);
-                *slot = Some((r.access_token.clone(), Instant::now() + valid_for));
+                cache.insert(
+                    credentials.to_string(),
+                    (r.access_token.clone(), Instant::now() + valid_for),
+                );
                 Ok(r.access_token)
             }
             Err(s) if s.code() == tonic::Code::FailedPrecondition => {

@@ -133,6 +133,9 @@ pub struct Config {
     pub nats: NatsOptions,
     pub default_project: Option<String>,
     pub default_location: String,
+    /// The config file's LiteLLM `model_list` (Vertex AI deployments): setup models naming a
+    /// `model_name` are sent as its deployment (see `ws::setup`).
+    pub model_list: std::sync::Arc<[livegate_common::config::Deployment]>,
     pub vertex_live_url: Option<String>,
     pub setup_timeout: Duration,
     pub max_frame_bytes: usize,
@@ -224,6 +227,7 @@ impl Config {
             .var(DEFAULT_LOCATION)
             .or_else(|| file.vertex_location.clone())
             .unwrap_or(c.default_location);
+        c.model_list = file.model_list.clone().into();
         c.vertex_live_url = env.var(VERTEX_LIVE_URL);
         c.setup_timeout = env.duration(SETUP_TIMEOUT, c.setup_timeout)?;
         c.max_frame_bytes = env.parse(MAX_FRAME_BYTES)?.unwrap_or(c.max_frame_bytes);
@@ -295,6 +299,7 @@ impl Config {
             nats: nats.into(),
             default_project: None,
             default_location: "us-central1".to_string(),
+            model_list: std::sync::Arc::from([]),
             vertex_live_url: None,
             setup_timeout: Duration::from_secs(10),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,

@@ -13,6 +13,8 @@
 //! - [`live`]: the client side of a Live session (setup and turn frames, bounded readers).
 //! - [`python`]: [`python::venv`], the one Python virtualenv (`~/.cache/livegate-py`) the
 //!   tests that run Python share, its packages installed on demand under a lock.
+//! - [`node`]: [`node::modules`], the Node packages of a `package-lock.json` installed once
+//!   into `~/.cache/livegate-node` (playwright-core, the JS Live SDK).
 //! - [`workspace`]: [`workspace::workspace_bin`], the workspace's binaries as built by
 //!   `scripts/test.sh`, for tests of other packages.
 //! - `process` (internal): servers run under a `sh` wrapper that kills them when the test
@@ -36,6 +38,7 @@ mod httpio;
 pub mod live;
 pub mod names;
 pub mod nats;
+pub mod node;
 mod process;
 pub use process::run_bounded;
 pub mod python;

@@ -1,12 +1,15 @@
-//! One Python virtualenv for every test that runs Python (the client SDK examples, chdb).
+//! Python virtualenvs for the tests that run Python: one shared venv (the client SDK
+//! examples, chdb) and named ones for packages pinned at another version (the google-genai
+//! SDK matrix: the newest release and the oldest supported).
 //!
-//! [`venv`] returns the venv's interpreter, creating the venv at `$HOME/.cache/livegate-py`
-//! with `python3 -m venv` when it is missing, and running `pip install -q` only when one of
-//! the packages asked for does not import or is installed at a version outside its
-//! requirement. A warm call costs a few imports, not a pip run.
+//! [`venv`] returns the shared venv's interpreter, creating the venv at
+//! `$HOME/.cache/livegate-py` with `python3 -m venv` when it is missing, and running
+//! `pip install -q` only when one of the packages asked for does not import or is installed at
+//! a version outside its requirement. A warm call costs a few imports, not a pip run.
+//! [`named_venv`] does the same for `$HOME/.cache/livegate-py-{name}`.
 //!
 //! Callers are serialised: within a process by a mutex, across processes (two test binaries,
-//! two `cargo test` runs) by a lock file beside the venv, `livegate-py.lock`, created with
+//! two `cargo test` runs) by a lock file beside the venvs, `livegate-py.lock`, created with
 //! `create_new` and holding its owner's pid. A lock whose owner is gone (a test binary killed
 //! mid-install) is taken over; waiting for a live one is bounded by [`LOCK_TIMEOUT`]. Every
 //! subprocess is bounded too ([`PIP_TIMEOUT`]), and killed when it overruns.
@@ -75,12 +78,35 @@ pub fn venv_dir() -> PathBuf {
 /// carries pip's output), when a package still does not import after the install, or when
 /// another process holds the lock longer than [`LOCK_TIMEOUT`].
 pub fn venv(packages: &[(&str, &str)]) -> anyhow::Result<PathBuf> {
-    let dir = venv_dir();
+    venv_at(&venv_dir(), packages)
+}
+
+/// Like [`venv`], for the venv `$HOME/.cache/livegate-py-{name}` (`name`: letters, digits,
+/// `.`, `-`, `_`), so that a package can be tested at two versions side by side.
+///
+/// # Errors
+/// As [`venv`]; also when `name` is not a plain file name.
+pub fn named_venv(name: &str, packages: &[(&str, &str)]) -> anyhow::Result<PathBuf> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    {
+        bail!("venv name {name:?} is not a plain file name");
+    }
+    venv_at(
+        &venv_dir().with_file_name(format!("livegate-py-{name}")),
+        packages,
+    )
+}
+
+fn venv_at(dir: &Path, packages: &[(&str, &str)]) -> anyhow::Result<PathBuf> {
+    let dir = dir.to_path_buf();
     let python = dir.join("bin/python");
     let _in_process = IN_PROCESS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let lock_path = dir.with_file_name("livegate-py.lock");
+    let lock_path = venv_dir().with_file_name("livegate-py.lock");
     let _lock = LockFile::acquire(&lock_path, LOCK_TIMEOUT)?;
 
     if !python.exists() {
@@ -147,14 +173,16 @@ fn check(python: &Path, packages: &[(&str, &str)]) -> anyhow::Result<Option<Stri
     Ok((!status.success()).then_some(output))
 }
 
-/// A lock file created with `create_new`, holding the owner's pid; removed on drop.
+/// A lock file created with `create_new`, holding the owner's pid; removed on drop. (The
+/// Node package cache, `crate::node`, takes one too.)
 #[derive(Debug)]
-struct LockFile {
+pub(crate) struct LockFile {
     path: PathBuf,
 }
 
 impl LockFile {
-    fn acquire(path: &Path, timeout: Duration) -> anyhow::Result<Self> {
+    /// Takes the lock at `path`, waiting at most `timeout` for a live owner to let go.
+    pub(crate) fn acquire(path: &Path, timeout: Duration) -> anyhow::Result<Self> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;

@@ -105,6 +105,10 @@ pub struct Options {
     pub no_google_credentials: bool,
     /// Also run metering against the shared test ClickHouse (a fresh database).
     pub metering: bool,
+    /// Let the auth config be adjusted before it starts.
+    pub auth: Box<dyn FnOnce(&mut livegate_auth::Config) + Send>,
+    /// Let the emulator config be adjusted before it starts (e.g. more service-account keys).
+    pub emulator: Box<dyn FnOnce(&mut EmulatorConfig) + Send>,
 }
 
 impl Default for Options {
@@ -113,6 +117,8 @@ impl Default for Options {
             gateway: Box::new(|_| {}),
             no_google_credentials: false,
             metering: false,
+            auth: Box::new(|_| {}),
+            emulator: Box::new(|_| {}),
         }
     }
 }
@@ -156,14 +162,12 @@ impl Stack {
         let nats = NatsServer::start().await.unwrap();
         let service_account = TestServiceAccount::generate(dir.path()).unwrap();
         let emulator_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let emulator = Emulator::start(
-            emulator_listener,
-            EmulatorConfig {
-                service_account_keys: vec![service_account.emulator_key()],
-                ..EmulatorConfig::default()
-            },
-        )
-        .await;
+        let mut emulator_cfg = EmulatorConfig {
+            service_account_keys: vec![service_account.emulator_key()],
+            ..EmulatorConfig::default()
+        };
+        (options.emulator)(&mut emulator_cfg);
+        let emulator = Emulator::start(emulator_listener, emulator_cfg).await;
 
         let mut auth_cfg = livegate_auth::Config::for_nats(nats.url());
         auth_cfg.master_key = Some(SecretString::from(MASTER));
@@ -176,6 +180,7 @@ impl Stack {
         } else {
             service_account.path.to_string_lossy().into_owned()
         });
+        (options.auth)(&mut auth_cfg);
         let auth = Service::spawn(|l, rx| {
             livegate_auth::run(auth_cfg, l, async {
                 let _ = rx.await;

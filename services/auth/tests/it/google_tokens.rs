@@ -11,6 +11,7 @@ use tonic::Code;
 fn req() -> GetAccessTokenRequest {
     GetAccessTokenRequest {
         project: "p1".into(),
+        ..GetAccessTokenRequest::default()
     }
 }
 
@@ -145,7 +146,7 @@ async fn service_account_token_is_a_self_signed_jwt() {
     let mut cfg = config(&nats.url());
     // Inline JSON through the config file's vertex_credentials.
     cfg.google = GoogleSources {
-        vertex_credentials: Some(sa.json.to_string()),
+        vertex_credentials: Some(sa.json.to_string().into()),
         ..GoogleSources::default()
     };
     let auth = spawn_auth(cfg).await;
@@ -167,5 +168,66 @@ async fn service_account_token_is_a_self_signed_jwt() {
     .unwrap();
     assert_eq!(header["alg"], "RS256");
     assert_eq!(header["kid"], sa.kid.as_str());
+    auth.stop().await;
+}
+
+#[tokio::test]
+async fn each_model_list_credential_set_mints_its_own_tokens() {
+    let nats = NatsServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("a")).unwrap();
+    std::fs::create_dir_all(dir.path().join("b")).unwrap();
+    let default = TestServiceAccount::generate(dir.path()).unwrap();
+    let a = TestServiceAccount::generate(&dir.path().join("a")).unwrap();
+    let b = TestServiceAccount::generate(&dir.path().join("b")).unwrap();
+    let a_value = a.path.to_string_lossy().into_owned();
+    let b_value = b.json.to_string();
+    let mut cfg = config(&nats.url());
+    cfg.google = GoogleSources {
+        application_credentials: Some(default.path.to_string_lossy().into_owned()),
+        deployment_credentials: vec![a_value.clone().into(), b_value.clone().into()],
+        ..GoogleSources::default()
+    };
+    let auth = spawn_auth(cfg).await;
+    let mut c = auth.client().await;
+    let kid_for = |credentials: String| {
+        let mut c = c.clone();
+        async move {
+            let t = c
+                .get_access_token(internal(GetAccessTokenRequest {
+                    credentials,
+                    ..GetAccessTokenRequest::default()
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+            let (header, _) = livegate_test_support::google::decode_jwt(&t.access_token).unwrap();
+            (t.source, header["kid"].as_str().unwrap().to_string())
+        }
+    };
+    let id = livegate_common::config::credentials_id;
+    assert_eq!(
+        kid_for(String::new()).await,
+        (
+            "GOOGLE_APPLICATION_CREDENTIALS".to_string(),
+            default.kid.clone()
+        )
+    );
+    assert_eq!(
+        kid_for(id(&a_value)).await,
+        ("model_list vertex_credentials".to_string(), a.kid.clone())
+    );
+    assert_eq!(
+        kid_for(id(&b_value)).await,
+        ("model_list vertex_credentials".to_string(), b.kid.clone())
+    );
+    let unknown = c
+        .get_access_token(internal(GetAccessTokenRequest {
+            credentials: "vc-0000000000000000".into(),
+            ..GetAccessTokenRequest::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::FailedPrecondition);
     auth.stop().await;
 }

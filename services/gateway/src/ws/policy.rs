@@ -96,9 +96,10 @@ pub fn check_setup(grant: &Grant, setup: &Setup) -> Result<(), Close> {
             format!("project {} is not allowed for this API key", setup.project),
         ));
     }
-    let model_ok =
-        key.allowed_models.is_empty() || key.allowed_models.iter().any(|m| m == &setup.model_id);
-    let bound_ok = grant.bound_model.is_empty() || grant.bound_model == setup.model_id;
+    // A model_list alias may be named by itself or by the model it stands for.
+    let names = |m: &String| m == &setup.model_id || setup.alias.as_ref() == Some(m);
+    let model_ok = key.allowed_models.is_empty() || key.allowed_models.iter().any(names);
+    let bound_ok = grant.bound_model.is_empty() || names(&grant.bound_model);
     if !model_ok || !bound_ok {
         return Err(Close::new(
             close::FORBIDDEN,

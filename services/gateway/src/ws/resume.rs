@@ -394,10 +394,11 @@ pub async fn reconnect(
     state: &std::sync::Mutex<Resume>,
     location: &str,
     project: &str,
+    credentials: Option<&str>,
     version: ApiVersion,
     connected: &mut bool,
 ) -> Result<Upstream, Close> {
-    let mut up = upstream::open(app, location, project, version).await?;
+    let mut up = upstream::open(app, location, project, credentials, version).await?;
     *connected = true;
     let frame = lock(state).resume_frame();
     up.send(Message::binary(frame)).await.map_err(|e| {

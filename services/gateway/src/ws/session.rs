@@ -172,6 +172,7 @@ async fn serve<S>(
                 state,
                 &setup.location,
                 &setup.project,
+                setup.credentials.as_deref(),
                 req.version,
                 &mut connected,
             ))
@@ -328,6 +329,7 @@ where
         key_location: key.default_location.clone(),
         config_project: app.config.default_project.clone(),
         config_location: app.config.default_location.clone(),
+        model_list: app.config.model_list.clone(),
     };
     let mut setup = setup::rewrite(&first, &placement)?;
     drop(first);
@@ -340,7 +342,14 @@ where
         }
         None => None,
     };
-    let mut upstream = upstream::open(app, &setup.location, &setup.project, req.version).await?;
+    let mut upstream = upstream::open(
+        app,
+        &setup.location,
+        &setup.project,
+        setup.credentials.as_deref(),
+        req.version,
+    )
+    .await?;
     // Sent, then forgotten: a long system instruction should not stay in every session's memory.
     let setup_bytes = setup.frame.len();
     upstream

@@ -1,6 +1,11 @@
 //! The client's first frame: validating `setup` and rewriting its model into the full Vertex
 //! resource path `projects/{p}/locations/{l}/publishers/google/models/{id}`.
 //!
+//! A model naming a LiteLLM `model_list` alias (`model_name`, as written or after a `models/`
+//! style prefix) is sent as its deployment's model, to the deployment's project and location
+//! when it sets them (they win over the query, the key and the gateway defaults), and with a
+//! token from its credential set. Several deployments under one name: the first is used.
+//!
 //! The frame is never parsed into a `serde_json::Value` tree (several times the frame's size
 //! in memory, and the frame may be `GATEWAY_MAX_FRAME_BYTES` of system instruction): borrowed
 //! structs take `setup` and `setup.model` as raw slices of the frame and skip everything else
@@ -12,6 +17,7 @@
 //! wins, so the model the gateway checks could otherwise differ from the one upstream uses.
 
 use super::close::{self, Close};
+use livegate_common::config::Deployment;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
@@ -30,6 +36,8 @@ pub struct Placement {
     /// Gateway configuration defaults.
     pub config_project: Option<String>,
     pub config_location: String,
+    /// LiteLLM `model_list` deployments (aliases).
+    pub model_list: std::sync::Arc<[Deployment]>,
 }
 
 /// The setup after rewriting.
@@ -41,6 +49,10 @@ pub struct Setup {
     pub location: String,
     /// The bare model id (`gemini-live-2.5-flash`).
     pub model_id: String,
+    /// The `model_list` alias the client named, if it named one.
+    pub alias: Option<String>,
+    /// The alias deployment's credential set (`credentials_id`); `None`: the default.
+    pub credentials: Option<String>,
 }
 
 fn non_empty(s: &str) -> Option<&str> {
@@ -223,6 +235,9 @@ fn find_model(text: &str) -> Result<(String, Range<usize>), Close> {
 pub fn rewrite(frame: &[u8], placement: &Placement) -> Result<Setup, Close> {
     let text = std::str::from_utf8(frame).map_err(|_| not_json())?;
     let (model, at) = find_model(text)?;
+    if let Some(d) = alias(&model, &placement.model_list) {
+        return rewrite_alias(frame, at, d, placement);
+    }
     let parsed = parse_model(&model).ok_or_else(|| {
         Close::new(
             close::INVALID_PAYLOAD,
@@ -271,6 +286,77 @@ pub fn rewrite(frame: &[u8], placement: &Placement) -> Result<Setup, Close> {
         project,
         location,
         model_id,
+        alias: None,
+        credentials: None,
+    })
+}
+
+/// The deployment `model` names: its `model_name` as written, or after a `models/`-style
+/// prefix (SDKs add one).
+fn alias<'a>(model: &str, list: &'a [Deployment]) -> Option<&'a Deployment> {
+    let model = model.trim();
+    let find = |name: &str| list.iter().find(|d| d.model_name == name);
+    find(model).or_else(|| match parse_model(model)? {
+        ModelRef::Bare(id) => find(id),
+        ModelRef::Full { .. } => None,
+    })
+}
+
+/// The setup for an alias: the deployment's model, project and location (else the usual
+/// placement), spliced into the frame in place of the alias.
+fn rewrite_alias(
+    frame: &[u8],
+    at: Range<usize>,
+    d: &Deployment,
+    placement: &Placement,
+) -> Result<Setup, Close> {
+    let bad = || {
+        Close::new(
+            close::INTERNAL,
+            format!(
+                "model_list entry {:?} is not a valid Vertex AI deployment",
+                d.model_name
+            ),
+        )
+    };
+    let id = match parse_model(&d.model).ok_or_else(bad)? {
+        ModelRef::Bare(id) => id,
+        ModelRef::Full { .. } => return Err(bad()),
+    };
+    let project = d
+        .vertex_project
+        .as_deref()
+        .and_then(non_empty)
+        .map(str::to_string)
+        .or_else(|| placement.project())
+        .ok_or_else(|| {
+            Close::new(
+                close::NO_PROJECT,
+                "project id not provided: set the model_list entry's vertex_project, pass ?project_id=, set a key default or DEFAULT_VERTEXAI_PROJECT",
+            )
+        })?;
+    let location = d
+        .vertex_location
+        .as_deref()
+        .and_then(non_empty)
+        .map_or_else(|| placement.location(), str::to_string);
+    if !valid_segment(&project) || !valid_location(&location) {
+        return Err(bad());
+    }
+    let full = format!("projects/{project}/locations/{location}/publishers/google/models/{id}");
+    let encoded = serde_json::to_string(&full)
+        .map_err(|_| Close::new(close::INTERNAL, "cannot encode setup"))?;
+    let mut out = Vec::with_capacity(frame.len() - at.len() + encoded.len());
+    out.extend_from_slice(&frame[..at.start]);
+    out.extend_from_slice(encoded.as_bytes());
+    out.extend_from_slice(&frame[at.end..]);
+    Ok(Setup {
+        frame: out,
+        project,
+        location,
+        model_id: id.to_string(),
+        alias: Some(d.model_name.clone()),
+        credentials: d.credentials_id(),
     })
 }
 
@@ -393,6 +479,67 @@ mod tests {
                 .code,
             close::NO_PROJECT
         );
+    }
+
+    fn with_aliases() -> Placement {
+        let mut p = placement();
+        p.query_project = Some("q-proj".into());
+        p.model_list = vec![
+            Deployment {
+                model_name: "live-a".into(),
+                model: "gemini-live-2.5-flash".into(),
+                vertex_project: Some("project-a".into()),
+                vertex_location: Some("europe-west4".into()),
+                vertex_credentials: Some("/a.json".into()),
+            },
+            Deployment {
+                model_name: "team/live-b".into(),
+                model: "gemini-2.0-flash-live-preview-04-09".into(),
+                ..Deployment::default()
+            },
+        ]
+        .into();
+        p
+    }
+
+    #[test]
+    fn model_list_aliases_are_sent_as_their_deployment() {
+        let p = with_aliases();
+        for m in ["live-a", "models/live-a", " live-a "] {
+            let frame = format!(r#"{{"setup":{{"model":"{m}","x":1}}}}"#);
+            let s = rewrite(frame.as_bytes(), &p).unwrap();
+            assert_eq!(
+                model_of(&s),
+                "projects/project-a/locations/europe-west4/publishers/google/models/gemini-live-2.5-flash",
+                "{m}"
+            );
+            assert_eq!(
+                (s.project.as_str(), s.location.as_str(), s.model_id.as_str()),
+                ("project-a", "europe-west4", "gemini-live-2.5-flash")
+            );
+            assert_eq!(s.alias.as_deref(), Some("live-a"));
+            assert_eq!(
+                s.credentials,
+                Some(livegate_common::config::credentials_id("/a.json"))
+            );
+        }
+        // Without its own project and location, the usual placement applies.
+        let s = rewrite(br#"{"setup":{"model":"team/live-b"}}"#, &p).unwrap();
+        assert_eq!(
+            (s.project.as_str(), s.location.as_str(), s.model_id.as_str()),
+            (
+                "q-proj",
+                "us-central1",
+                "gemini-2.0-flash-live-preview-04-09"
+            )
+        );
+        assert_eq!(
+            (s.alias.as_deref(), s.credentials),
+            (Some("team/live-b"), None)
+        );
+        // A model that is no alias is unchanged in meaning.
+        let s = rewrite(br#"{"setup":{"model":"gemini-live-2.5-flash"}}"#, &p).unwrap();
+        assert_eq!((s.project.as_str(), s.alias), ("q-proj", None));
     }
 
     const FULL: &str =

@@ -47,7 +47,8 @@ pub fn url(configured: Option<&str>, location: &str, version: ApiVersion) -> Str
 }
 
 /// Opens a session's upstream socket: a Google access token from auth, then the handshake
-/// to the Live URL for `location` with it, billed to `project`.
+/// to the Live URL for `location` with it, billed to `project`; the token is minted from the
+/// `credentials` set (a model_list deployment's, `None`: the default).
 ///
 /// # Errors
 /// The close for the client: 4001 without Google credentials, 1011 when no token can be had
@@ -56,21 +57,26 @@ pub async fn open(
     app: &App,
     location: &str,
     project: &str,
+    credentials: Option<&str>,
     version: ApiVersion,
 ) -> Result<Upstream, Close> {
-    let token = app.auth.access_token().await.map_err(|e| match e {
-        TokenError::NotConfigured(s) => {
-            tracing::warn!(cause = %s.message(), "no Google credentials");
-            Close::new(
-                close::NO_CREDENTIALS,
-                "Vertex AI credentials not configured",
-            )
-        }
-        TokenError::Unavailable(s) => {
-            tracing::error!(cause = %s.message(), code = ?s.code(), "no Google access token");
-            Close::new(close::INTERNAL, "cannot obtain a Google access token")
-        }
-    })?;
+    let token = app
+        .auth
+        .access_token(credentials)
+        .await
+        .map_err(|e| match e {
+            TokenError::NotConfigured(s) => {
+                tracing::warn!(cause = %s.message(), "no Google credentials");
+                Close::new(
+                    close::NO_CREDENTIALS,
+                    "Vertex AI credentials not configured",
+                )
+            }
+            TokenError::Unavailable(s) => {
+                tracing::error!(cause = %s.message(), code = ?s.code(), "no Google access token");
+                Close::new(close::INTERNAL, "cannot obtain a Google access token")
+            }
+        })?;
     let url = url(app.config.vertex_live_url.as_deref(), location, version);
     connect(app, &url, &token, project).await
 }

@@ -40,7 +40,7 @@ pub(crate) async fn python() -> PathBuf {
     .clone()
 }
 
-async fn run(cmd: Command) -> String {
+pub(crate) async fn run(cmd: Command) -> String {
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(true);
     let out = tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())

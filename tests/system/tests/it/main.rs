@@ -8,6 +8,7 @@
     reason = "tests: a failed step fails loudly; tasks and environment belong to the test"
 )]
 
+mod browser;
 mod bus_permissions;
 mod cli;
 mod clients;
@@ -17,8 +18,10 @@ mod front_door;
 mod http;
 mod leases;
 mod metering;
+mod model_list;
 mod relay;
 mod resumption;
+mod sdk_matrix;
 mod secrets_in_logs;
 mod start_script;
 mod usage;
