@@ -68,6 +68,12 @@ pub const MAX_CONNECTIONS_PER_IP: &str = "GATEWAY_MAX_CONNECTIONS_PER_IP";
 /// third of it, and metering closes the sessions of a process whose lease ran out as lost.
 pub const LEASE: &str = "GATEWAY_LEASE";
 
+/// Price table layered over the built-in one (LiteLLM's format, the file metering bills
+/// with): the gateway prices usage with it for per-turn budget checks.
+pub const PRICING_FILE: &str = "PRICING_FILE";
+/// Most API keys named in the per-key session metric; later keys are counted as `other`.
+pub const METRICS_MAX_KEYS: &str = "GATEWAY_METRICS_MAX_KEYS";
+
 /// Default for [`MAX_FRAME_BYTES`]: a Live audio chunk is about 16 KiB and a JPEG video frame
 /// at most about 1 MiB (base64 makes it 1.33 MiB), so 4 MiB leaves room without letting one
 /// message pin 16 MiB.
@@ -157,6 +163,10 @@ pub struct Config {
     /// This process's instance id, fresh at every start: the key of its lease and the
     /// `gateway_instance` of its `SessionStarted` events.
     pub instance_id: String,
+    /// [`PRICING_FILE`], read at start (per-turn budget checks).
+    pub pricing_file: Option<PathBuf>,
+    /// [`METRICS_MAX_KEYS`].
+    pub metrics_max_keys: usize,
 }
 
 /// Two descriptors per session (client and upstream), keeping 256 for everything else.
@@ -244,6 +254,8 @@ impl Config {
             .or_else(|| env.var("HOSTNAME"))
             .unwrap_or(c.gateway_id);
         c.lease = env.duration(LEASE, c.lease)?;
+        c.pricing_file = env.var(PRICING_FILE).map(PathBuf::from);
+        c.metrics_max_keys = env.parse(METRICS_MAX_KEYS)?.unwrap_or(c.metrics_max_keys);
         if !(leases::MIN_LEASE..=leases::MAX_LEASE).contains(&c.lease) {
             return Err(Error::Lease {
                 got: c.lease,
@@ -289,6 +301,8 @@ impl Config {
             spend_bucket: subjects::SPEND_BUCKET.to_string(),
             lease: leases::DEFAULT_LEASE,
             instance_id: leases::new_instance_id(),
+            pricing_file: None,
+            metrics_max_keys: 100,
         }
     }
 }

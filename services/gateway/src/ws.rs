@@ -7,6 +7,8 @@
 //! - `relay`: the loop that moves frames both ways, generic over `Sink + Stream`.
 //! - `inspect`: reading frames just enough to measure media and extract usage.
 //! - `meter`: what the session publishes for metering (started, usage reports, ended).
+//! - `turns`: per-turn predictive budgets (a turn that cannot be afforded is refused).
+//! - `observe`: session telemetry (Prometheus series, OpenTelemetry spans).
 //! - `close`: the close codes and reasons.
 //!
 //! This file: tungstenite's socket settings, shared by both sockets of a session.
@@ -14,11 +16,13 @@
 pub mod close;
 pub mod inspect;
 pub mod meter;
+pub mod observe;
 pub mod policy;
 pub mod relay;
 pub mod request;
 pub mod session;
 pub mod setup;
+pub mod turns;
 pub mod upstream;
 
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;

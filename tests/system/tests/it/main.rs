@@ -8,6 +8,7 @@
     reason = "tests: a failed step fails loudly; tasks and environment belong to the test"
 )]
 
+mod budgets;
 mod bus_permissions;
 mod cli;
 mod clients;
