@@ -50,6 +50,11 @@ pub fn session_span(session_id: &str, peer: std::net::SocketAddr) -> Span {
     span
 }
 
+/// A count as OpenTelemetry's integer (tracing-opentelemetry exports `u64` fields as text).
+fn otel_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// A turn being answered.
 struct OpenTurn {
     at: Instant,
@@ -120,7 +125,7 @@ impl Observer {
             otel.kind = "client",
             gen_ai.provider.name = PROVIDER,
             gen_ai.request.model = %self.model_id,
-            livegate.upstream.index = up.0,
+            livegate.upstream.index = otel_int(up.0),
             livegate.close.code = Empty,
         ));
     }
@@ -145,7 +150,7 @@ impl Observer {
             gen_ai.request.model = %self.model_id,
             gen_ai.usage.input_tokens = Empty,
             gen_ai.usage.output_tokens = Empty,
-            livegate.turn.index = turns.started,
+            livegate.turn.index = otel_int(turns.started),
             livegate.turn.first_response_s = Empty,
             livegate.turn.first_audio_s = Empty,
             livegate.turn.interrupted = Empty,
@@ -167,9 +172,11 @@ impl Observer {
         let turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(t) = &turns.open {
             t.span
-                .record("gen_ai.usage.input_tokens", tokens.prompt_tokens);
-            t.span
-                .record("gen_ai.usage.output_tokens", tokens.response_tokens);
+                .record("gen_ai.usage.input_tokens", otel_int(tokens.prompt_tokens));
+            t.span.record(
+                "gen_ai.usage.output_tokens",
+                otel_int(tokens.response_tokens),
+            );
         }
     }
 
@@ -222,7 +229,7 @@ impl Observer {
             .inc();
         let up = self.upstream.lock().unwrap_or_else(PoisonError::into_inner);
         if let (Some(s), Some(c)) = (&up.1, code) {
-            s.record("livegate.close.code", c);
+            s.record("livegate.close.code", i64::from(c));
         }
     }
 
@@ -244,14 +251,14 @@ impl Observer {
         let s = &self.session;
         s.record(
             "gen_ai.usage.input_tokens",
-            self.input_tokens.load(Ordering::Relaxed),
+            otel_int(self.input_tokens.load(Ordering::Relaxed)),
         );
         s.record(
             "gen_ai.usage.output_tokens",
-            self.output_tokens.load(Ordering::Relaxed),
+            otel_int(self.output_tokens.load(Ordering::Relaxed)),
         );
-        s.record("livegate.turns", turns);
-        s.record("livegate.close.code", code);
+        s.record("livegate.turns", otel_int(turns));
+        s.record("livegate.close.code", i64::from(code));
         s.record("livegate.closed_by", closed_by);
     }
 }

@@ -91,11 +91,19 @@ async fn the_turn_that_would_overspend_is_refused_before_the_upstream_sees_it() 
     assert_eq!(notice["error"]["status"], "BUDGET_EXCEEDED", "{notice}");
     let b = &notice["error"]["budget"];
     assert_eq!(
-        b["nextTurnUsd"].as_str().unwrap().parse::<Decimal>().unwrap(),
+        b["nextTurnUsd"]
+            .as_str()
+            .unwrap()
+            .parse::<Decimal>()
+            .unwrap(),
         next
     );
     assert_eq!(
-        b["inFlightUsd"].as_str().unwrap().parse::<Decimal>().unwrap(),
+        b["inFlightUsd"]
+            .as_str()
+            .unwrap()
+            .parse::<Decimal>()
+            .unwrap(),
         first,
         "the first turn is in flight (no metering runs, the mirror shows nothing): {notice}"
     );

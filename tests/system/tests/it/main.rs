@@ -21,4 +21,5 @@ mod metering;
 mod relay;
 mod secrets_in_logs;
 mod start_script;
+mod telemetry;
 mod usage;
