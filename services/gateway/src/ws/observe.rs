@@ -97,6 +97,14 @@ impl Observer {
             model: model_label.model.clone(),
         };
         metrics.sessions_by_key.get_or_create(&active).inc();
+        // The model's series exist from its first session on, at 0, so rates and quantiles
+        // over them (and dashboards) work before the first interruption or audio answer.
+        let _ = metrics.interruptions.get_or_create(&model_label);
+        let _ = metrics.turns.get_or_create(&model_label);
+        let _ = metrics.turn_first_audio.get_or_create(&model_label);
+        let _ = metrics.turn_first_response.get_or_create(&model_label);
+        let _ = metrics.turn_seconds.get_or_create(&model_label);
+        let _ = metrics.session_duration.get_or_create(&model_label);
         let o = Self {
             metrics: metrics.clone(),
             model_id: model.to_string(),

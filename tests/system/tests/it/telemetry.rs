@@ -3,6 +3,7 @@
 //! audio turns, upstream close codes, session durations); and a gateway started with
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` exports the session span, with a child per turn and per
 //! upstream connection and the GenAI attributes, to a real OTLP/gRPC receiver on loopback.
+//! The Grafana dashboard for these reads only metrics a real gateway exports.
 
 use futures_util::SinkExt;
 use livegate_emulator::Behaviour;
@@ -89,6 +90,10 @@ async fn metrics_have_the_right_values_after_known_sessions() {
         Some(2.0)
     );
     assert_eq!(
+        metric(&m, "livegate_gateway_interruptions_total", &model),
+        Some(0.0)
+    );
+    assert_eq!(
         metric(&m, "livegate_gateway_turn_seconds_count", &model),
         Some(2.0)
     );
@@ -106,7 +111,7 @@ async fn metrics_have_the_right_values_after_known_sessions() {
             "livegate_gateway_turn_first_audio_seconds_count",
             &model
         ),
-        None,
+        Some(0.0),
         "a text turn has no first audio: {m}"
     );
 
@@ -154,6 +159,23 @@ async fn metrics_have_the_right_values_after_known_sessions() {
         metric(&m, "livegate_gateway_sessions_active_by_key", &active),
         Some(0.0)
     );
+
+    // Every metric the Grafana dashboard reads is one the gateway exports.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &livegate_deploy_tests::read("deploy/grafana/dashboards/livegate-sessions.json").unwrap(),
+    )
+    .unwrap();
+    for t in livegate_deploy_tests::grafana::prom_targets(&dashboard) {
+        for name in livegate_deploy_tests::grafana::metric_names(&t.expr) {
+            let family = livegate_deploy_tests::grafana::family(&name);
+            assert!(
+                m.lines()
+                    .any(|l| l.starts_with(&format!("# TYPE {family} "))),
+                "panel {:?} reads {name}, which the gateway does not export:\n{m}",
+                t.title
+            );
+        }
+    }
 }
 
 /// An OTLP/gRPC trace receiver: keeps every span it is sent.
