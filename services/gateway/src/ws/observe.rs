@@ -158,6 +158,7 @@ impl Observer {
             gen_ai.request.model = %self.model_id,
             gen_ai.usage.input_tokens = Empty,
             gen_ai.usage.output_tokens = Empty,
+            gen_ai.usage.cache_read.input_tokens = Empty,
             livegate.turn.index = otel_int(turns.started),
             livegate.turn.first_response_s = Empty,
             livegate.turn.first_audio_s = Empty,
@@ -172,18 +173,24 @@ impl Observer {
     }
 
     /// A usage report arrived: its tokens go to the turn being answered and the session.
+    ///
+    /// Output tokens include thoughts: the GenAI conventions count reasoning tokens as output.
     pub fn usage(&self, tokens: &TokenUsage) {
+        let output = tokens
+            .response_tokens
+            .saturating_add(tokens.thoughts_tokens);
         self.input_tokens
             .fetch_add(tokens.prompt_tokens, Ordering::Relaxed);
-        self.output_tokens
-            .fetch_add(tokens.response_tokens, Ordering::Relaxed);
+        self.output_tokens.fetch_add(output, Ordering::Relaxed);
         let turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(t) = &turns.open {
             t.span
                 .record("gen_ai.usage.input_tokens", otel_int(tokens.prompt_tokens));
+            t.span
+                .record("gen_ai.usage.output_tokens", otel_int(output));
             t.span.record(
-                "gen_ai.usage.output_tokens",
-                otel_int(tokens.response_tokens),
+                "gen_ai.usage.cache_read.input_tokens",
+                otel_int(tokens.cached_tokens),
             );
         }
     }

@@ -268,7 +268,9 @@ async fn an_otlp_receiver_gets_the_session_span_with_its_turns_and_upstream_conn
         let u = json_of(turn.last().unwrap())["usageMetadata"].clone();
         usage.push((
             u["promptTokenCount"].as_i64().unwrap(),
-            u["candidatesTokenCount"].as_i64().unwrap(),
+            // Thoughts count as output tokens in the GenAI conventions.
+            u["candidatesTokenCount"].as_i64().unwrap()
+                + u["thoughtsTokenCount"].as_i64().unwrap_or(0),
         ));
     }
     ws.close(None).await.unwrap();
@@ -313,6 +315,7 @@ async fn an_otlp_receiver_gets_the_session_span_with_its_turns_and_upstream_conn
         assert_eq!(string(t, "gen_ai.request.model"), MODEL);
         assert_eq!(int(t, "gen_ai.usage.input_tokens"), *input);
         assert_eq!(int(t, "gen_ai.usage.output_tokens"), *output);
+        assert_eq!(int(t, "gen_ai.usage.cache_read.input_tokens"), 0);
     }
     let upstream: Vec<_> = children
         .iter()
