@@ -128,6 +128,12 @@ impl Spend {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for k in spend_keys {
             let q = ledger.in_flight.entry((*k).to_string()).or_default();
+            while q
+                .front()
+                .is_some_and(|(at, _)| now.duration_since(*at) >= IN_FLIGHT_HORIZON)
+            {
+                q.pop_front();
+            }
             q.push_back((now, usd));
             if q.len() > IN_FLIGHT_ENTRIES
                 && let (Some((at, a)), Some((_, b))) = (q.pop_front(), q.pop_front())

@@ -25,7 +25,7 @@ pub struct TurnBudget {
     /// `key.{id}`, and `team.{id}` when the key has a team: where in-flight spend is counted.
     spend_keys: Vec<String>,
     /// The key's budget, if it has one. (Auth's `KeyInfo` carries no team budget; team spend
-    /// is mirrored and counted in flight all the same, ready for one.)
+    /// is mirrored, and counted in flight for the sessions of keys with a budget.)
     key_budget: Option<Decimal>,
     /// The least the next turn costs: the last report's prompt at the input price.
     next_turn: Mutex<Decimal>,
@@ -90,7 +90,11 @@ impl TurnBudget {
 
     /// Prices a usage report as metering will, counts it in flight, and keeps its prompt's
     /// price as the floor of the next turn.
+    /// Without a budget there is nothing to check: nothing is priced or kept.
     pub fn priced(&self, tokens: &TokenUsage, media: &MediaMeasurements) {
+        if self.key_budget.is_none() {
+            return;
+        }
         let usage = usage_of(tokens, media);
         let cost = self.pricing.price(&self.model, &usage).cost.total();
         let keys: Vec<&str> = self.spend_keys.iter().map(String::as_str).collect();
@@ -282,6 +286,7 @@ mod tests {
         let b = budget(&spend, "");
         b.priced(&tokens(1_000_000, 0), &MediaMeasurements::default());
         assert!(b.admit().is_ok() && !b.spent());
+        assert_eq!(spend.committed("key.k").total(), Decimal::ZERO);
         let spend = Spend::default();
         let b = budget(&spend, "0.01");
         let mut t = tokens(1_000_000, 1_000_000);
