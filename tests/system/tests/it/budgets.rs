@@ -137,3 +137,65 @@ async fn the_turn_that_fits_is_answered() {
     let (code, _) = close_of(&mut ws).await;
     assert_eq!(code, 4402);
 }
+
+/// With metering running, the turn's spend lands in the mirror and leaves the in-flight
+/// amount: counted once, never twice, whichever view holds it when the next turn is checked.
+#[tokio::test]
+async fn metered_spend_is_counted_once_between_the_mirror_and_in_flight() {
+    let stack = Stack::start_with(livegate_system_tests::Options {
+        metering: true,
+        ..livegate_system_tests::Options::default()
+    })
+    .await;
+    let (first, next) = one_turn_costs(&stack).await;
+    let (key, key_id) = stack
+        .create_key(KeySettings {
+            max_budget_usd: (first + next - Decimal::new(1, 12)).normalize().to_string(),
+            ..KeySettings::default()
+        })
+        .await;
+    let mut ws = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
+    open_session(&mut ws, setup(MODEL)).await;
+    ws.send(long_turn()).await.unwrap();
+    read_turn(&mut ws).await;
+    // Metering bills the turn and writes the key's spend (bounded wait).
+    let js = stack.jetstream().await;
+    let bucket = livegate_common::kv::open_bucket(
+        &js,
+        livegate_common::subjects::SPEND_BUCKET,
+        livegate_common::subjects::SPEND_HISTORY,
+    )
+    .await
+    .unwrap();
+    let spend_key = livegate_common::subjects::spend_key_for_key(&key_id);
+    let mut mirrored = Decimal::ZERO;
+    for _ in 0..200 {
+        if let Ok(Some(v)) = bucket.get(&spend_key).await {
+            mirrored = livegate_common::spend::parse_usd(&v).unwrap();
+            if mirrored > Decimal::ZERO {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(mirrored, first, "metering bills what the gateway predicted");
+    // Let the gateway's watch see it too (it sees it within milliseconds; either way the
+    // total below is the same).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    ws.send(long_turn()).await.unwrap();
+    let notice = json_of(&next_frame(&mut ws).await);
+    let b = &notice["error"]["budget"];
+    let usd = |k: &str| b[k].as_str().unwrap().parse::<Decimal>().unwrap();
+    assert_eq!(
+        usd("spentUsd") + usd("inFlightUsd"),
+        first,
+        "the first turn counted once: {notice}"
+    );
+    assert_eq!(
+        usd("spentUsd"),
+        first,
+        "the mirror holds it by now: {notice}"
+    );
+    assert_eq!(close_of(&mut ws).await.0, 4402);
+}
