@@ -1,5 +1,5 @@
-//! What every service binary does between parsing its arguments and serving: logging, the
-//! configuration, the listener, running until SIGTERM or SIGINT, and the exit code.
+//! What every service binary does between parsing its arguments and serving: logging (and
+//! traces, when configured), the configuration, the listener, running until SIGTERM or SIGINT, and the exit code.
 
 use crate::{env::ProcessEnv, shutdown, telemetry};
 use std::fmt::{Debug, Display};
@@ -31,8 +31,25 @@ where
     RE: Display + Debug,
 {
     let env = ProcessEnv;
-    telemetry::init(&env);
-    let config = match load(&env) {
+    let traces = telemetry::init_with_traces(&env, name);
+    let code = serve(load, listen, run, name, &env).await;
+    traces.shutdown().await;
+    code
+}
+
+async fn serve<C, E, R, RE>(
+    load: impl FnOnce(&ProcessEnv) -> Result<C, E>,
+    listen: impl FnOnce(&C) -> SocketAddr,
+    run: impl FnOnce(C, TcpListener, Shutdown) -> R,
+    name: &str,
+    env: &ProcessEnv,
+) -> ExitCode
+where
+    E: Display,
+    R: Future<Output = Result<(), RE>>,
+    RE: Display + Debug,
+{
+    let config = match load(env) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error.message = %e, "invalid configuration");

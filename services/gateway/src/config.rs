@@ -83,6 +83,11 @@ pub const RESUME_FORWARD_GO_AWAY: &str = "GATEWAY_RESUME_FORWARD_GO_AWAY";
 pub const UPSTREAM_PING_INTERVAL: &str = "GATEWAY_UPSTREAM_PING_INTERVAL";
 /// How long a ping to the upstream may go unanswered before the connection counts as lost.
 pub const UPSTREAM_PONG_TIMEOUT: &str = "GATEWAY_UPSTREAM_PONG_TIMEOUT";
+/// Price table layered over the built-in one (LiteLLM's format, the file metering bills
+/// with): the gateway prices usage with it for per-turn budget checks.
+pub const PRICING_FILE: &str = "PRICING_FILE";
+/// Most API keys named in the per-key session metric; later keys are counted as `other`.
+pub const METRICS_MAX_KEYS: &str = "GATEWAY_METRICS_MAX_KEYS";
 
 /// Default for [`MAX_FRAME_BYTES`]: a Live audio chunk is about 16 KiB and a JPEG video frame
 /// at most about 1 MiB (base64 makes it 1.33 MiB), so 4 MiB leaves room without letting one
@@ -179,6 +184,10 @@ pub struct Config {
     /// Transparent upstream resumption and upstream keepalive (`GATEWAY_RESUM*`,
     /// `GATEWAY_UPSTREAM_P*`).
     pub resumption: crate::ws::resume::ResumeConfig,
+    /// [`PRICING_FILE`], read at start (per-turn budget checks).
+    pub pricing_file: Option<PathBuf>,
+    /// [`METRICS_MAX_KEYS`].
+    pub metrics_max_keys: usize,
 }
 
 /// Two descriptors per session (client and upstream), keeping 256 for everything else.
@@ -277,6 +286,8 @@ impl Config {
         r.ping_interval = env.duration(UPSTREAM_PING_INTERVAL, r.ping_interval)?;
         r.pong_timeout = positive_duration(env, UPSTREAM_PONG_TIMEOUT, r.pong_timeout)?;
         c.lease = env.duration(LEASE, c.lease)?;
+        c.pricing_file = env.var(PRICING_FILE).map(PathBuf::from);
+        c.metrics_max_keys = env.parse(METRICS_MAX_KEYS)?.unwrap_or(c.metrics_max_keys);
         if !(leases::MIN_LEASE..=leases::MAX_LEASE).contains(&c.lease) {
             return Err(Error::Lease {
                 got: c.lease,
@@ -324,6 +335,8 @@ impl Config {
             lease: leases::DEFAULT_LEASE,
             instance_id: leases::new_instance_id(),
             resumption: crate::ws::resume::ResumeConfig::default(),
+            pricing_file: None,
+            metrics_max_keys: 100,
         }
     }
 }

@@ -71,7 +71,11 @@ pub async fn run(
         Some((c, k)) => Some(server::tls::acceptor(c, k)?),
         None => None,
     };
-    let metrics = metrics::Metrics::new();
+    let metrics = metrics::Metrics::with_max_keys(config.metrics_max_keys);
+    let pricing = Arc::new(
+        livegate_common::pricing::Pricing::load(config.pricing_file.as_deref())
+            .context("loading PRICING_FILE")?,
+    );
     // Credentials, TLS and the gateway's inbox prefix come from `config.nats` (one parser for
     // every service); the publisher gets a connection of its own with the same settings.
     let nats_base = || {
@@ -129,6 +133,7 @@ pub async fn run(
         auth,
         bus,
         spend,
+        pricing,
         sessions: limits::Sessions::default(),
         metrics,
         drain: Arc::new(tokio::sync::watch::channel(false).0),

@@ -1,4 +1,8 @@
 //! The gateway's Prometheus metrics (prometheus-client; rendered by `GET /metrics`).
+//!
+//! Label values are bounded: `code` labels are close codes, `model` labels are price-table
+//! entries (`other` for a model the table does not know), and `key` labels are the first
+//! `GATEWAY_METRICS_MAX_KEYS` key ids seen by this process (`other` after that).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -34,6 +38,85 @@ pub struct PhaseLabel {
     pub phase: &'static str,
 }
 
+/// An active-session series: the key id (capped, see the module doc) and the model.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyModelLabel {
+    pub key: String,
+    pub model: String,
+}
+
+/// A price-table entry, or `other`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabel {
+    pub model: String,
+}
+
+/// An upstream close code (`1000`…), `other` for a code outside the registered ranges, or
+/// `none` when the connection ended without a close frame.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamCodeLabel {
+    pub code: String,
+}
+
+/// A histogram family with the given buckets.
+pub type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Per-turn timings: 10 ms to about 160 s.
+fn turn_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 2.0, 15))
+}
+
+/// Session lengths: 1 s to about 9 hours.
+fn session_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 16))
+}
+
+/// The `key` label for `key_id`: itself while fewer than the cap have been named, `other`
+/// after. Keys named once keep their label for the life of the process.
+#[derive(Clone)]
+pub struct KeyLabels {
+    max: usize,
+    named: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+impl KeyLabels {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            named: Default::default(),
+        }
+    }
+
+    pub fn label(&self, key_id: &str) -> String {
+        let mut named = self
+            .named
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if named.contains(key_id) {
+            return key_id.to_string();
+        }
+        if named.len() < self.max {
+            named.insert(key_id.to_string());
+            return key_id.to_string();
+        }
+        OTHER.to_string()
+    }
+}
+
+/// The label value for anything past a cap or outside a known set.
+pub const OTHER: &str = "other";
+
+/// The label of an upstream close `code` (`None`: no close frame).
+pub fn upstream_code_label(code: Option<u16>) -> UpstreamCodeLabel {
+    let code = match code {
+        None => "none".to_string(),
+        // RFC 6455's codes, and the registered and private ranges Google and livegate use.
+        Some(c @ (1000..=1015 | 3000..=4999)) => c.to_string(),
+        Some(_) => OTHER.to_string(),
+    };
+    UpstreamCodeLabel { code }
+}
+
 /// All gateway metrics. Cheap to clone (each metric is an `Arc` inside).
 #[derive(Clone)]
 pub struct Metrics {
@@ -55,11 +138,27 @@ pub struct Metrics {
     pub resumptions: Family<ResultLabel, Counter>,
     /// `goAway`s received from the upstream.
     pub upstream_go_aways: Counter,
+    pub sessions_by_key: Family<KeyModelLabel, Gauge>,
+    pub session_duration: Histograms<ModelLabel>,
+    pub turn_first_response: Histograms<ModelLabel>,
+    pub turn_first_audio: Histograms<ModelLabel>,
+    pub turn_seconds: Histograms<ModelLabel>,
+    pub turns: Family<ModelLabel, Counter>,
+    pub interruptions: Family<ModelLabel, Counter>,
+    pub upstream_closes: Family<UpstreamCodeLabel, Counter>,
+    pub turns_refused: Counter,
+    pub key_labels: KeyLabels,
     pub registry: std::sync::Arc<Registry>,
 }
 
 impl Metrics {
+    /// Metrics naming at most 100 keys.
     pub fn new() -> Self {
+        Self::with_max_keys(100)
+    }
+
+    /// Metrics naming at most `max_keys` keys (`GATEWAY_METRICS_MAX_KEYS`).
+    pub fn with_max_keys(max_keys: usize) -> Self {
         let mut r = Registry::with_prefix("livegate_gateway");
         let m = Self {
             sessions_active: Gauge::default(),
@@ -78,6 +177,16 @@ impl Metrics {
             accept_errors: Counter::default(),
             resumptions: Family::default(),
             upstream_go_aways: Counter::default(),
+            sessions_by_key: Family::default(),
+            session_duration: Family::new_with_constructor(session_buckets),
+            turn_first_response: Family::new_with_constructor(turn_buckets),
+            turn_first_audio: Family::new_with_constructor(turn_buckets),
+            turn_seconds: Family::new_with_constructor(turn_buckets),
+            turns: Family::default(),
+            interruptions: Family::default(),
+            upstream_closes: Family::default(),
+            turns_refused: Counter::default(),
+            key_labels: KeyLabels::new(max_keys),
             registry: std::sync::Arc::new(Registry::default()),
         };
         r.register(
@@ -160,6 +269,51 @@ impl Metrics {
             "Failed accept calls (e.g. out of file descriptors); each is followed by a short back-off",
             m.accept_errors.clone(),
         );
+        r.register(
+            "sessions_active_by_key",
+            "Sessions currently relaying, by API key id (the first GATEWAY_METRICS_MAX_KEYS keys seen; later ones as other) and model (price-table entry, or other)",
+            m.sessions_by_key.clone(),
+        );
+        r.register(
+            "session_duration_seconds",
+            "Length of relayed sessions, from the upstream's setup to the close, by model",
+            m.session_duration.clone(),
+        );
+        r.register(
+            "turn_first_response_seconds",
+            "From the client frame that ends a turn (turnComplete, activityEnd, audioStreamEnd, toolResponse) to the first upstream data frame after it, by model",
+            m.turn_first_response.clone(),
+        );
+        r.register(
+            "turn_first_audio_seconds",
+            "From the client frame that ends a turn to the first upstream frame carrying model audio, by model (turns answered without audio are not counted)",
+            m.turn_first_audio.clone(),
+        );
+        r.register(
+            "turn_seconds",
+            "Turn latency: from the client frame that ends a turn to the upstream's turnComplete, by model",
+            m.turn_seconds.clone(),
+        );
+        r.register(
+            "turns",
+            "Turns the client ended and the upstream completed, by model",
+            m.turns.clone(),
+        );
+        r.register(
+            "interruptions",
+            "Model turns cut short by the client's speech (serverContent.interrupted), by model",
+            m.interruptions.clone(),
+        );
+        r.register(
+            "upstream_closes",
+            "Upstream connections that ended a session, by the upstream's close code (none: no close frame; other: outside 1000-1015 and 3000-4999)",
+            m.upstream_closes.clone(),
+        );
+        r.register(
+            "turns_refused_budget",
+            "Client turns refused before reaching the upstream because their predicted cost exceeds the key's remaining budget (close 4402)",
+            m.turns_refused.clone(),
+        );
         Self {
             registry: std::sync::Arc::new(r),
             ..m
@@ -179,5 +333,29 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_labels_are_capped_and_stable() {
+        let k = KeyLabels::new(2);
+        assert_eq!(k.label("a"), "a");
+        assert_eq!(k.label("b"), "b");
+        assert_eq!(k.label("c"), OTHER);
+        assert_eq!(k.label("a"), "a");
+        assert_eq!(KeyLabels::new(0).label("a"), OTHER);
+    }
+
+    #[test]
+    fn upstream_codes_are_bounded() {
+        assert_eq!(upstream_code_label(Some(1011)).code, "1011");
+        assert_eq!(upstream_code_label(Some(4402)).code, "4402");
+        assert_eq!(upstream_code_label(Some(2999)).code, OTHER);
+        assert_eq!(upstream_code_label(Some(60000)).code, OTHER);
+        assert_eq!(upstream_code_label(None).code, "none");
     }
 }

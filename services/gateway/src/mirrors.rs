@@ -1,5 +1,6 @@
 //! The gateway's mirrors of two NATS KV buckets, kept current by KV watches: [`Spend`], the
-//! running spend per key from `livegate_spend` (budgets are checked against it), and the key
+//! running spend per key and per team from `livegate_spend` (budgets are checked against it),
+//! with what this replica priced but the mirror does not show yet (in flight), and the key
 //! records in `livegate_keys`, whose changes drop cached key checks at once. [`start`] runs
 //! both in the background, retrying until NATS answers.
 
@@ -8,27 +9,138 @@ use async_nats::jetstream::{self, kv};
 use livegate_common::kv as kv_mirror;
 use livegate_common::subjects::spend_key_for_key;
 use rust_decimal::Decimal;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::str::FromStr;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Running spend per key, fed by a KV watch. A std `RwLock`: reads are map lookups that
-/// never await, once per new session and per turn.
+/// In-flight amounts older than this are forgotten: their events were lost (queue overflow)
+/// or metering is down for long; either way the mirror is the better guess by then, and a key
+/// must not stay refused for spend that will never be billed.
+pub const IN_FLIGHT_HORIZON: Duration = Duration::from_secs(600);
+/// Most in-flight entries kept per spend key; beyond it the two oldest are merged.
+const IN_FLIGHT_ENTRIES: usize = 4096;
+
+/// Running spend per key and team, fed by a KV watch, plus what this replica has priced that
+/// the mirror does not show yet. A std `RwLock`: reads are map lookups that never await,
+/// once per new session and per turn.
 #[derive(Clone, Default)]
 pub struct Spend {
-    map: Arc<RwLock<HashMap<String, Decimal>>>,
+    map: Arc<RwLock<Ledger>>,
+}
+
+#[derive(Default)]
+struct Ledger {
+    /// `livegate_spend` entries (`key.{id}`, `team.{id}`) as metering wrote them.
+    mirrored: HashMap<String, Decimal>,
+    /// Per spend key: amounts priced here, oldest first, not yet seen in `mirrored`.
+    in_flight: HashMap<String, VecDeque<(Instant, Decimal)>>,
+}
+
+impl Ledger {
+    fn in_flight(&self, spend_key: &str) -> Decimal {
+        let now = Instant::now();
+        self.in_flight
+            .get(spend_key)
+            .map(|q| {
+                q.iter()
+                    .filter(|(at, _)| now.duration_since(*at) < IN_FLIGHT_HORIZON)
+                    .map(|(_, usd)| *usd)
+                    .sum()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The mirror moved up by `delta` for `spend_key`: that much of what is in flight has
+    /// landed (oldest first). It may be another replica's spend; see README, "Budgets".
+    fn landed(&mut self, spend_key: &str, mut delta: Decimal) {
+        let Some(q) = self.in_flight.get_mut(spend_key) else {
+            return;
+        };
+        let now = Instant::now();
+        q.retain(|(at, _)| now.duration_since(*at) < IN_FLIGHT_HORIZON);
+        while delta > Decimal::ZERO {
+            let Some((at, usd)) = q.pop_front() else {
+                break;
+            };
+            if usd > delta {
+                q.push_front((at, usd - delta));
+                break;
+            }
+            delta -= usd;
+        }
+        if q.is_empty() {
+            self.in_flight.remove(spend_key);
+        }
+    }
+}
+
+/// A spend key's view: what metering has written and what this replica has in flight.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Committed {
+    pub mirrored: Decimal,
+    pub in_flight: Decimal,
+}
+
+impl Committed {
+    /// Both together.
+    pub fn total(&self) -> Decimal {
+        self.mirrored + self.in_flight
+    }
 }
 
 impl Spend {
-    /// The key's spend in USD (0 when metering has written none).
-    pub fn of_key(&self, key_id: &str) -> Decimal {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Ledger> {
         self.map
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The key's spend in USD as mirrored (0 when metering has written none).
+    pub fn of_key(&self, key_id: &str) -> Decimal {
+        self.read()
+            .mirrored
             .get(&spend_key_for_key(key_id))
             .copied()
             .unwrap_or_default()
+    }
+
+    /// A spend key's (`key.{id}`, `team.{id}`) mirrored spend and in-flight amount.
+    pub fn committed(&self, spend_key: &str) -> Committed {
+        let ledger = self.read();
+        Committed {
+            mirrored: ledger.mirrored.get(spend_key).copied().unwrap_or_default(),
+            in_flight: ledger.in_flight(spend_key),
+        }
+    }
+
+    /// Records `usd` priced by this replica against each of `spend_keys`, until the mirror
+    /// shows it (or [`IN_FLIGHT_HORIZON`] passes).
+    pub fn add_in_flight(&self, spend_keys: &[&str], usd: Decimal) {
+        if usd <= Decimal::ZERO {
+            return;
+        }
+        let now = Instant::now();
+        let mut ledger = self
+            .map
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for k in spend_keys {
+            let q = ledger.in_flight.entry((*k).to_string()).or_default();
+            while q
+                .front()
+                .is_some_and(|(at, _)| now.duration_since(*at) >= IN_FLIGHT_HORIZON)
+            {
+                q.pop_front();
+            }
+            q.push_back((now, usd));
+            if q.len() > IN_FLIGHT_ENTRIES
+                && let (Some((at, a)), Some((_, b))) = (q.pop_front(), q.pop_front())
+            {
+                q.push_front((at, a + b));
+            }
+        }
     }
 
     /// True when a budget is set and spend has reached it.
@@ -40,18 +152,27 @@ impl Spend {
     }
 
     fn apply(&self, entry: kv::Entry) {
-        let mut map = self
+        self.apply_value(entry.key, entry.operation, &entry.value);
+    }
+
+    fn apply_value(&self, spend_key: String, op: kv::Operation, value: &[u8]) {
+        let mut ledger = self
             .map
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match entry.operation {
+        match op {
             kv::Operation::Put => {
-                if let Ok(v) = livegate_common::spend::parse_usd(&entry.value) {
-                    map.insert(entry.key, v);
+                if let Ok(v) = livegate_common::spend::parse_usd(value) {
+                    let before = ledger.mirrored.insert(spend_key.clone(), v);
+                    // A spend key seen for the first time counts from 0: all of it is new.
+                    let delta = v - before.unwrap_or_default();
+                    if delta > Decimal::ZERO {
+                        ledger.landed(&spend_key, delta);
+                    }
                 }
             }
             kv::Operation::Delete | kv::Operation::Purge => {
-                map.remove(&entry.key);
+                ledger.mirrored.remove(&spend_key);
             }
         }
     }
@@ -128,4 +249,54 @@ fn spawn_mirror<F>(
             delay = (delay * 2).min(std::time::Duration::from_secs(5));
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usd(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn in_flight_counts_until_the_mirror_shows_it() {
+        let spend = Spend::default();
+        spend.apply_value("key.k".into(), kv::Operation::Put, b"1");
+        spend.add_in_flight(&["key.k", "team.t"], usd("0.3"));
+        spend.add_in_flight(&["key.k", "team.t"], usd("0.2"));
+        let c = spend.committed("key.k");
+        assert_eq!((c.mirrored, c.in_flight), (usd("1"), usd("0.5")));
+        assert_eq!(spend.committed("team.t").total(), usd("0.5"));
+        // Metering wrote the first event: 0.3 landed, 0.2 still in flight.
+        spend.apply_value("key.k".into(), kv::Operation::Put, b"1.3");
+        assert_eq!(spend.committed("key.k").in_flight, usd("0.2"));
+        assert_eq!(spend.committed("key.k").total(), usd("1.5"));
+        // A replay of the same value (watch re-subscribed) lands nothing more.
+        spend.apply_value("key.k".into(), kv::Operation::Put, b"1.3");
+        assert_eq!(spend.committed("key.k").in_flight, usd("0.2"));
+        // More than is in flight (another replica's spend too): nothing left, never negative.
+        spend.apply_value("key.k".into(), kv::Operation::Put, b"2");
+        assert_eq!(spend.committed("key.k").in_flight, Decimal::ZERO);
+        assert_eq!(spend.committed("key.k").total(), usd("2"));
+        // A lower value (a reset) changes the mirror only.
+        spend.add_in_flight(&["key.k"], usd("0.1"));
+        spend.apply_value("key.k".into(), kv::Operation::Put, b"0");
+        assert_eq!(spend.committed("key.k").total(), usd("0.1"));
+        assert_eq!(spend.of_key("k"), Decimal::ZERO);
+    }
+
+    #[test]
+    fn in_flight_entries_are_bounded() {
+        let spend = Spend::default();
+        for _ in 0..(IN_FLIGHT_ENTRIES + 10) {
+            spend.add_in_flight(&["key.k"], usd("0.001"));
+        }
+        let ledger = spend.read();
+        assert_eq!(ledger.in_flight["key.k"].len(), IN_FLIGHT_ENTRIES);
+        assert_eq!(
+            ledger.in_flight("key.k"),
+            usd("0.001") * Decimal::from(IN_FLIGHT_ENTRIES + 10)
+        );
+    }
 }

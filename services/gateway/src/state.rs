@@ -17,6 +17,8 @@ pub struct App {
     pub auth: Arc<AuthClient>,
     pub bus: Bus,
     pub spend: Spend,
+    /// The price table, for per-turn budget checks (metering's rules and prices).
+    pub pricing: Arc<livegate_common::pricing::Pricing>,
     pub sessions: Sessions,
     pub metrics: Metrics,
     /// Flips to true when the gateway starts draining; sessions watch it.

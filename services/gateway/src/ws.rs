@@ -8,6 +8,8 @@
 //! - `resume`: transparent upstream resumption (handles, replay, the switch to a new upstream).
 //! - `inspect`: reading frames just enough to measure media and extract usage.
 //! - `meter`: what the session publishes for metering (started, usage reports, ended).
+//! - `turns`: per-turn predictive budgets (a turn that cannot be afforded is refused).
+//! - `observe`: session telemetry (Prometheus series, OpenTelemetry spans).
 //! - `close`: the close codes and reasons.
 //!
 //! This file: tungstenite's socket settings, shared by both sockets of a session.
@@ -15,12 +17,14 @@
 pub mod close;
 pub mod inspect;
 pub mod meter;
+pub mod observe;
 pub mod policy;
 pub mod relay;
 pub mod request;
 pub mod resume;
 pub mod session;
 pub mod setup;
+pub mod turns;
 pub mod upstream;
 
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;

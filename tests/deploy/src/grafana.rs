@@ -13,6 +13,11 @@
 //!
 //! Anything else starting with `$` left after substitution is an error, so a panel cannot use
 //! a macro or variable the tests do not know how to run.
+//!
+//! Prometheus dashboards (the gateway's session telemetry): [`prom_targets`] lists their
+//! PromQL, [`metric_names`] the livegate metrics an expression reads, and [`family`] the name
+//! each has in the exposition's `# TYPE` line, so a test can hold them against a real
+//! gateway's `/metrics`.
 
 use anyhow::{Result, anyhow, bail};
 use serde_json::Value;
@@ -408,4 +413,86 @@ mod tests {
         assert!(render("SELECT $other", &vars(), &sel).is_err());
         Ok(())
     }
+}
+
+/// One PromQL target of a panel.
+#[derive(Debug, Clone)]
+pub struct PromTarget {
+    /// The panel's `id`.
+    pub panel_id: i64,
+    /// The panel's title.
+    pub title: String,
+    /// The panel's `type`.
+    pub panel_type: String,
+    /// The target's `expr`.
+    pub expr: String,
+    /// The datasource uid of the target, else of the panel.
+    pub datasource_uid: Option<String>,
+}
+
+/// Every target of every panel that has an `expr` (PromQL).
+pub fn prom_targets(dashboard: &Value) -> Vec<PromTarget> {
+    let mut out = Vec::new();
+    for p in panels(dashboard) {
+        for t in p
+            .get("targets")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(expr) = t.get("expr").and_then(Value::as_str) else {
+                continue;
+            };
+            let s = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or_default();
+            out.push(PromTarget {
+                panel_id: p.get("id").and_then(Value::as_i64).unwrap_or(-1),
+                title: s("title").to_string(),
+                panel_type: s("type").to_string(),
+                expr: expr.to_string(),
+                datasource_uid: uid(t.get("datasource")).or_else(|| uid(p.get("datasource"))),
+            });
+        }
+    }
+    out
+}
+
+/// The livegate metric names (`livegate_…`) a PromQL expression reads.
+///
+/// ```
+/// use livegate_deploy_tests::grafana::metric_names;
+/// let names = metric_names(r#"sum by (le) (rate(livegate_gateway_turn_seconds_bucket{model=~"$model"}[5m]))"#);
+/// assert_eq!(names.into_iter().collect::<Vec<_>>(), ["livegate_gateway_turn_seconds_bucket"]);
+/// ```
+pub fn metric_names(expr: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("livegate_") {
+        // Only a whole identifier: not inside a longer name or a label value.
+        let before = rest[..i].chars().next_back();
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .unwrap_or(tail.len());
+        if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '"') {
+            out.insert(tail[..end].to_string());
+        }
+        rest = &tail[end..];
+    }
+    out
+}
+
+/// The family a sample name belongs to, as the exposition's `# TYPE` line names it: a
+/// histogram's `_bucket`, `_count` and `_sum` and a counter's `_total` stripped.
+///
+/// ```
+/// use livegate_deploy_tests::grafana::family;
+/// assert_eq!(family("livegate_gateway_turn_seconds_bucket"), "livegate_gateway_turn_seconds");
+/// assert_eq!(family("livegate_gateway_turns_total"), "livegate_gateway_turns");
+/// assert_eq!(family("livegate_gateway_sessions_active"), "livegate_gateway_sessions_active");
+/// ```
+pub fn family(sample: &str) -> &str {
+    ["_bucket", "_count", "_sum", "_total"]
+        .iter()
+        .find_map(|s| sample.strip_suffix(s))
+        .unwrap_or(sample)
 }

@@ -33,6 +33,9 @@ pub const TOO_MANY: u16 = 4429;
 pub struct Close {
     pub code: u16,
     pub reason: String,
+    /// A text frame the client gets just before the close frame (a JSON message with more
+    /// than a close reason's 123 bytes can say), if any.
+    pub notice: Option<String>,
 }
 
 impl Close {
@@ -46,7 +49,19 @@ impl Close {
             }
             reason.truncate(end);
         }
-        Self { code, reason }
+        Self {
+            code,
+            reason,
+            notice: None,
+        }
+    }
+
+    /// The same close, preceded by `notice` (a JSON text frame).
+    pub fn with_notice(self, notice: String) -> Self {
+        Self {
+            notice: Some(notice),
+            ..self
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! Reading just enough of Live API frames to meter them.
 //!
-//! Client frames are measured (text characters, PCM audio seconds, video frames, images);
-//! server frames are measured (output characters, output audio seconds) and their
+//! Client frames are measured (text characters, PCM audio seconds, video frames, images) and
+//! told apart when they end a turn (the budget check and turn timing need that, from the same
+//! parse); server frames are measured (output characters, output audio seconds) and their
 //! `usageMetadata` is extracted. One multi-pattern scan (Aho-Corasick, stopping at the first
 //! hit) decides first whether a frame can carry anything of interest, so frames that cannot
 //! (e.g. `setupComplete`, `goAway`, tool calls) are never parsed and allocate nothing. When
@@ -17,20 +18,23 @@ use serde::Deserialize;
 use std::borrow::Cow;
 use std::sync::LazyLock;
 
-/// Keys only metered client messages carry (camelCase and snake_case, first letter cut so
-/// either case of it matches): `clientContent`, `realtimeInput`.
+/// Keys of the client messages worth parsing (camelCase and snake_case, first letter cut so
+/// either case of it matches): `clientContent` and `realtimeInput` (media, turn ends) and
+/// `toolResponse` (a turn end).
 static CLIENT_KEYS: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
     AhoCorasick::new([
         "lientContent",
         "lient_content",
         "ealtimeInput",
         "ealtime_input",
+        "oolResponse",
+        "ool_response",
     ])
     .ok()
 });
 
 /// Keys of server messages worth parsing: `usageMetadata`, `modelTurn`, `turnComplete`,
-/// `goAway`, `sessionResumptionUpdate`.
+/// `goAway`, `sessionResumptionUpdate`, `interrupted`.
 static SERVER_KEYS: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
     AhoCorasick::new([
         "sageMetadata",
@@ -43,6 +47,7 @@ static SERVER_KEYS: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
         "o_away",
         "essionResumptionUpdate",
         "ession_resumption_update",
+        "nterrupted",
     ])
     .ok()
 });
@@ -160,6 +165,8 @@ struct Content<'a> {
 struct ClientContent<'a> {
     #[serde(borrow, default)]
     turns: Vec<Content<'a>>,
+    #[serde(rename = "turnComplete", alias = "turn_complete", default)]
+    turn_complete: bool,
 }
 
 #[derive(Deserialize)]
@@ -172,6 +179,11 @@ struct RealtimeInput<'a> {
     text: Option<Cow<'a, str>>,
     #[serde(rename = "mediaChunks", alias = "media_chunks", borrow, default)]
     media_chunks: Vec<Blob<'a>>,
+    /// Manual activity detection: the user stopped speaking (an empty object).
+    #[serde(rename = "activityEnd", alias = "activity_end", default)]
+    activity_end: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "audioStreamEnd", alias = "audio_stream_end", default)]
+    audio_stream_end: bool,
 }
 
 #[derive(Deserialize)]
@@ -180,19 +192,37 @@ struct ClientMessage<'a> {
     client_content: Option<ClientContent<'a>>,
     #[serde(rename = "realtimeInput", alias = "realtime_input", borrow, default)]
     realtime_input: Option<RealtimeInput<'a>>,
+    /// Skipped, not kept: only its presence matters.
+    #[serde(rename = "toolResponse", alias = "tool_response", default)]
+    tool_response: Option<serde::de::IgnoredAny>,
 }
 
-/// Adds what a client frame carries to `media`. Frames that are not JSON (or not one of the
-/// metered messages) add nothing; they are still relayed and upstream judges them.
-pub fn measure_client(frame: &[u8], media: &mut Media) {
-    // Only clientContent and realtimeInput carry media; toolResponse and the rest do not.
+/// What the relay needs to know about a client frame besides its media.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ClientFrame {
+    /// The frame asks the model to answer now: `clientContent.turnComplete: true`,
+    /// `realtimeInput.activityEnd`, `realtimeInput.audioStreamEnd: true`, or a
+    /// `toolResponse`. (With automatic activity detection the server decides where a spoken
+    /// turn ends; no client frame says so.)
+    pub turn_end: bool,
+}
+
+/// Adds what a client frame carries to `media` and says whether it ends a turn. Frames that
+/// are not JSON (or not one of the messages above) add nothing and end nothing; they are still
+/// relayed and upstream judges them.
+pub fn measure_client(frame: &[u8], media: &mut Media) -> ClientFrame {
+    // Only clientContent and realtimeInput carry media; toolResponse only ends a turn.
     if !mentions(&CLIENT_KEYS, frame) {
-        return;
+        return ClientFrame::default();
     }
     let Ok(msg) = serde_json::from_slice::<ClientMessage<'_>>(frame) else {
-        return;
+        return ClientFrame::default();
+    };
+    let mut out = ClientFrame {
+        turn_end: msg.tool_response.is_some(),
     };
     if let Some(cc) = msg.client_content {
+        out.turn_end |= cc.turn_complete;
         for part in cc.turns.iter().flat_map(|t| &t.parts) {
             if let Some(t) = &part.text {
                 media.input_characters += t.chars().count() as u64;
@@ -208,6 +238,7 @@ pub fn measure_client(frame: &[u8], media: &mut Media) {
         }
     }
     if let Some(ri) = msg.realtime_input {
+        out.turn_end |= ri.activity_end.is_some() || ri.audio_stream_end;
         if let Some(t) = &ri.text {
             media.input_characters += t.chars().count() as u64;
         }
@@ -224,6 +255,7 @@ pub fn measure_client(frame: &[u8], media: &mut Media) {
             }
         }
     }
+    out
 }
 
 #[derive(Deserialize)]
@@ -300,6 +332,7 @@ struct ServerContent<'a> {
     model_turn: Option<Content<'a>>,
     #[serde(rename = "turnComplete", alias = "turn_complete")]
     turn_complete: bool,
+    interrupted: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -354,6 +387,10 @@ pub struct ServerFrame {
     pub go_away: Option<std::time::Duration>,
     /// A `sessionResumptionUpdate`.
     pub resumption: Option<ResumptionUpdate>,
+    /// The client's speech cut the model's turn short (`serverContent.interrupted: true`).
+    pub interrupted: bool,
+    /// The frame carries model audio (a PCM `inlineData` part).
+    pub audio: bool,
 }
 
 /// A `sessionResumptionUpdate`, as the gateway's resumption needs it.
@@ -457,6 +494,7 @@ pub fn inspect_server(frame: &[u8], media: &mut Media) -> ServerFrame {
     if let Some(sc) = msg.server_content {
         out.turn_complete = sc.turn_complete;
         out.content = sc.model_turn.is_some() || !sc.turn_complete;
+        out.interrupted = sc.interrupted;
         for part in sc.model_turn.iter().flat_map(|t| &t.parts) {
             if let Some(t) = &part.text {
                 media.output_characters += t.chars().count() as u64;
@@ -464,6 +502,7 @@ pub fn inspect_server(frame: &[u8], media: &mut Media) -> ServerFrame {
             if let Some(b) = &part.inline_data
                 && is_pcm(&b.mime_type)
             {
+                out.audio = true;
                 media.output_audio_seconds +=
                     pcm_seconds(&b.mime_type, &b.data, DEFAULT_OUTPUT_RATE);
             }

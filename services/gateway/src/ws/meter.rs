@@ -1,10 +1,14 @@
 //! What a relayed session publishes for metering: `SessionStarted`; a `UsageReport` for every
 //! upstream frame carrying `usageMetadata`, with the client and output media measured since
 //! the previous report; and `SessionEnded` with the frame and byte totals and the media left
-//! unreported. Also answers the relay's budget question after each model turn.
+//! unreported. Also answers the relay's budget questions (before a client turn is forwarded,
+//! [`TurnBudget`]; after each model turn) and feeds the session's telemetry ([`Observer`]).
 
-use super::inspect::Media;
-use super::relay::{Counters, UsageSink};
+use super::close::Close;
+use super::inspect::{Media, ServerFrame};
+use super::observe::Observer;
+use super::relay::{Counters, End, UsageSink};
+use super::turns::TurnBudget;
 use crate::publisher::Outgoing;
 use crate::state::App;
 use livegate_proto::usage::{
@@ -22,8 +26,10 @@ pub struct Meter<'a> {
     started_at: SystemTime,
     /// Reports published so far; the last one's `seq`.
     seq: AtomicU64,
-    /// The key's budget (decimal USD, empty = none).
-    max_budget: String,
+    /// The key's budget, and what this session's turns are predicted to cost.
+    budget: TurnBudget,
+    /// Metrics and spans.
+    observer: Observer,
     /// Frames and payload bytes relayed each way (the relay adds to them).
     pub counters: Counters,
     /// Client measurements not yet reported (the client→upstream direction adds, the
@@ -63,6 +69,23 @@ impl<'a> Meter<'a> {
                 })),
             },
         ));
+        let budget = TurnBudget::new(
+            app,
+            &context.key_id,
+            &context.team_id,
+            &max_budget,
+            &context.model,
+        );
+        let priced_as = app
+            .pricing
+            .price(&context.model, &livegate_common::pricing::Usage::default())
+            .entry;
+        let observer = Observer::start(
+            &app.metrics,
+            &context.key_id,
+            &context.model,
+            priced_as.as_deref(),
+        );
         let counters = Counters::default();
         counters.frames_in.store(1, Ordering::Relaxed);
         counters
@@ -73,12 +96,24 @@ impl<'a> Meter<'a> {
             context,
             started_at,
             seq: AtomicU64::new(0),
-            max_budget,
+            budget,
+            observer,
             counters,
             client_media: Mutex::new(Media::default()),
             output_media: Mutex::new(Media::default()),
             upstream_connections: AtomicU32::new(1),
             resumptions: AtomicU32::new(0),
+        }
+    }
+
+    /// Counts how the upstream ended the session, when it did (its close code, or none).
+    pub fn observe_end(&self, end: &End) {
+        match end {
+            End::UpstreamClosed(f) => self
+                .observer
+                .upstream_closed(Some(f.as_ref().map_or(1005, |f| u16::from(f.code)))),
+            End::UpstreamGone(_) => self.observer.upstream_closed(None),
+            _ => {}
         }
     }
 
@@ -93,6 +128,7 @@ impl<'a> Meter<'a> {
             .unwrap_or_default()
             .as_secs_f64();
         let reports = self.seq.load(Ordering::Relaxed);
+        self.observer.end(code, closed_by.as_str_name());
         let session_id = &self.context.session_id;
         let counters = &self.counters;
         self.app.bus.send(Outgoing::session(
@@ -125,22 +161,42 @@ impl<'a> Meter<'a> {
 impl UsageSink for Meter<'_> {
     fn report(&self, tokens: TokenUsage, mut media: Media) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let media = media.take();
+        // Counted in flight before it is published: metering cannot have seen it yet.
+        self.budget.priced(&tokens, &media);
+        self.observer.usage(&tokens);
         let report = UsageReport {
             event_id: format!("{}:{seq}", self.context.session_id),
             context: Some(self.context.clone()),
             seq,
             occurred_at: Some(SystemTime::now().into()),
             tokens: Some(tokens),
-            media: Some(media.take()),
+            media: Some(media),
         };
         self.app.bus.send(Outgoing::report(&report));
     }
 
     fn budget_spent(&self) -> bool {
-        !self.max_budget.is_empty()
-            && self
-                .app
-                .spend
-                .budget_spent(&self.context.key_id, &self.max_budget)
+        self.budget.spent()
+    }
+
+    fn turn_end(&self) -> Result<(), Close> {
+        if let Err(refusal) = self.budget.admit() {
+            self.app.metrics.turns_refused.inc();
+            tracing::info!(
+                budget_usd = %refusal.budget,
+                spent_usd = %refusal.committed.mirrored,
+                in_flight_usd = %refusal.committed.in_flight,
+                next_turn_usd = %refusal.next_turn,
+                "turn refused: over the key's budget"
+            );
+            return Err(refusal.close());
+        }
+        self.observer.client_turn_end();
+        Ok(())
+    }
+
+    fn server_frame(&self, frame: &ServerFrame) {
+        self.observer.server_frame(frame);
     }
 }

@@ -108,6 +108,14 @@ pub trait UsageSink {
     fn report(&self, usage: livegate_proto::usage::TokenUsage, media: Media);
     /// Called after a frame ending a model turn was forwarded: true ends the session (4402).
     fn budget_spent(&self) -> bool;
+    /// Called before a client frame that ends a turn is forwarded (`ws::turns`): an error
+    /// ends the session with that close, and the frame is not forwarded.
+    fn turn_end(&self) -> Result<(), Close> {
+        Ok(())
+    }
+    /// Called for every upstream data frame once inspected, before it is forwarded
+    /// (telemetry, `ws::observe`).
+    fn server_frame(&self, _frame: &inspect::ServerFrame) {}
 }
 
 /// Settings and shared state for one relay.
@@ -272,7 +280,16 @@ impl<U: UsageSink> Relay<'_, U> {
                     if p.len() > max {
                         return End::Gateway(too_big(max));
                     }
-                    inspect::measure_client(p, &mut lock(client_media));
+                    // Measured aside: a turn refused below never reaches the upstream, so
+                    // its media is not billed.
+                    let mut media = Media::default();
+                    let frame = inspect::measure_client(p, &mut media);
+                    if frame.turn_end
+                        && let Err(refused) = usage.turn_end()
+                    {
+                        return End::Gateway(refused);
+                    }
+                    lock(client_media).merge(media);
                     if let Some(r) = resume {
                         // Held for a replay before it is sent: a run that ends mid-send
                         // (a switch) still replays it.
@@ -342,19 +359,20 @@ impl<U: UsageSink> Relay<'_, U> {
                         return End::Gateway(too_big(max));
                     }
                     let mut out = lock(output_media);
-                    let frame = inspect::inspect_server(p, &mut out);
+                    let mut frame = inspect::inspect_server(p, &mut out);
                     if frame.go_away.is_some() {
                         go_aways.inc();
                     }
                     if let Some(r) = resume {
                         (seen, switch) = resume::lock(r).on_server(&frame);
                     }
-                    if let Some(tokens) = frame.usage {
+                    if let Some(tokens) = frame.usage.take() {
                         let mut media = std::mem::take(&mut *out);
                         drop(out);
                         media.merge(std::mem::take(&mut *lock(client_media)));
                         usage.report(tokens, media);
                     }
+                    usage.server_frame(&frame);
                     turn_complete = frame.turn_complete;
                     counters.frames_out.fetch_add(1, Ordering::Relaxed);
                     counters

@@ -52,6 +52,9 @@ where
     S: Sink<Message> + Unpin,
 {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        if let Some(notice) = &c.notice {
+            let _ = ws.feed(Message::text(notice.clone())).await;
+        }
         let _ = ws.send(close_msg(c)).await;
         let _ = ws.close().await;
     })
@@ -65,7 +68,7 @@ where
 {
     use tracing::Instrument;
     let session_id = new_session_id();
-    let span = tracing::info_span!("session", %session_id, peer = %req.peer, key_id = tracing::field::Empty);
+    let span = super::observe::session_span(&session_id, req.peer);
     serve(app, client, req, session_id, span.clone())
         .instrument(span)
         .await;
@@ -210,6 +213,7 @@ async fn serve<S>(
         }
     };
 
+    meter.observe_end(&end);
     let (code, reason, closed_by) = close_both(&end, &mut client_tx, &mut up_tx).await;
     app.metrics.sessions_active.dec();
     app.metrics

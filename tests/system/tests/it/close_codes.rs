@@ -193,12 +193,20 @@ async fn spent_budget_gets_4402_at_start_and_after_the_turn() {
         )
         .await
         .unwrap();
-    // The running session finishes its turn, then is closed with 4402.
+    // The running session is closed with 4402: after its turn when the gateway learns of the
+    // spend while the turn runs, or, once it knows, before the next turn reaches the upstream
+    // (a notice frame, then the close; issue 16's per-turn budget).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let code = loop {
         running.send(litellm_text_turn("one more")).await.unwrap();
-        let turn = read_turn(&mut running).await;
-        assert!(!turn.is_empty());
+        let first = next_frame(&mut running).await;
+        if json_of(&first)["error"]["status"] == "BUDGET_EXCEEDED" {
+            break close_of(&mut running).await.0;
+        }
+        if json_of(&first)["serverContent"]["turnComplete"] != true {
+            let turn = read_turn(&mut running).await;
+            assert!(!turn.is_empty());
+        }
         let next = tokio::time::timeout(Duration::from_millis(500), close_of(&mut running)).await;
         if let Ok((code, _)) = next {
             break code;

@@ -9,6 +9,7 @@
 )]
 
 mod browser;
+mod budgets;
 mod bus_permissions;
 mod cli;
 mod clients;
@@ -24,4 +25,5 @@ mod resumption;
 mod sdk_matrix;
 mod secrets_in_logs;
 mod start_script;
+mod telemetry;
 mod usage;

@@ -164,3 +164,56 @@ fn go_away_and_resumption_updates_are_read() {
     );
     assert!(m.is_empty());
 }
+
+#[test]
+fn turn_ends_are_told_from_the_same_parse() {
+    let mut m = Media::default();
+    let ends = [
+        r#"{"clientContent":{"turns":[{"parts":[{"text":"hi"}]}],"turnComplete":true}}"#,
+        r#"{"client_content":{"turns":[],"turn_complete":true}}"#,
+        r#"{"realtimeInput":{"activityEnd":{}}}"#,
+        r#"{"realtime_input":{"activity_end":{}}}"#,
+        r#"{"realtimeInput":{"audioStreamEnd":true}}"#,
+        r#"{"toolResponse":{"functionResponses":[{"id":"1","name":"f","response":{"x":[1,2]}}]}}"#,
+        r#"{"tool_response":{"function_responses":[]}}"#,
+    ];
+    for f in ends {
+        assert!(measure_client(f.as_bytes(), &mut m).turn_end, "{f}");
+    }
+    let not_ends = [
+        r#"{"clientContent":{"turns":[{"parts":[{"text":"more to come"}]}]}}"#,
+        r#"{"clientContent":{"turns":[],"turnComplete":false}}"#,
+        r#"{"realtimeInput":{"activityStart":{}}}"#,
+        r#"{"realtimeInput":{"activityEnd":null}}"#,
+        r#"{"realtimeInput":{"audioStreamEnd":false}}"#,
+        r#"{"realtimeInput":{"text":"the word toolResponse in text"}}"#,
+        r#"{"setup":{"model":"m"}}"#,
+        "toolResponse but not JSON",
+    ];
+    for f in not_ends {
+        assert!(!measure_client(f.as_bytes(), &mut m).turn_end, "{f}");
+    }
+    // The turn end does not stop the frame's media being measured.
+    let mut m = Media::default();
+    measure_client(ends[0].as_bytes(), &mut m);
+    assert_eq!(m.input_characters, 2);
+}
+
+#[test]
+fn interruptions_and_audio_are_flagged() {
+    let mut m = Media::default();
+    let f = inspect_server(br#"{"serverContent":{"interrupted":true}}"#, &mut m);
+    assert!(f.interrupted && !f.audio && !f.turn_complete);
+    let frame = format!(
+        r#"{{"serverContent":{{"modelTurn":{{"parts":[{{"inlineData":{{"mimeType":"audio/pcm;rate=24000","data":"{}"}}}}]}}}}}}"#,
+        b64(480)
+    );
+    assert!(inspect_server(frame.as_bytes(), &mut m).audio);
+    assert!(
+        !inspect_server(
+            br#"{"serverContent":{"modelTurn":{"parts":[{"text":"x"}]}}}"#,
+            &mut m
+        )
+        .audio
+    );
+}
