@@ -15,6 +15,7 @@
 //! - `leases`: the reconciler closing, as lost, the sessions of gateway processes whose lease
 //!   on the bus expired.
 //! - `metrics`, `http`: `/metrics`, `/healthz`, `/readyz`.
+//! - `stream_fill`: how full the usage stream is (gauges, the `/readyz` warning).
 //! - [`run`]: wires it together and serves until the shutdown future resolves.
 
 pub mod config;
@@ -26,6 +27,7 @@ mod leases;
 mod metrics;
 mod spend;
 mod store;
+mod stream_fill;
 
 pub use config::Config;
 pub use store::{SessionRow, SessionTotals, SpendBy, Store, StoreError, UsageRow};
@@ -106,6 +108,7 @@ pub async fn run(
         store: store.clone(),
         nats: std::sync::OnceLock::new(),
         migrated: std::sync::atomic::AtomicBool::new(false),
+        stream_warning: std::sync::Mutex::new(None),
     });
 
     let mut tasks = JoinSet::new();
@@ -153,6 +156,14 @@ pub async fn run(
         store.clone(),
         metrics.clone(),
         config.lease,
+        stop_spend.clone(),
+    ));
+
+    tasks.spawn(stream_fill::run(
+        async_nats::jetstream::new(client.clone()),
+        config.stream.clone(),
+        config.consumer.clone(),
+        state.clone(),
         stop_spend.clone(),
     ));
 
@@ -285,6 +296,7 @@ async fn start(
         &js,
         &config.spend_bucket,
         livegate_common::subjects::SPEND_HISTORY,
+        config.nats.layout(),
     )
     .await
     .with_context(|| format!("opening KV bucket {}", config.spend_bucket))?;

@@ -2,10 +2,13 @@
 //!
 //! Real servers on loopback, never mocks, and Google auth without Google:
 //! - [`nats`]: [`NatsServer`], a `nats-server -js` per test on an ephemeral port, with
-//!   `stop`/`restart` (same port, same store) for fault tests.
+//!   `stop`/`restart` (same port, same store) for fault tests; [`NatsCluster`], three of them
+//!   as one JetStream cluster.
 //! - [`clickhouse`]: [`ClickHouseServer`], a `clickhouse-server` (Debian's 18.16 or current)
 //!   in a temp dir; [`ClickHouseServer::shared`] gives one per test binary, and tests isolate
 //!   with [`ClickHouseServer::create_database`].
+//! - [`zookeeper`]: [`ZooKeeper`], Debian's ZooKeeper standalone on a loopback port, for
+//!   [`clickhouse::ClickHouseCluster`].
 //! - [`names`]: [`unique`] names for streams, buckets and databases.
 //! - [`google`]: a generated service-account key whose self-signed JWTs the emulator accepts,
 //!   a fake OAuth token endpoint for `authorized_user` files, and a fake GCE metadata server,
@@ -40,12 +43,25 @@ mod process;
 pub use process::run_bounded;
 pub mod python;
 pub mod workspace;
+pub mod zookeeper;
 
 pub use bin::{CLICKHOUSE_SERVER_BIN, NATS_SERVER_BIN};
-pub use clickhouse::ClickHouseServer;
+pub use clickhouse::{ClickHouseCluster, ClickHouseServer};
 pub use google::{FakeMetadataServer, FakeTokenEndpoint, TestServiceAccount};
 pub use names::unique;
-pub use nats::NatsServer;
+pub use nats::{NatsCluster, NatsServer};
+pub use zookeeper::ZooKeeper;
+
+/// A free loopback port, as the kernel hands them out, for servers whose peers must know the
+/// port before they start (cluster routes, ZooKeeper, ClickHouse replicas). Released before
+/// use: a tiny window in which another process could take it, acceptable in tests.
+///
+/// # Errors
+/// If no loopback port can be bound.
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
 
 /// Installs rustls' ring provider as the process default, once; later calls do nothing.
 ///
