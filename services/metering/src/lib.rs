@@ -70,6 +70,27 @@ pub fn schema_script(database: &str) -> anyhow::Result<String> {
     Ok(store::migrations::script(database))
 }
 
+/// [`schema_script`] as metering runs it with `CLICKHOUSE_CLUSTER=cluster` (`ON CLUSTER`,
+/// replicated tables behind `Distributed` ones), or for one server when `cluster` is `None`.
+///
+/// # Errors
+/// As [`schema_statements`]; also when `cluster` is not a plain identifier.
+pub fn schema_script_for(database: &str, cluster: Option<&str>) -> anyhow::Result<String> {
+    check_database(database)?;
+    let layout = match cluster {
+        None => store::migrations::Layout::Single,
+        Some(c) => {
+            anyhow::ensure!(
+                config::is_identifier(c),
+                "invalid cluster name {c:?}: must be letters, digits and underscores, not \
+                 starting with a digit"
+            );
+            store::migrations::Layout::Cluster(c.to_string())
+        }
+    };
+    Ok(store::migrations::script_for(database, &layout))
+}
+
 fn check_database(database: &str) -> anyhow::Result<()> {
     anyhow::ensure!(
         config::is_identifier(database),
