@@ -501,6 +501,34 @@ async fn killing_a_nats_node_and_clickhouse_replicas_loses_and_duplicates_no_usa
         stored - distinct,
         copies.saturating_sub(distinct),
     );
+    // Disk per event, for the README's capacity figures (printed, not asserted).
+    let js = async_nats::jetstream::new(stack.nats.client().await.unwrap());
+    let usage = js
+        .get_stream(subjects::STREAM)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .clone();
+    let ch_bytes = stack
+        .count(
+            0,
+            "SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND database = '{db}'",
+        )
+        .await;
+    println!(
+        "cluster disk: usage stream {} bytes for {} messages ({} per message, per replica); \
+         ClickHouse {} bytes for {} usage rows and their sessions, receipts, spend ({} per \
+         usage row, per replica)",
+        usage.bytes,
+        usage.messages,
+        usage.bytes / usage.messages.max(1),
+        ch_bytes,
+        stored,
+        ch_bytes / stored.max(1)
+    );
     assert_eq!(stored, emitted, "stored ≠ emitted");
     assert_eq!(distinct, stored, "duplicates after FINAL");
     assert_eq!((on_r0, on_r1), (emitted, emitted), "replicas differ");
