@@ -52,15 +52,29 @@ pub use names::unique;
 pub use nats::{NatsCluster, NatsServer};
 pub use zookeeper::ZooKeeper;
 
-/// A free loopback port, as the kernel hands them out, for servers whose peers must know the
-/// port before they start (cluster routes, ZooKeeper, ClickHouse replicas). Released before
-/// use: a tiny window in which another process could take it, acceptable in tests.
+/// A free loopback port for servers whose peers must know the port before they start
+/// (cluster routes, ZooKeeper, ClickHouse replicas) and which restart on the same port.
+///
+/// Taken below the kernel's ephemeral range (`ip_local_port_range`), never from it: a port
+/// handed out as the local end of some outgoing connection could otherwise be in use when a
+/// killed server comes back. Checked by binding it (then released: a tiny window remains).
 ///
 /// # Errors
-/// If no loopback port can be bound.
+/// If no such port can be bound after 200 tries.
 pub fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
+    use rand::Rng as _;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768)
+        .max(12_000);
+    for _ in 0..200 {
+        let port = rand::thread_rng().gen_range(10_000..ephemeral_low);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free loopback port below {ephemeral_low}")
 }
 
 /// Installs rustls' ring provider as the process default, once; later calls do nothing.

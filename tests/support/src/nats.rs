@@ -473,8 +473,12 @@ impl NatsCluster {
         let routes = (0..size)
             .map(|_| crate::free_port())
             .collect::<anyhow::Result<Vec<u16>>>()?;
+        // Client ports picked too (not ephemeral): a node restarts on its own port.
+        let clients = (0..size)
+            .map(|_| crate::free_port())
+            .collect::<anyhow::Result<Vec<u16>>>()?;
         let mut spawned = Vec::new();
-        for (i, cluster_port) in routes.iter().enumerate() {
+        for (i, (cluster_port, client_port)) in routes.iter().zip(&clients).enumerate() {
             let dir = tempfile::Builder::new()
                 .prefix(&format!("livegate-nats-n{i}-"))
                 .tempdir()
@@ -485,13 +489,15 @@ impl NatsCluster {
                 cluster_port: *cluster_port,
                 routes: routes.clone(),
             };
-            let process = spawn_server(&program, dir.path(), None, None, Some(&node))?;
-            spawned.push((process, dir, node));
+            let process =
+                spawn_server(&program, dir.path(), Some(*client_port), None, Some(&node))?;
+            spawned.push((process, dir, node, *client_port));
         }
         // All spawned first: no node is ready (no JetStream meta leader) until a quorum runs.
         let mut nodes = Vec::new();
-        for (process, dir, node) in spawned {
-            let (process, port) = wait_launched(process, dir.path(), None, None).await?;
+        for (process, dir, node, client_port) in spawned {
+            let (process, port) =
+                wait_launched(process, dir.path(), Some(client_port), None).await?;
             nodes.push(NatsServer {
                 process: Some(process),
                 program: program.clone(),
