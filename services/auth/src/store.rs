@@ -37,6 +37,8 @@ pub struct Buckets<'a> {
     pub spend: &'a str,
     /// Auth's own bucket: the browser-token secret.
     pub auth: &'a str,
+    /// Replicas the buckets are created (or widened) with.
+    pub layout: livegate_common::stream::StreamLayout,
 }
 
 /// Storage failures (→ `UNAVAILABLE` / `INTERNAL` at the gRPC edge).
@@ -103,13 +105,21 @@ impl Store {
         buckets: Buckets<'_>,
         stop: CancellationToken,
     ) -> Result<Self, StoreError> {
-        let keys =
-            kv_mirror::open_bucket(js, buckets.keys, livegate_common::subjects::KEYS_HISTORY)
-                .await?;
-        let spend =
-            kv_mirror::open_bucket(js, buckets.spend, livegate_common::subjects::SPEND_HISTORY)
-                .await?;
-        let auth = kv_mirror::open_bucket(js, buckets.auth, AUTH_HISTORY).await?;
+        let keys = kv_mirror::open_bucket(
+            js,
+            buckets.keys,
+            livegate_common::subjects::KEYS_HISTORY,
+            &buckets.layout,
+        )
+        .await?;
+        let spend = kv_mirror::open_bucket(
+            js,
+            buckets.spend,
+            livegate_common::subjects::SPEND_HISTORY,
+            &buckets.layout,
+        )
+        .await?;
+        let auth = kv_mirror::open_bucket(js, buckets.auth, AUTH_HISTORY, &buckets.layout).await?;
         let browser_secret = Arc::new(browser_secret(&auth, &keys).await?);
         let store = Self {
             keys,

@@ -216,6 +216,69 @@ async fn check_nats(a: &DoctorArgs, r: &mut Report<'_>) -> anyhow::Result<()> {
             )?,
         }
     }
+    check_stream_capacity(&js, options.layout(), r).await
+}
+
+/// The usage stream's replicas and byte limit against `LIVEGATE_STREAM_*`, and how much of
+/// the limit events metering has not consumed take (past it the oldest go unbilled).
+async fn check_stream_capacity(
+    js: &async_nats::jetstream::Context,
+    layout: &livegate_common::stream::StreamLayout,
+    r: &mut Report<'_>,
+) -> anyhow::Result<()> {
+    let name = "stream capacity";
+    let fill = match timed(livegate_common::stream::stream_fill(
+        js,
+        subjects::STREAM,
+        subjects::METERING_CONSUMER,
+    ))
+    .await
+    {
+        Ok(f) => f,
+        // Missing stream or consumer: reported above.
+        Err(_) => return Ok(()),
+    };
+    let replicas = match timed(js.get_stream(subjects::STREAM)).await {
+        Ok(mut s) => timed(s.info())
+            .await
+            .map(|i| i.config.num_replicas.max(1))
+            .unwrap_or(0),
+        Err(_) => 0,
+    };
+    let detail = format!(
+        "{} replica(s), {} of {} bytes, {:.0} % of the limit not consumed yet",
+        replicas,
+        fill.bytes,
+        fill.max_bytes,
+        fill.unconsumed_ratio() * 100.0
+    );
+    if let Some(w) = fill.warning() {
+        r.line(
+            name,
+            Outcome::Warn(
+                w,
+                "metering is behind: check its logs and ClickHouse, or raise LIVEGATE_STREAM_MAX_BYTES",
+            ),
+        )?;
+    } else if fill.max_bytes <= 0 {
+        r.line(
+            name,
+            Outcome::Warn(
+                detail,
+                "no byte limit: the JetStream store can fill up; start metering or a gateway of this version (they set LIVEGATE_STREAM_MAX_BYTES)",
+            ),
+        )?;
+    } else if replicas != 0 && replicas < layout.replicas {
+        r.line(
+            name,
+            Outcome::Warn(
+                detail,
+                "fewer replicas than LIVEGATE_STREAM_REPLICAS: metering and the gateway raise them at start",
+            ),
+        )?;
+    } else {
+        r.line(name, Outcome::Ok(detail))?;
+    }
     Ok(())
 }
 

@@ -1,10 +1,12 @@
 //! NATS KV buckets: [`open_bucket`], the one place livegate opens (or creates) a bucket (auth
-//! and the gateway to mirror one, metering to write spend), and mirroring a bucket into memory:
+//! and the gateway to mirror one, metering to write spend) with the replicas of the
+//! [`StreamLayout`], and mirroring a bucket into memory:
 //! load every current value, then apply changes from a watch that re-subscribes by itself after
 //! errors such as a NATS restart. Auth mirrors `livegate_keys` and `livegate_spend` this way;
 //! the gateway mirrors `livegate_spend` (budgets) and watches `livegate_keys` (cache
 //! invalidation).
 
+use crate::stream::StreamLayout;
 use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt;
 use std::time::Duration;
@@ -36,27 +38,73 @@ fn err(
     }
 }
 
-/// Gets a bucket, creating it (file storage, `history` revisions per key) if missing.
+/// Gets a bucket, creating it (file storage, `history` revisions per key, the layout's
+/// replicas) if missing. An existing bucket with fewer replicas than the layout's is widened
+/// (its stream `KV_<bucket>` updated), never narrowed, like the usage stream; a refused
+/// widening (no permission) is logged and the bucket used as it is.
 ///
 /// # Errors
-/// [`KvError`] when JetStream is unreachable or refuses.
+/// [`KvError`] when JetStream is unreachable or refuses (e.g. more replicas than servers).
 pub async fn open_bucket(
     js: &jetstream::Context,
     bucket: &str,
     history: i64,
+    layout: &StreamLayout,
 ) -> Result<kv::Store, KvError> {
     match js.get_key_value(bucket).await {
-        Ok(store) => Ok(store),
+        Ok(store) => {
+            widen(js, &store, layout).await?;
+            Ok(store)
+        }
         Err(_) => js
             .create_key_value(kv::Config {
                 bucket: bucket.to_string(),
                 history,
                 storage: jetstream::stream::StorageType::File,
+                num_replicas: layout.replicas,
                 ..Default::default()
             })
             .await
             .map_err(|e| err("create bucket", bucket, e)),
     }
+}
+
+/// Raises the replicas of `store`'s stream to the layout's.
+async fn widen(
+    js: &jetstream::Context,
+    store: &kv::Store,
+    layout: &StreamLayout,
+) -> Result<(), KvError> {
+    let mut stream = js
+        .get_stream(&store.stream_name)
+        .await
+        .map_err(|e| err("read bucket stream", &store.name, e))?;
+    let existing = stream
+        .info()
+        .await
+        .map_err(|e| err("read bucket stream", &store.name, e))?
+        .config
+        .clone();
+    if existing.num_replicas.max(1) >= layout.replicas {
+        return Ok(());
+    }
+    let replicas = layout.replicas;
+    match js
+        .update_stream(jetstream::stream::Config {
+            num_replicas: replicas,
+            ..existing
+        })
+        .await
+    {
+        Ok(_) => tracing::info!(bucket = %store.name, replicas, "raised the KV bucket's replicas"),
+        // Not fatal: the bucket works as it is, and the bucket's owner (which may edit it)
+        // widens it when it starts.
+        Err(e) => tracing::warn!(
+            error.message = %err("widen bucket", &store.name, e),
+            "using the KV bucket as it is"
+        ),
+    }
+    Ok(())
 }
 
 /// Applies every current entry of `bucket` to `apply`, synchronously.

@@ -48,12 +48,24 @@ pub fn is_instance_id(key: &str) -> bool {
     key.len() == 32 && key.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Opens (or creates) the leases bucket.
+/// Opens (or creates) the leases bucket with one replica (an existing bucket is used as it
+/// is): see [`open_with`] for a cluster.
 ///
 /// # Errors
 /// As [`crate::kv::open_bucket`].
 pub async fn open(js: &jetstream::Context) -> Result<kv::Store, crate::kv::KvError> {
-    crate::kv::open_bucket(js, LEASES_BUCKET, LEASES_HISTORY).await
+    open_with(js, &crate::stream::StreamLayout::default()).await
+}
+
+/// Opens (or creates) the leases bucket with `layout`'s replicas, widening an existing one.
+///
+/// # Errors
+/// As [`crate::kv::open_bucket`].
+pub async fn open_with(
+    js: &jetstream::Context,
+    layout: &crate::stream::StreamLayout,
+) -> Result<kv::Store, crate::kv::KvError> {
+    crate::kv::open_bucket(js, LEASES_BUCKET, LEASES_HISTORY, layout).await
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! | `NATS_NKEY` | a file holding an nkey user seed (`SU…`) |
 //! | `NATS_TLS_CA` | PEM CA bundle the server's certificate must chain to; turns TLS on |
 //! | `NATS_TLS_CERT`, `NATS_TLS_KEY` | client certificate and key (mutual TLS); turn TLS on |
+//! | `LIVEGATE_STREAM_REPLICAS`, `LIVEGATE_STREAM_MAX_BYTES` | the [`StreamLayout`] of livegate's streams and buckets |
 //!
 //! At most one of the three credential kinds may be set. Files are read (and seeds and creds
 //! checked) at start-up, so a bad file is a configuration error, not a reconnect loop.
@@ -33,6 +34,7 @@
 //! ```
 
 use crate::env::{DEFAULT_NATS_URL, Env, EnvError, EnvExt, NATS_URL};
+use crate::stream::StreamLayout;
 use async_nats::{ConnectOptions, ServerAddr};
 use secrecy::{ExposeSecret, SecretString};
 use std::path::{Path, PathBuf};
@@ -116,6 +118,9 @@ pub enum NatsConfigError {
     /// One of a pair is set without the other.
     #[error("set both {0} and {1}, or neither")]
     Half(&'static str, &'static str),
+    /// `LIVEGATE_STREAM_REPLICAS` or `LIVEGATE_STREAM_MAX_BYTES` is invalid.
+    #[error(transparent)]
+    Layout(EnvError),
 }
 
 /// The credential presented to the server.
@@ -153,6 +158,7 @@ pub struct NatsOptions {
     credential: Credential,
     tls_ca: Option<PathBuf>,
     tls_client: Option<(PathBuf, PathBuf)>,
+    layout: StreamLayout,
 }
 
 impl std::fmt::Debug for NatsOptions {
@@ -167,6 +173,7 @@ impl std::fmt::Debug for NatsOptions {
             .field("user", &user)
             .field("tls_ca", &self.tls_ca)
             .field("tls_client", &self.tls_client)
+            .field("layout", &self.layout)
             .finish()
     }
 }
@@ -179,6 +186,7 @@ impl From<&str> for NatsOptions {
             credential: Credential::None,
             tls_ca: None,
             tls_client: None,
+            layout: StreamLayout::default(),
         }
     }
 }
@@ -229,8 +237,8 @@ fn read_file(name: &'static str, path: &Path) -> Result<String, NatsConfigError>
 }
 
 impl NatsOptions {
-    /// Reads `NATS_URL` (default `nats://127.0.0.1:4222`), the credential variables and the
-    /// TLS variables, reading and checking the files they name.
+    /// Reads `NATS_URL` (default `nats://127.0.0.1:4222`), the credential variables, the
+    /// TLS variables (reading and checking the files they name) and the [`StreamLayout`].
     ///
     /// # Errors
     /// [`NatsConfigError`] for a bad URL, an unreadable or invalid file, two credentials at
@@ -324,11 +332,13 @@ impl NatsOptions {
             (None, None) => None,
             _ => return Err(NatsConfigError::Half(NATS_TLS_CERT, NATS_TLS_KEY)),
         };
+        let layout = StreamLayout::from_env(env).map_err(NatsConfigError::Layout)?;
         Ok(Self {
             servers,
             credential,
             tls_ca,
             tls_client,
+            layout,
         })
     }
 
@@ -354,6 +364,19 @@ impl NatsOptions {
     #[must_use]
     pub fn with_tls_ca(mut self, ca: impl Into<PathBuf>) -> Self {
         self.tls_ca = Some(ca.into());
+        self
+    }
+
+    /// How livegate's streams and buckets are laid out on these servers (replicas, the usage
+    /// stream's byte limit): what every `ensure_*` / `open_bucket` call is given.
+    pub fn layout(&self) -> &StreamLayout {
+        &self.layout
+    }
+
+    /// This layout instead (tests against a cluster).
+    #[must_use]
+    pub fn with_layout(mut self, layout: StreamLayout) -> Self {
+        self.layout = layout;
         self
     }
 
@@ -599,6 +622,20 @@ mod tests {
         assert_eq!(o.credential.kind(), "creds file");
         assert!(!format!("{o:?}").contains(&seed));
         assert!(o.apply(ConnectOptions::new(), Role::Auth, "").is_ok());
+    }
+
+    #[test]
+    fn the_stream_layout_is_read_with_the_servers() {
+        let o = NatsOptions::from_env(&env(&[
+            (NATS_URL, "nats://a:4222,nats://b:4222,nats://c:4222"),
+            (crate::stream::LIVEGATE_STREAM_REPLICAS, "3"),
+        ]))
+        .unwrap();
+        assert_eq!(o.layout().replicas, 3);
+        assert_eq!(o.server_addrs().unwrap().len(), 3);
+        assert_eq!(NatsOptions::from("nats://a:1").layout().replicas, 1);
+        let e = err(&[(crate::stream::LIVEGATE_STREAM_REPLICAS, "9")]);
+        assert!(e.contains("LIVEGATE_STREAM_REPLICAS"), "{e}");
     }
 
     #[test]

@@ -97,6 +97,7 @@ pub async fn run(
     )?);
     let spend = mirrors::start(
         js.clone(),
+        *config.nats.layout(),
         config.spend_bucket.clone(),
         config.keys_bucket.clone(),
         auth.clone(),
@@ -114,6 +115,7 @@ pub async fn run(
         )?,
         nats_url: config.nats.server_addrs()?,
         stream: config.stream.clone(),
+        layout: *config.nats.layout(),
         capacity: config.event_buffer,
         linger: config.bus_linger,
         metrics: metrics.clone(),
@@ -123,6 +125,7 @@ pub async fn run(
             instance_id: config.instance_id.clone(),
             gateway_id: config.gateway_id.clone(),
             lease: config.lease,
+            layout: *config.nats.layout(),
         },
     })
     .context("starting the usage publisher thread")?;

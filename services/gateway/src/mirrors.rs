@@ -7,6 +7,7 @@
 use crate::auth::AuthClient;
 use async_nats::jetstream::{self, kv};
 use livegate_common::kv as kv_mirror;
+use livegate_common::stream::StreamLayout;
 use livegate_common::subjects::spend_key_for_key;
 use rust_decimal::Decimal;
 use std::collections::{HashMap, VecDeque};
@@ -187,6 +188,7 @@ struct KeyRecordId {
 /// starts (and relays) even while NATS is down.
 pub fn start(
     js: jetstream::Context,
+    layout: StreamLayout,
     spend_bucket: String,
     keys_bucket: String,
     auth: Arc<AuthClient>,
@@ -196,6 +198,7 @@ pub fn start(
     let view = spend.clone();
     spawn_mirror(
         js.clone(),
+        layout,
         spend_bucket,
         livegate_common::subjects::SPEND_HISTORY,
         move |e| view.apply(e),
@@ -203,6 +206,7 @@ pub fn start(
     );
     spawn_mirror(
         js,
+        layout,
         keys_bucket,
         livegate_common::subjects::KEYS_HISTORY,
         move |e| {
@@ -218,6 +222,7 @@ pub fn start(
 /// Opens and mirrors one bucket, retrying with backoff until it works or `stop`.
 fn spawn_mirror<F>(
     js: jetstream::Context,
+    layout: StreamLayout,
     bucket: String,
     history: i64,
     apply: F,
@@ -233,7 +238,7 @@ fn spawn_mirror<F>(
         let mut delay = std::time::Duration::from_millis(200);
         loop {
             let attempt = async {
-                let store = kv_mirror::open_bucket(&js, &bucket, history).await?;
+                let store = kv_mirror::open_bucket(&js, &bucket, history, &layout).await?;
                 kv_mirror::mirror(store, apply.clone(), stop.clone()).await
             };
             match attempt.await {

@@ -108,6 +108,8 @@ pub struct Settings {
     /// The servers (`NATS_URL`, possibly several).
     pub nats_url: Vec<async_nats::ServerAddr>,
     pub stream: String,
+    /// Replicas and byte limit of the usage stream and the leases bucket.
+    pub layout: livegate_common::stream::StreamLayout,
     pub capacity: usize,
     pub linger: Duration,
     pub metrics: Metrics,
@@ -127,6 +129,8 @@ pub struct LeaseSettings {
     pub gateway_id: String,
     /// Renewed every third of it.
     pub lease: Duration,
+    /// Replicas of the leases bucket.
+    pub layout: livegate_common::stream::StreamLayout,
 }
 
 /// Starts the publisher on a thread of its own (a single-threaded runtime and a NATS
@@ -173,6 +177,7 @@ pub fn spawn(s: Settings) -> std::io::Result<(Bus, tokio::sync::oneshot::Receive
                         let publisher = Publisher {
                             js: js.clone(),
                             stream: s.stream,
+                            layout: s.layout,
                             rx,
                             linger: s.linger,
                             metrics: s.metrics,
@@ -224,7 +229,7 @@ pub async fn heartbeat(
     let mut bucket: Option<jetstream::kv::Store> = None;
     loop {
         if bucket.is_none() {
-            match livegate_common::leases::open(&js).await {
+            match livegate_common::leases::open_with(&js, &s.layout).await {
                 Ok(b) => bucket = Some(b),
                 Err(e) => tracing::warn!(error.message = %e, "cannot open the leases bucket yet"),
             }
@@ -254,6 +259,7 @@ pub async fn heartbeat(
 pub struct Publisher {
     js: jetstream::Context,
     stream: String,
+    layout: livegate_common::stream::StreamLayout,
     rx: mpsc::Receiver<Outgoing>,
     linger: Duration,
     metrics: Metrics,
@@ -303,7 +309,12 @@ impl Publisher {
             }
             let attempt = async {
                 if !stream_ready {
-                    match livegate_common::stream::ensure_usage_stream(&self.js, &self.stream).await
+                    match livegate_common::stream::ensure_usage_stream(
+                        &self.js,
+                        &self.stream,
+                        &self.layout,
+                    )
+                    .await
                     {
                         Ok(_) => stream_ready = true,
                         Err(e) => {

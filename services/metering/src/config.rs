@@ -31,6 +31,9 @@ pub const CLICKHOUSE_USER: &str = "CLICKHOUSE_USER";
 pub const DEFAULT_CLICKHOUSE_USER: &str = "default";
 /// ClickHouse password (default empty).
 pub const CLICKHOUSE_PASSWORD: &str = "CLICKHOUSE_PASSWORD";
+/// A cluster of ClickHouse's `remote_servers` to lay the schema out on: `ON CLUSTER` DDL,
+/// replicated tables behind `Distributed` ones (see `store::migrations`). Unset: one server.
+pub const CLICKHOUSE_CLUSTER: &str = "CLICKHOUSE_CLUSTER";
 /// A LiteLLM-format pricing file that overrides or extends the built-in table.
 pub const PRICING_FILE: &str = "PRICING_FILE";
 /// Most events per fetch and per insert.
@@ -108,6 +111,9 @@ pub struct ClickHouseConfig {
     pub user: String,
     /// Password (empty = none).
     pub password: SecretString,
+    /// `CLICKHOUSE_CLUSTER`: the cluster the schema is laid out on; `None` for one server.
+    /// A plain identifier, like the database.
+    pub cluster: Option<String>,
 }
 
 impl Config {
@@ -153,6 +159,18 @@ impl Config {
         config.clickhouse.user = env.var_or(CLICKHOUSE_USER, DEFAULT_CLICKHOUSE_USER);
         config.clickhouse.password =
             SecretString::from(env.get(CLICKHOUSE_PASSWORD).unwrap_or_default());
+        config.clickhouse.cluster = env.var(CLICKHOUSE_CLUSTER);
+        if let Some(cluster) = &config.clickhouse.cluster
+            && !is_identifier(cluster)
+        {
+            return Err(EnvError {
+                name: CLICKHOUSE_CLUSTER.to_string(),
+                value: cluster.clone(),
+                reason: "must be letters, digits and underscores, not starting with a digit"
+                    .to_string(),
+            }
+            .into());
+        }
         config.pricing_file = env.var(PRICING_FILE).map(PathBuf::from);
         config.batch_size = batch_size;
         config.flush_interval = duration(env, FLUSH_INTERVAL, config.flush_interval)?;
@@ -191,6 +209,7 @@ impl Config {
                 database: database.into(),
                 user: DEFAULT_CLICKHOUSE_USER.to_string(),
                 password: SecretString::from(String::new()),
+                cluster: None,
             },
             pricing_file: None,
             batch_size: 5000,
@@ -257,6 +276,7 @@ mod tests {
         assert_eq!(c.consumer, subjects::METERING_CONSUMER);
         assert_eq!(c.spend_bucket, subjects::SPEND_BUCKET);
         assert_eq!(c.lease, Duration::from_secs(15));
+        assert_eq!(c.clickhouse.cluster, None);
         let c = Config::load(&FileConfig::default(), &env(&[(LEASE, "2s")])).unwrap();
         assert_eq!(c.lease, Duration::from_secs(2));
     }
@@ -274,6 +294,7 @@ mod tests {
                 (FLUSH_INTERVAL, "250ms"),
                 (ACK_WAIT, "5s"),
                 (MAX_ACK_PENDING, "100"),
+                (CLICKHOUSE_CLUSTER, "livegate"),
             ]),
         )
         .unwrap();
@@ -285,6 +306,7 @@ mod tests {
         assert_eq!(c.flush_interval, Duration::from_millis(250));
         assert_eq!(c.ack_wait, Duration::from_secs(5));
         assert_eq!(c.max_ack_pending, 100);
+        assert_eq!(c.clickhouse.cluster.as_deref(), Some("livegate"));
     }
 
     #[test]
@@ -292,6 +314,7 @@ mod tests {
         for (k, v) in [
             (LISTEN, "nope"),
             (CLICKHOUSE_DATABASE, "drop table"),
+            (CLICKHOUSE_CLUSTER, "a b"),
             (BATCH_SIZE, "0"),
             (FLUSH_INTERVAL, "soon"),
             (ACK_WAIT, "0s"),

@@ -1,5 +1,6 @@
 //! The HTTP side: `GET /metrics` (Prometheus text format), `GET /healthz` (the process is up)
-//! and `GET /readyz` (migrations applied, NATS connected, ClickHouse answering).
+//! and `GET /readyz` (migrations applied, NATS connected, ClickHouse answering; ready with a
+//! `warning:` line while the usage stream is nearly full of unconsumed events).
 
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -27,6 +28,20 @@ pub(crate) struct State {
     pub(crate) nats: std::sync::OnceLock<async_nats::Client>,
     /// Set once the migrations have been applied.
     pub(crate) migrated: AtomicBool,
+    /// The usage stream's fill warning, if any (`crate::stream_fill`).
+    pub(crate) stream_warning: std::sync::Mutex<Option<String>>,
+}
+
+impl State {
+    pub(crate) fn set_stream_warning(&self, warning: Option<String>) {
+        if let Ok(mut w) = self.stream_warning.lock() {
+            *w = warning;
+        }
+    }
+
+    fn stream_warning(&self) -> Option<String> {
+        self.stream_warning.lock().ok().and_then(|w| w.clone())
+    }
 }
 
 /// Accepts connections until `stop`, one task per connection; on `stop`, open connections
@@ -82,7 +97,13 @@ async fn route(req: Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
         ),
         (&Method::GET, "/healthz") => respond(StatusCode::OK, "text/plain", "ok\n".into()),
         (&Method::GET, "/readyz") => match readiness(state).await {
-            Ok(()) => respond(StatusCode::OK, "text/plain", "ready\n".into()),
+            Ok(()) => {
+                let body = match state.stream_warning() {
+                    Some(w) => format!("ready\nwarning: {w}\n"),
+                    None => "ready\n".into(),
+                };
+                respond(StatusCode::OK, "text/plain", body)
+            }
             Err(why) => respond(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",

@@ -15,6 +15,7 @@
 //! - `leases`: the reconciler closing, as lost, the sessions of gateway processes whose lease
 //!   on the bus expired.
 //! - `metrics`, `http`: `/metrics`, `/healthz`, `/readyz`.
+//! - `stream_fill`: how full the usage stream is (gauges, the `/readyz` warning).
 //! - [`run`]: wires it together and serves until the shutdown future resolves.
 
 pub mod config;
@@ -26,6 +27,7 @@ mod leases;
 mod metrics;
 mod spend;
 mod store;
+mod stream_fill;
 
 pub use config::Config;
 pub use store::{KeyDay, SessionRow, SessionTotals, Store, StoreError, UsageRow};
@@ -70,6 +72,27 @@ pub fn schema_script(database: &str) -> anyhow::Result<String> {
     Ok(store::migrations::script(database))
 }
 
+/// [`schema_script`] as metering runs it with `CLICKHOUSE_CLUSTER=cluster` (`ON CLUSTER`,
+/// replicated tables behind `Distributed` ones), or for one server when `cluster` is `None`.
+///
+/// # Errors
+/// As [`schema_statements`]; also when `cluster` is not a plain identifier.
+pub fn schema_script_for(database: &str, cluster: Option<&str>) -> anyhow::Result<String> {
+    check_database(database)?;
+    let layout = match cluster {
+        None => store::migrations::Layout::Single,
+        Some(c) => {
+            anyhow::ensure!(
+                config::is_identifier(c),
+                "invalid cluster name {c:?}: must be letters, digits and underscores, not \
+                 starting with a digit"
+            );
+            store::migrations::Layout::Cluster(c.to_string())
+        }
+    };
+    Ok(store::migrations::script_for(database, &layout))
+}
+
 fn check_database(database: &str) -> anyhow::Result<()> {
     anyhow::ensure!(
         config::is_identifier(database),
@@ -108,6 +131,7 @@ pub async fn run(
         store: store.clone(),
         nats: std::sync::OnceLock::new(),
         migrated: std::sync::atomic::AtomicBool::new(false),
+        stream_warning: std::sync::Mutex::new(None),
     });
 
     let mut tasks = JoinSet::new();
@@ -155,6 +179,14 @@ pub async fn run(
         store.clone(),
         metrics.clone(),
         config.lease,
+        stop_spend.clone(),
+    ));
+
+    tasks.spawn(stream_fill::run(
+        async_nats::jetstream::new(client.clone()),
+        config.stream.clone(),
+        config.consumer.clone(),
+        state.clone(),
         stop_spend.clone(),
     ));
 
@@ -287,6 +319,7 @@ async fn start(
         &js,
         &config.spend_bucket,
         livegate_common::subjects::SPEND_HISTORY,
+        config.nats.layout(),
     )
     .await
     .with_context(|| format!("opening KV bucket {}", config.spend_bucket))?;

@@ -25,13 +25,18 @@ struct Args {
         default_value = livegate_metering::config::DEFAULT_CLICKHOUSE_DATABASE
     )]
     database: String,
+
+    /// With `--print-schema`: render the statements for this ClickHouse cluster, as metering
+    /// runs them with `CLICKHOUSE_CLUSTER` set.
+    #[arg(long, value_name = "NAME", requires = "print_schema")]
+    cluster: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
     if args.print_schema {
-        return print_schema(&args.database);
+        return print_schema(&args.database, args.cluster.as_deref());
     }
     // With the whole workspace built, rustls has two providers compiled in and cannot pick
     // one itself (a `tls://` NATS URL would panic): pick ring explicitly, as every binary does.
@@ -51,8 +56,8 @@ async fn main() -> ExitCode {
 }
 
 /// `--print-schema`: the schema script on stdout; `EX_USAGE` for an invalid database name.
-fn print_schema(database: &str) -> ExitCode {
-    let script = match livegate_metering::schema_script(database) {
+fn print_schema(database: &str, cluster: Option<&str>) -> ExitCode {
+    let script = match livegate_metering::schema_script_for(database, cluster) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("livegate-metering: {e}");

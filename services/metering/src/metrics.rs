@@ -16,6 +16,9 @@
 //! | `livegate_metering_batch_size` | histogram | messages per batch |
 //! | `livegate_metering_consumer_pending` | gauge | consumer lag: messages in the stream not yet delivered to metering |
 //! | `livegate_metering_consumer_ack_pending` | gauge | messages delivered but not yet acknowledged |
+//! | `livegate_metering_stream_bytes` | gauge | bytes the usage stream holds (per replica) |
+//! | `livegate_metering_stream_max_bytes` | gauge | the usage stream's byte limit (`LIVEGATE_STREAM_MAX_BYTES`; -1: none) |
+//! | `livegate_metering_stream_unconsumed_ratio` | gauge | share of that limit held by events not consumed yet; `/readyz` warns from 0.8, at 1 the oldest are dropped unbilled |
 //! | `livegate_metering_spend_updates_total` | counter | spend totals written to the KV bucket |
 //! | `livegate_metering_spend_update_failures_total` | counter | failed spend refreshes (retried) |
 //! | `livegate_metering_spend_refresh_seconds` | histogram | one spend refresh: the touched key-days recomputed, the totals read and written |
@@ -28,6 +31,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 /// Label set `{kind}`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -64,6 +68,9 @@ pub(crate) struct Metrics {
     pub(crate) batch_size: Histogram,
     pub(crate) pending: Gauge,
     pub(crate) ack_pending: Gauge,
+    pub(crate) stream_bytes: Gauge,
+    pub(crate) stream_max_bytes: Gauge,
+    pub(crate) stream_unconsumed_ratio: Gauge<f64, AtomicU64>,
     pub(crate) spend_updates: Counter,
     pub(crate) spend_failures: Counter,
     pub(crate) spend_refresh: Histogram,
@@ -147,6 +154,24 @@ impl Metrics {
             "Messages delivered to metering but not yet acknowledged",
             ack_pending.clone(),
         );
+        let stream_bytes = Gauge::default();
+        registry.register(
+            "stream_bytes",
+            "Bytes the usage stream holds (per replica)",
+            stream_bytes.clone(),
+        );
+        let stream_max_bytes = Gauge::default();
+        registry.register(
+            "stream_max_bytes",
+            "The usage stream's byte limit (-1: none)",
+            stream_max_bytes.clone(),
+        );
+        let stream_unconsumed_ratio = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "stream_unconsumed_ratio",
+            "Share of the usage stream's byte limit held by events metering has not consumed",
+            stream_unconsumed_ratio.clone(),
+        );
         let spend_updates = Counter::default();
         registry.register(
             "spend_updates",
@@ -186,6 +211,9 @@ impl Metrics {
             batch_size,
             pending,
             ack_pending,
+            stream_bytes,
+            stream_max_bytes,
+            stream_unconsumed_ratio,
             spend_updates,
             spend_failures,
             spend_refresh,

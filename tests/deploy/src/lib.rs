@@ -206,6 +206,7 @@ pub fn is_env_name(s: &str) -> bool {
 pub const ENV_SOURCES: &[&str] = &[
     "services/common/src/env.rs",
     "services/common/src/nats.rs",
+    "services/common/src/stream.rs",
     "services/common/src/telemetry.rs",
     "services/gateway/src/config.rs",
     "services/auth/src/config.rs",

@@ -9,6 +9,12 @@
 //!
 //! Starting takes a second or so; [`ClickHouseServer::shared`] gives every test in a binary
 //! the same server, each test isolating itself with [`ClickHouseServer::create_database`].
+//!
+//! [`ClickHouseCluster::start`] runs replicas of one shard as cluster [`CLUSTER`] with a
+//! [`ZooKeeper`]: each replica's config adds the ZooKeeper, `macros` (`{shard}` = `01`,
+//! `{replica}` = `r<i>`), `remote_servers` listing every replica (internal replication) and
+//! an interserver port for fetching parts, all on pre-picked loopback ports so restarts keep
+//! them. Each replica is a [`ClickHouseServer`] that can be stopped and restarted alone.
 
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -23,6 +29,10 @@ use tempfile::TempDir;
 use crate::bin::{self, Program};
 use crate::httpio;
 use crate::process::{self, Supervised};
+use crate::zookeeper::ZooKeeper;
+
+/// The cluster name [`ClickHouseCluster`] configures (what `CLICKHOUSE_CLUSTER` names).
+pub const CLUSTER: &str = "livegate";
 
 /// Upper bound for a start or restart (18.16 needs about 0.2 s here; current versions more).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -37,7 +47,45 @@ pub struct ClickHouseServer {
     program: Program,
     http_port: u16,
     tcp_port: u16,
+    /// Set on a replica of a [`ClickHouseCluster`] (boxed: most servers are not one).
+    replica: Option<Box<Replica>>,
     dir: Dir,
+}
+
+/// What a replica of a [`ClickHouseCluster`] adds to its config.
+#[derive(Debug, Clone)]
+struct Replica {
+    /// `r0`, `r1`, …: the `{replica}` macro.
+    name: String,
+    interserver_port: u16,
+    zookeeper_port: u16,
+    /// The native ports of every replica (this one included), for `remote_servers`.
+    peers: Vec<u16>,
+}
+
+impl Replica {
+    fn config(&self) -> String {
+        let peers: String = self
+            .peers
+            .iter()
+            .map(|p| format!("<replica><host>127.0.0.1</host><port>{p}</port></replica>"))
+            .collect();
+        format!(
+            r#"    <interserver_http_host>127.0.0.1</interserver_http_host>
+    <interserver_http_port>{}</interserver_http_port>
+    <zookeeper>
+        <node><host>127.0.0.1</host><port>{}</port></node>
+        <session_timeout_ms>10000</session_timeout_ms>
+    </zookeeper>
+    <macros><shard>01</shard><replica>{}</replica></macros>
+    <remote_servers>
+        <{CLUSTER}><shard><internal_replication>true</internal_replication>{peers}</shard></{CLUSTER}>
+    </remote_servers>
+    <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>
+"#,
+            self.interserver_port, self.zookeeper_port, self.name
+        )
+    }
 }
 
 /// The server's directory: removed on drop, or (shared server) by the process wrapper when
@@ -96,12 +144,13 @@ impl ClickHouseServer {
         };
         let cleanup = shared.then(|| dir.path().to_owned());
         let (process, http_port, tcp_port) =
-            launch(&program, dir.path(), None, cleanup.as_deref()).await?;
+            launch(&program, dir.path(), None, cleanup.as_deref(), None).await?;
         Ok(Self {
             process: Some(process),
             program,
             http_port,
             tcp_port,
+            replica: None,
             dir,
         })
     }
@@ -198,7 +247,14 @@ impl ClickHouseServer {
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop().await?;
         let ports = Some((self.http_port, self.tcp_port));
-        let (process, _, _) = launch(&self.program, self.dir.path(), ports, None).await?;
+        let (process, _, _) = launch(
+            &self.program,
+            self.dir.path(),
+            ports,
+            None,
+            self.replica.as_deref(),
+        )
+        .await?;
         self.process = Some(process);
         Ok(())
     }
@@ -211,9 +267,10 @@ async fn launch(
     dir: &Path,
     ports: Option<(u16, u16)>,
     cleanup: Option<&Path>,
+    replica: Option<&Replica>,
 ) -> anyhow::Result<(Supervised, u16, u16)> {
     let (http_port, tcp_port) = ports.unwrap_or((0, 0));
-    write_config(dir, http_port, tcp_port)?;
+    write_config(dir, http_port, tcp_port, replica)?;
     let mut args = program.leading_args.clone();
     args.push(OsString::from(format!(
         "--config-file={}",
@@ -301,8 +358,14 @@ async fn ping(port: u16) -> bool {
 /// Kept to what both 18.16 and current releases accept: the `<yandex>` root (current
 /// versions still read it), `users_config` rather than `user_directories`, no interserver
 /// port, listen on 127.0.0.1 only, small caches, UTC.
-fn write_config(dir: &Path, http_port: u16, tcp_port: u16) -> anyhow::Result<()> {
+fn write_config(
+    dir: &Path,
+    http_port: u16,
+    tcp_port: u16,
+    replica: Option<&Replica>,
+) -> anyhow::Result<()> {
     let d = dir.display();
+    let cluster = replica.map(Replica::config).unwrap_or_default();
     let config = format!(
         r#"<?xml version="1.0"?>
 <yandex>
@@ -329,7 +392,7 @@ fn write_config(dir: &Path, http_port: u16, tcp_port: u16) -> anyhow::Result<()>
     <uncompressed_cache_size>67108864</uncompressed_cache_size>
     <max_concurrent_queries>200</max_concurrent_queries>
     <mlock_executable>false</mlock_executable>
-</yandex>
+{cluster}</yandex>
 "#
     );
     let users = r#"<?xml version="1.0"?>
@@ -359,4 +422,91 @@ fn write_config(dir: &Path, http_port: u16, tcp_port: u16) -> anyhow::Result<()>
     std::fs::write(dir.join("config.xml"), config).context("writing config.xml")?;
     std::fs::write(dir.join("users.xml"), users).context("writing users.xml")?;
     Ok(())
+}
+
+/// Replicas of one shard forming ClickHouse cluster [`CLUSTER`], with their ZooKeeper; all
+/// killed on drop.
+#[derive(Debug)]
+pub struct ClickHouseCluster {
+    // Declared before `zookeeper`: replicas die before their coordinator.
+    replicas: Vec<ClickHouseServer>,
+    zookeeper: ZooKeeper,
+}
+
+impl ClickHouseCluster {
+    /// Starts a ZooKeeper, then `replicas` ClickHouse servers as replicas of one shard, and
+    /// waits until each answers `/ping`.
+    ///
+    /// # Errors
+    /// As [`ClickHouseServer::start`] and [`ZooKeeper::start`].
+    pub async fn start(replicas: usize) -> anyhow::Result<Self> {
+        let zookeeper = ZooKeeper::start().await?;
+        let program = bin::clickhouse_server()?;
+        let ports = (0..replicas)
+            .map(|_| {
+                Ok((
+                    crate::free_port()?,
+                    crate::free_port()?,
+                    crate::free_port()?,
+                ))
+            })
+            .collect::<anyhow::Result<Vec<(u16, u16, u16)>>>()?;
+        let peers: Vec<u16> = ports.iter().map(|p| p.1).collect();
+        let mut servers = Vec::new();
+        for (i, (http_port, tcp_port, interserver_port)) in ports.into_iter().enumerate() {
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("livegate-clickhouse-r{i}-"))
+                .tempdir()
+                .context("creating the clickhouse temp dir")?;
+            let replica = Replica {
+                name: format!("r{i}"),
+                interserver_port,
+                zookeeper_port: zookeeper.port(),
+                peers: peers.clone(),
+            };
+            let (process, _, _) = launch(
+                &program,
+                dir.path(),
+                Some((http_port, tcp_port)),
+                None,
+                Some(&replica),
+            )
+            .await?;
+            servers.push(ClickHouseServer {
+                process: Some(process),
+                program: program.clone(),
+                http_port,
+                tcp_port,
+                replica: Some(Box::new(replica)),
+                dir: Dir::Temp(dir),
+            });
+        }
+        Ok(Self {
+            replicas: servers,
+            zookeeper,
+        })
+    }
+
+    /// The cluster's name in `remote_servers` (what `CLICKHOUSE_CLUSTER` takes).
+    pub fn name(&self) -> &'static str {
+        CLUSTER
+    }
+
+    /// Replica `i`.
+    ///
+    /// # Panics
+    /// When there is no replica `i`.
+    pub fn replica(&mut self, i: usize) -> &mut ClickHouseServer {
+        &mut self.replicas[i]
+    }
+
+    /// Every replica.
+    pub fn replicas(&self) -> &[ClickHouseServer] {
+        &self.replicas
+    }
+
+    /// The ZooKeeper the replicas coordinate through.
+    pub fn zookeeper(&self) -> &ZooKeeper {
+        &self.zookeeper
+    }
 }

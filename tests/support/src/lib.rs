@@ -2,10 +2,13 @@
 //!
 //! Real servers on loopback, never mocks, and Google auth without Google:
 //! - [`nats`]: [`NatsServer`], a `nats-server -js` per test on an ephemeral port, with
-//!   `stop`/`restart` (same port, same store) for fault tests.
+//!   `stop`/`restart` (same port, same store) for fault tests; [`NatsCluster`], three of them
+//!   as one JetStream cluster.
 //! - [`clickhouse`]: [`ClickHouseServer`], a `clickhouse-server` (Debian's 18.16 or current)
 //!   in a temp dir; [`ClickHouseServer::shared`] gives one per test binary, and tests isolate
 //!   with [`ClickHouseServer::create_database`].
+//! - [`zookeeper`]: [`ZooKeeper`], Debian's ZooKeeper standalone on a loopback port, for
+//!   [`clickhouse::ClickHouseCluster`].
 //! - [`names`]: [`unique`] names for streams, buckets and databases.
 //! - [`google`]: a generated service-account key whose self-signed JWTs the emulator accepts,
 //!   a fake OAuth token endpoint for `authorized_user` files, and a fake GCE metadata server,
@@ -43,12 +46,39 @@ mod process;
 pub use process::run_bounded;
 pub mod python;
 pub mod workspace;
+pub mod zookeeper;
 
 pub use bin::{CLICKHOUSE_SERVER_BIN, NATS_SERVER_BIN};
-pub use clickhouse::ClickHouseServer;
+pub use clickhouse::{ClickHouseCluster, ClickHouseServer};
 pub use google::{FakeMetadataServer, FakeTokenEndpoint, TestServiceAccount};
 pub use names::unique;
-pub use nats::NatsServer;
+pub use nats::{NatsCluster, NatsServer};
+pub use zookeeper::ZooKeeper;
+
+/// A free loopback port for servers whose peers must know the port before they start
+/// (cluster routes, ZooKeeper, ClickHouse replicas) and which restart on the same port.
+///
+/// Taken below the kernel's ephemeral range (`ip_local_port_range`), never from it: a port
+/// handed out as the local end of some outgoing connection could otherwise be in use when a
+/// killed server comes back. Checked by binding it (then released: a tiny window remains).
+///
+/// # Errors
+/// If no such port can be bound after 200 tries.
+pub fn free_port() -> anyhow::Result<u16> {
+    use rand::Rng as _;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768)
+        .max(12_000);
+    for _ in 0..200 {
+        let port = rand::thread_rng().gen_range(10_000..ephemeral_low);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free loopback port below {ephemeral_low}")
+}
 
 /// Installs rustls' ring provider as the process default, once; later calls do nothing.
 ///

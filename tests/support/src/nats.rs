@@ -12,6 +12,11 @@
 //! references replaced by generated passwords), TLS with a throwaway CA, no anonymous access.
 //! [`NatsServer::options_for`] gives a service's connection settings for one of its users, and
 //! [`NatsServer::client`] then connects as `admin`, so helpers reading streams keep working.
+//!
+//! [`NatsCluster::start`] runs three such servers as one JetStream cluster (routes between
+//! pre-picked loopback cluster ports, one store each), ready for R3 streams and buckets; each
+//! node is a [`NatsServer`], so [`NatsServer::stop`] (SIGKILL) and [`NatsServer::restart`]
+//! work on one node at a time.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -114,8 +119,47 @@ pub struct NatsServer {
     program: Program,
     port: u16,
     secured: Option<Secured>,
+    /// Set on a node of a [`NatsCluster`].
+    node: Option<ClusterNode>,
     dir: TempDir,
 }
+
+/// How one node of a [`NatsCluster`] joins the others.
+#[derive(Debug, Clone)]
+struct ClusterNode {
+    /// `n0`, `n1`, …: the JetStream server name.
+    name: String,
+    /// This node's route port.
+    cluster_port: u16,
+    /// Every node's route port (its own included: nats-server ignores a route to itself).
+    routes: Vec<u16>,
+}
+
+impl ClusterNode {
+    fn args(&self) -> Vec<OsString> {
+        let routes = self
+            .routes
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        [
+            "--server_name".to_owned(),
+            self.name.clone(),
+            "--cluster_name".to_owned(),
+            CLUSTER_NAME.to_owned(),
+            "--cluster".to_owned(),
+            format!("nats://127.0.0.1:{}", self.cluster_port),
+            "--routes".to_owned(),
+            routes,
+        ]
+        .map(OsString::from)
+        .to_vec()
+    }
+}
+
+/// The cluster name [`NatsCluster`] nodes share.
+const CLUSTER_NAME: &str = "livegate-test";
 
 impl NatsServer {
     /// Starts a fresh server with JetStream on an ephemeral loopback port.
@@ -130,12 +174,13 @@ impl NatsServer {
             .tempdir()
             .context("creating the nats temp dir")?;
         std::fs::create_dir_all(dir.path().join("store"))?;
-        let (process, port) = launch(&program, dir.path(), None, None).await?;
+        let (process, port) = launch(&program, dir.path(), None, None, None).await?;
         Ok(Self {
             process: Some(process),
             program,
             port,
             secured: None,
+            node: None,
             dir,
         })
     }
@@ -156,12 +201,13 @@ impl NatsServer {
             .context("creating the nats temp dir")?;
         std::fs::create_dir_all(dir.path().join("store"))?;
         let secured = Secured::create(dir.path())?;
-        let (process, port) = launch(&program, dir.path(), None, Some(&secured)).await?;
+        let (process, port) = launch(&program, dir.path(), None, Some(&secured), None).await?;
         Ok(Self {
             process: Some(process),
             program,
             port,
             secured: Some(secured),
+            node: None,
             dir,
         })
     }
@@ -262,6 +308,7 @@ impl NatsServer {
             self.dir.path(),
             Some(self.port),
             self.secured.as_ref(),
+            self.node.as_ref(),
         )
         .await?;
         debug_assert_eq!(port, self.port);
@@ -276,7 +323,20 @@ async fn launch(
     dir: &Path,
     port: Option<u16>,
     secured: Option<&Secured>,
+    node: Option<&ClusterNode>,
 ) -> anyhow::Result<(Supervised, u16)> {
+    let process = spawn_server(program, dir, port, secured, node)?;
+    wait_launched(process, dir, port, secured).await
+}
+
+/// Spawns nats-server in `dir` without waiting for it.
+fn spawn_server(
+    program: &Program,
+    dir: &Path,
+    port: Option<u16>,
+    secured: Option<&Secured>,
+    node: Option<&ClusterNode>,
+) -> anyhow::Result<Supervised> {
     let port_arg = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
     let mut args: Vec<OsString> = program.leading_args.clone();
     if secured.is_some() {
@@ -287,8 +347,20 @@ async fn launch(
     args.push(dir.join("store").into_os_string());
     args.push("--ports_file_dir".into());
     args.push(dir.as_os_str().to_owned());
+    if let Some(node) = node {
+        args.extend(node.args());
+    }
     let log = dir.join("nats-server.log");
-    let mut process = Supervised::spawn("nats-server", &program.path, &args, dir, &log, None)?;
+    Supervised::spawn("nats-server", &program.path, &args, dir, &log, None)
+}
+
+/// Waits (bounded) until a spawned server answers JetStream requests on its port.
+async fn wait_launched(
+    mut process: Supervised,
+    dir: &Path,
+    port: Option<u16>,
+    secured: Option<&Secured>,
+) -> anyhow::Result<(Supervised, u16)> {
     match tokio::time::timeout(START_TIMEOUT, wait_ready(&mut process, dir, secured)).await {
         Ok(Ok(found)) => {
             if port.is_some_and(|p| p != found) {
@@ -382,4 +454,104 @@ async fn admin_connect(url: &str, secured: Option<&Secured>) -> anyhow::Result<a
         .connect(url)
         .await
         .with_context(|| format!("connecting to {url}"))
+}
+
+/// Three nats-servers on loopback forming one JetStream cluster; killed on drop.
+#[derive(Debug)]
+pub struct NatsCluster {
+    nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `size` (at least 3 for R3) servers with JetStream as one cluster and waits until
+    /// every node answers JetStream requests (the meta leader is elected).
+    ///
+    /// # Errors
+    /// As [`NatsServer::start`], for any node.
+    pub async fn start(size: usize) -> anyhow::Result<Self> {
+        let program = bin::nats_server()?;
+        let routes = (0..size)
+            .map(|_| crate::free_port())
+            .collect::<anyhow::Result<Vec<u16>>>()?;
+        // Client ports picked too (not ephemeral): a node restarts on its own port.
+        let clients = (0..size)
+            .map(|_| crate::free_port())
+            .collect::<anyhow::Result<Vec<u16>>>()?;
+        let mut spawned = Vec::new();
+        for (i, (cluster_port, client_port)) in routes.iter().zip(&clients).enumerate() {
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("livegate-nats-n{i}-"))
+                .tempdir()
+                .context("creating the nats temp dir")?;
+            std::fs::create_dir_all(dir.path().join("store"))?;
+            let node = ClusterNode {
+                name: format!("n{i}"),
+                cluster_port: *cluster_port,
+                routes: routes.clone(),
+            };
+            let process =
+                spawn_server(&program, dir.path(), Some(*client_port), None, Some(&node))?;
+            spawned.push((process, dir, node, *client_port));
+        }
+        // All spawned first: no node is ready (no JetStream meta leader) until a quorum runs.
+        let mut nodes = Vec::new();
+        for (process, dir, node, client_port) in spawned {
+            let (process, port) =
+                wait_launched(process, dir.path(), Some(client_port), None).await?;
+            nodes.push(NatsServer {
+                process: Some(process),
+                program: program.clone(),
+                port,
+                secured: None,
+                node: Some(node),
+                dir,
+            });
+        }
+        Ok(Self { nodes })
+    }
+
+    /// Every node's client URL, comma-separated (what `NATS_URL` takes).
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Node `i`.
+    ///
+    /// # Panics
+    /// When there is no node `i`.
+    pub fn node(&mut self, i: usize) -> &mut NatsServer {
+        &mut self.nodes[i]
+    }
+
+    /// How many nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether there are no nodes (never, once started).
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// A client given every node's URL, so it fails over like a service's.
+    ///
+    /// # Errors
+    /// If no node accepts the connection.
+    pub async fn client(&self) -> anyhow::Result<async_nats::Client> {
+        let addrs = self
+            .nodes
+            .iter()
+            .map(|n| n.url().parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .context("node URLs")?;
+        async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(addrs)
+            .await
+            .context("connecting to the NATS cluster")
+    }
 }

@@ -262,7 +262,10 @@ pub async fn run(a: EventsArgs) -> anyhow::Result<EventsReport> {
         .with_context(|| format!("connecting to NATS at {}", a.nats))?;
     let mut js = async_nats::jetstream::new(client.clone());
     js.set_timeout(Duration::from_secs(30));
-    livegate_common::stream::ensure_usage_stream(&js, subjects::STREAM).await?;
+    // As the services would create it (LIVEGATE_STREAM_REPLICAS etc. from the environment).
+    let layout =
+        livegate_common::stream::StreamLayout::from_env(&livegate_common::env::ProcessEnv)?;
+    livegate_common::stream::ensure_usage_stream(&js, subjects::STREAM, &layout).await?;
 
     let run_id = format!(
         "bench{:x}",

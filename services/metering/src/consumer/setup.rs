@@ -12,8 +12,9 @@ pub(crate) async fn setup(
     js: &jetstream::Context,
     config: &crate::Config,
 ) -> Result<PullConsumer, async_nats::Error> {
-    let stream = livegate_common::stream::ensure_usage_stream(js, &config.stream).await?;
-    livegate_common::stream::ensure_dead_letter_stream(js).await?;
+    let layout = config.nats.layout();
+    let stream = livegate_common::stream::ensure_usage_stream(js, &config.stream, layout).await?;
+    livegate_common::stream::ensure_dead_letter_stream(js, layout).await?;
     let consumer = stream
         .create_consumer(jetstream::consumer::pull::Config {
             durable_name: Some(config.consumer.clone()),

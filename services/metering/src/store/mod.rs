@@ -96,12 +96,15 @@ fn err(op: &'static str) -> impl FnOnce(clickhouse::error::Error) -> StoreError 
 pub struct Store {
     client: Client,
     db: String,
+    /// One server or a cluster (`CLICKHOUSE_CLUSTER`): how migrations are rendered.
+    layout: migrations::Layout,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("db", &self.db)
+            .field("layout", &self.layout)
             .finish_non_exhaustive()
     }
 }
@@ -113,15 +116,31 @@ fn placeholders(n: usize) -> String {
 
 impl Store {
     /// A store for `config`; connects lazily.
+    ///
+    /// In cluster mode (`config.cluster`) every query runs with `insert_distributed_sync = 1`
+    /// (an insert into a `Distributed` table returns once a replica of each shard holds it, so
+    /// metering still acknowledges only what is stored) and `distributed_product_mode =
+    /// local` (an `IN (SELECT …)` over another table reads the shard's own rows: every table
+    /// is sharded by session, so a session's rows are all there).
     pub fn new(config: &ClickHouseConfig) -> Self {
         let client = livegate_common::clickhouse::client(
             &config.url,
             &config.user,
             config.password.expose_secret(),
         );
+        let (client, layout) = match &config.cluster {
+            None => (client, migrations::Layout::Single),
+            Some(cluster) => (
+                client
+                    .with_setting("insert_distributed_sync", "1")
+                    .with_setting("distributed_product_mode", "local"),
+                migrations::Layout::Cluster(cluster.clone()),
+            ),
+        };
         Self {
             client,
             db: config.database.clone(),
+            layout,
         }
     }
 

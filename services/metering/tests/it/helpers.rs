@@ -82,7 +82,7 @@ impl World {
         let mut w = Self::new().await;
         w.js.delete_stream(&w.stream).await.unwrap();
         w.stream = subjects::STREAM.to_string();
-        livegate_common::stream::ensure_usage_stream(&w.js, &w.stream)
+        livegate_common::stream::ensure_usage_stream(&w.js, &w.stream, &Default::default())
             .await
             .unwrap();
         w.consumer = subjects::METERING_CONSUMER.to_string();
@@ -97,7 +97,7 @@ impl World {
         let js = jetstream::new(nats.client().await.unwrap());
         let stream = names::unique("USAGE");
         // As the gateway does before publishing.
-        livegate_common::stream::ensure_usage_stream(&js, &stream)
+        livegate_common::stream::ensure_usage_stream(&js, &stream, &Default::default())
             .await
             .unwrap();
         Self {

@@ -12,6 +12,7 @@ fn store(ch: &ClickHouseServer, db: &str) -> Store {
         database: db.to_string(),
         user: "default".into(),
         password: SecretString::from(String::new()),
+        cluster: None,
     })
 }
 

@@ -19,6 +19,13 @@ const SERVICES: &[&str] = &[
     "gateway",
     "proxy",
     "grafana",
+    // Profile `clustered`: 3 NATS nodes, 2 ClickHouse replicas and their keeper.
+    "nats-c1",
+    "nats-c2",
+    "nats-c3",
+    "clickhouse-keeper",
+    "clickhouse-r1",
+    "clickhouse-r2",
 ];
 
 /// (compose service, Dockerfile target, binary).

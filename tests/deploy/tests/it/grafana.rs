@@ -368,6 +368,7 @@ async fn every_query_runs_on_clickhouse_with_metering_schema() -> Result<()> {
         database: db.clone(),
         user: "default".into(),
         password: secrecy::SecretString::from(String::new()),
+        cluster: None,
     });
     store.migrate().await?;
     let at = now() - 3_600;

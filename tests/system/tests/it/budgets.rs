@@ -164,6 +164,7 @@ async fn metered_spend_is_counted_once_between_the_mirror_and_in_flight() {
         &js,
         livegate_common::subjects::SPEND_BUCKET,
         livegate_common::subjects::SPEND_HISTORY,
+        &livegate_common::stream::StreamLayout::default(),
     )
     .await
     .unwrap();

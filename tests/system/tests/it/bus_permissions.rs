@@ -267,6 +267,7 @@ async fn gateway_credentials_cannot_write_keys_or_spend_nor_read_the_browser_sec
     let _ = livegate_common::stream::ensure_usage_stream(
         &jetstream(nats.client().await.unwrap()),
         subjects::STREAM,
+        &livegate_common::stream::StreamLayout::default(),
     )
     .await
     .unwrap();

@@ -183,6 +183,7 @@ async fn spent_budget_gets_4402_at_start_and_after_the_turn() {
         &js,
         livegate_common::subjects::SPEND_BUCKET,
         livegate_common::subjects::SPEND_HISTORY,
+        &livegate_common::stream::StreamLayout::default(),
     )
     .await
     .unwrap();

@@ -14,6 +14,7 @@ mod bus_permissions;
 mod cli;
 mod clients;
 mod close_codes;
+mod cluster;
 mod credentials;
 mod front_door;
 mod http;
