@@ -144,7 +144,8 @@ fn created(sql: &str) -> Option<(&'static str, &str)> {
 
 /// The cluster-mode form of one statement (`{db}` not yet rendered): see the module docs.
 /// `tables` are the names whose `_local` twins a materialized view must use. Statements that
-/// create nothing (none today) pass unchanged.
+/// create nothing (the backfill INSERTs) pass unchanged: they run once, through the
+/// Distributed tables.
 pub(crate) fn clustered(sql: &str, cluster: &str, tables: &[String]) -> Vec<String> {
     // Dropped on every host, like it was created.
     if sql.starts_with("DROP TABLE IF EXISTS {db}.") {
@@ -536,10 +537,38 @@ mod tests {
         );
         assert!(mv.contains("FROM db1.usage_events_local"), "{mv}");
         for s in &got {
-            assert!(s.contains("ON CLUSTER lgc"), "{s}");
-            assert!(s.contains("IF NOT EXISTS"), "{s}");
             assert!(!s.contains(';') && !s.contains("\n\n"), "{s}");
+            if s.starts_with("INSERT INTO db1.") {
+                // A backfill writes once, through the Distributed table, from one server.
+                assert!(!s.contains("ON CLUSTER"), "{s}");
+                assert!(!s.contains("_local"), "{s}");
+                continue;
+            }
+            assert!(s.contains("ON CLUSTER lgc"), "{s}");
+            assert!(
+                s.contains("IF NOT EXISTS")
+                    || s.starts_with("DROP TABLE IF EXISTS db1.")
+                    || s.starts_with("ALTER TABLE db1."),
+                "{s}"
+            );
         }
+        // A column added to a replicated table goes into both its local and its Distributed
+        // table; a dropped view goes from every host.
+        for table in ["usage_events", "sessions"] {
+            for name in [format!("{table}_local"), table.to_string()] {
+                assert!(
+                    got.iter().any(|s| s.starts_with(&format!(
+                        "ALTER TABLE db1.{name} ON CLUSTER lgc ADD COLUMN "
+                    ))),
+                    "no ADD COLUMN on {name}"
+                );
+            }
+        }
+        assert!(
+            got.iter()
+                .any(|s| s.starts_with("DROP TABLE IF EXISTS db1.")
+                    && s.ends_with(" ON CLUSTER lgc"))
+        );
         // One server: nothing changes.
         assert_eq!(statements_for("db1", &Layout::Single), statements("db1"));
     }
