@@ -76,6 +76,7 @@ pub(crate) async fn run(
     store: Store,
     metrics: Metrics,
     lease: Duration,
+    layout: livegate_common::stream::StreamLayout,
     stop: CancellationToken,
 ) {
     let mut state = Leases::default();
@@ -86,7 +87,7 @@ pub(crate) async fn run(
             () = tokio::time::sleep(lease / 3) => {}
         }
         if bucket.is_none() {
-            match leases::open(&js).await {
+            match leases::open_with(&js, &layout).await {
                 Ok(b) => bucket = Some(b),
                 Err(e) => {
                     tracing::warn!(error.message = %e, "cannot open the leases bucket yet");

@@ -179,6 +179,7 @@ pub async fn run(
         store.clone(),
         metrics.clone(),
         config.lease,
+        *config.nats.layout(),
         stop_spend.clone(),
     ));
 

@@ -216,20 +216,6 @@ impl ClusterStack {
         .await;
         wait_for_auth(auth.addr).await;
 
-        let mut gw = GatewayConfig::defaults(options());
-        gw.auth_url = format!("http://{}", auth.addr);
-        gw.internal_token = Some(SecretString::from(INTERNAL));
-        gw.vertex_live_url = Some(emulator.url());
-        gw.default_project = Some(PROJECT.to_string());
-        gw.drain_grace = Duration::from_secs(1);
-        gw.gateway_id = "gw-cluster".into();
-        let gateway = Service::spawn(|l, rx| {
-            livegate_gateway::run(gw, l, async {
-                let _ = rx.await;
-            })
-        })
-        .await;
-
         // Metering writes through replica 0, as through a load balancer's choice.
         let db = names::unique("t_cluster");
         let mut m = livegate_metering::Config::for_servers(
@@ -248,6 +234,33 @@ impl ClusterStack {
             })
         })
         .await;
+        // Metering alone creates the leases bucket with the configured replicas (the gateway,
+        // which would also create it, is not running yet), once it has migrated the schema.
+        let js = async_nats::jetstream::new(nats.client().await.unwrap());
+        let mut replicas = None;
+        for _ in 0..600 {
+            if let Ok(mut kv) = js.get_stream("KV_livegate_leases").await {
+                replicas = Some(kv.info().await.unwrap().config.num_replicas);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(replicas, Some(3), "metering's leases bucket");
+
+        let mut gw = GatewayConfig::defaults(options());
+        gw.auth_url = format!("http://{}", auth.addr);
+        gw.internal_token = Some(SecretString::from(INTERNAL));
+        gw.vertex_live_url = Some(emulator.url());
+        gw.default_project = Some(PROJECT.to_string());
+        gw.drain_grace = Duration::from_secs(1);
+        gw.gateway_id = "gw-cluster".into();
+        let gateway = Service::spawn(|l, rx| {
+            livegate_gateway::run(gw, l, async {
+                let _ = rx.await;
+            })
+        })
+        .await;
+
         Self {
             nats,
             ch,

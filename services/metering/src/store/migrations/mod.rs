@@ -28,6 +28,11 @@
 //!   copies away, so `FINAL` over `T` stays exact.
 //! - A materialized view reads and writes the `_local` tables: it fires on the replica that
 //!   received the insert, and its output replicates like any insert.
+//! - `ALTER TABLE T ADD COLUMN` changes `T_local` on every host, then drops `T` and creates it
+//!   again over the new `T_local` (ClickHouse will not `ALTER … ON CLUSTER` a `Distributed`
+//!   table when shards replicate internally; `T` holds no rows of its own, since metering
+//!   inserts with `insert_distributed_sync = 1`). `DROP TABLE` gains `ON CLUSTER`. A backfill
+//!   `INSERT … SELECT` runs once, through the `Distributed` tables.
 //!
 //! Works on ClickHouse 18.16 (replicated engines with explicit ZooKeeper paths, `ON CLUSTER`,
 //! `Distributed`, `FINAL` through `Distributed`) and current releases.
@@ -123,6 +128,16 @@ fn tables() -> Vec<String> {
         .collect()
 }
 
+/// The cluster-mode `CREATE` of the `Distributed` table `table`, from the migration that
+/// created it (`None` for a table no migration creates as a `MergeTree`).
+fn distributed(table: &str, cluster: &str) -> Option<String> {
+    let create = std::iter::once(SCHEMA_MIGRATIONS)
+        .chain(MIGRATIONS.iter().flat_map(|m| m.statements.iter().copied()))
+        .find(|s| created(s) == Some(("TABLE", table)))?;
+    let mut both = clustered(create, cluster, &[]);
+    (both.len() == 2).then(|| both.swap_remove(1))
+}
+
 /// `("TABLE" | "VIEW" | "MATERIALIZED VIEW", name)` of a `CREATE … IF NOT EXISTS {db}.name`.
 fn created(sql: &str) -> Option<(&'static str, &str)> {
     let sql = sql.trim_start();
@@ -151,18 +166,23 @@ pub(crate) fn clustered(sql: &str, cluster: &str, tables: &[String]) -> Vec<Stri
     if sql.starts_with("DROP TABLE IF EXISTS {db}.") {
         return vec![format!("{sql} ON CLUSTER {cluster}")];
     }
-    // A column goes into the replicated local table and the Distributed table over it.
+    // A column goes into the replicated local table. The Distributed table over it cannot be
+    // altered `ON CLUSTER` (ClickHouse refuses an ALTER of a table that is not replicated on a
+    // shard that replicates internally: "Table T isn't replicated, but shard #1 is replicated
+    // according to its cluster definition"), so it is dropped and created again from the local
+    // table's new structure. It holds no rows of its own: metering inserts with
+    // `insert_distributed_sync = 1`.
     if let Some((table, _)) = added_column(sql) {
         let tail = &sql["ALTER TABLE {db}.".len() + table.len()..];
-        return if tables.iter().any(|t| t == table) {
-            vec![
+        return match distributed(table, cluster).filter(|_| tables.iter().any(|t| t == table)) {
+            Some(create) => vec![
                 format!("ALTER TABLE {{db}}.{table}{LOCAL_SUFFIX} ON CLUSTER {cluster}{tail}"),
-                format!("ALTER TABLE {{db}}.{table} ON CLUSTER {cluster}{tail}"),
-            ]
-        } else {
-            vec![format!(
+                format!("DROP TABLE IF EXISTS {{db}}.{table} ON CLUSTER {cluster}"),
+                create,
+            ],
+            None => vec![format!(
                 "ALTER TABLE {{db}}.{table} ON CLUSTER {cluster}{tail}"
-            )]
+            )],
         };
     }
     let Some((kind, name)) = created(sql) else {
@@ -365,14 +385,31 @@ impl Store {
             }
             for statement in m.statements {
                 let added = added_column(statement);
+                // The table readers use gets the column last (in cluster mode its Distributed
+                // table is created again after the local one changed): if it has it, the whole
+                // statement was applied.
                 if let Some((table, column)) = added
                     && self.has_column(table, column).await?
                 {
                     continue;
                 }
                 for rendered in render_for(statement, &self.db, &self.layout) {
+                    // The table this ALTER changes (`T` or, in cluster mode, `T_local`).
+                    let altered = added.filter(|_| rendered.starts_with("ALTER TABLE ")).map(
+                        |(table, column)| {
+                            let local = format!("{table}{LOCAL_SUFFIX}");
+                            let on_local =
+                                rendered.starts_with(&format!("ALTER TABLE {}.{local} ", self.db));
+                            (if on_local { local } else { table.to_string() }, column)
+                        },
+                    );
+                    if let Some((table, column)) = &altered
+                        && self.has_column(table, column).await?
+                    {
+                        continue;
+                    }
                     let done = ddl.query(&rendered).execute().await.map_err(err("migrate"));
-                    match (done, added) {
+                    match (done, &altered) {
                         (Ok(()), _) => {}
                         // Another replica added it between our check and our ALTER.
                         (Err(_), Some((table, column)))
@@ -548,21 +585,36 @@ mod tests {
             assert!(
                 s.contains("IF NOT EXISTS")
                     || s.starts_with("DROP TABLE IF EXISTS db1.")
-                    || s.starts_with("ALTER TABLE db1."),
+                    || s.starts_with("ALTER TABLE db1.")
+                    || s.starts_with("CREATE TABLE IF NOT EXISTS db1."),
                 "{s}"
             );
         }
-        // A column added to a replicated table goes into both its local and its Distributed
-        // table; a dropped view goes from every host.
+        // A column added to a replicated table goes into its local table, and its Distributed
+        // table is created again over it (ClickHouse does not ALTER it ON CLUSTER); a dropped
+        // view goes from every host.
         for table in ["usage_events", "sessions"] {
-            for name in [format!("{table}_local"), table.to_string()] {
-                assert!(
-                    got.iter().any(|s| s.starts_with(&format!(
-                        "ALTER TABLE db1.{name} ON CLUSTER lgc ADD COLUMN "
-                    ))),
-                    "no ADD COLUMN on {name}"
-                );
-            }
+            let alter = got
+                .iter()
+                .position(|s| {
+                    s.starts_with(&format!(
+                        "ALTER TABLE db1.{table}_local ON CLUSTER lgc ADD COLUMN "
+                    ))
+                })
+                .unwrap_or_else(|| panic!("no ADD COLUMN on {table}_local"));
+            assert!(
+                !got.iter()
+                    .any(|s| s.starts_with(&format!("ALTER TABLE db1.{table} "))),
+                "the Distributed {table} is altered"
+            );
+            assert_eq!(
+                got[alter + 1],
+                format!("DROP TABLE IF EXISTS db1.{table} ON CLUSTER lgc")
+            );
+            let create = format!(
+                "CREATE TABLE IF NOT EXISTS db1.{table} ON CLUSTER lgc AS db1.{table}_local ENGINE = Distributed(lgc, db1, {table}_local, cityHash64("
+            );
+            assert!(got[alter + 2].starts_with(&create), "{}", got[alter + 2]);
         }
         assert!(
             got.iter()
