@@ -282,9 +282,9 @@ fn handle(
         },
         LiveApi::Developer => match check_developer_key(&req, &front.developer_keys) {
             Ok(()) => false,
-            Err(r) => {
-                tracing::info!(status = r.status().as_u16(), "handshake refused: API key");
-                return refuse(seen, r);
+            Err((status, message, code_name)) => {
+                tracing::info!(status = status.as_u16(), "handshake refused: API key");
+                return refuse(seen, google_error(status, message, code_name));
             }
         },
     };
@@ -367,7 +367,7 @@ fn websocket_key(req: &Request<Incoming>) -> Result<String, &'static str> {
 fn check_developer_key(
     req: &Request<Incoming>,
     keys: &[String],
-) -> Result<(), Response<Full<Bytes>>> {
+) -> Result<(), (StatusCode, &'static str, &'static str)> {
     if keys.is_empty() {
         return Ok(());
     }
@@ -377,13 +377,16 @@ fn check_developer_key(
         .and_then(|v| v.to_str().ok())
         .or_else(|| query_param(req.uri().query(), "key"));
     match presented {
-        Some(k) if keys.iter().any(|want| want == k.trim()) => Ok(()),
-        Some(_) => Err(google_error(
+        Some(k) if keys.iter().any(|want| want == k.trim()) => {
+            tracing::debug!("Developer API key accepted");
+            Ok(())
+        }
+        Some(_) => Err((
             StatusCode::BAD_REQUEST,
             "API key not valid. Please pass a valid API key.",
             "INVALID_ARGUMENT",
         )),
-        None => Err(google_error(
+        None => Err((
             StatusCode::FORBIDDEN,
             "Method doesn't allow unregistered callers (callers without established identity). \
              Please use API Key or other form of API consumer identity to call this API.",
