@@ -297,3 +297,40 @@ pub(crate) async fn serve<S>(
     }
     tracing::debug!(session = session.id(), "session ended");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn developer_setups_name_models_by_id() {
+        let out = developer_setup(br#"{"setup":{"model":"models/gemini-3.8-live","x":1}}"#)
+            .unwrap()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v["setup"]["model"],
+            "projects/developer-api/locations/global/publishers/google/models/gemini-3.8-live"
+        );
+        assert_eq!(v["setup"]["x"], 1);
+        for bad in [
+            "gemini-3.8-live",
+            "projects/p/locations/l/publishers/google/models/m",
+            "models/",
+            "models/a/b",
+        ] {
+            let frame = json!({"setup": {"model": bad}}).to_string();
+            let close = developer_setup(frame.as_bytes()).unwrap_err();
+            assert_eq!(close.code, 1008, "{bad}");
+            assert!(close.reason.len() <= 123);
+        }
+        // Not a setup with a string model: the state machine answers.
+        for other in [
+            &b"not json"[..],
+            br#"{"clientContent":{}}"#,
+            br#"{"setup":{"model":1}}"#,
+        ] {
+            assert!(developer_setup(other).unwrap().is_none());
+        }
+    }
+}

@@ -280,13 +280,15 @@ fn handle(
                 return refuse(seen, r);
             }
         },
-        LiveApi::Developer => match check_developer_key(&req, &front.developer_keys) {
-            Ok(()) => false,
-            Err((status, message, code_name)) => {
-                tracing::info!(status = status.as_u16(), "handshake refused: API key");
-                return refuse(seen, google_error(status, message, code_name));
+        LiveApi::Developer => {
+            match check_developer_key(req.headers(), req.uri().query(), &front.developer_keys) {
+                Ok(()) => false,
+                Err((status, message, code_name)) => {
+                    tracing::info!(status = status.as_u16(), "handshake refused: API key");
+                    return refuse(seen, google_error(status, message, code_name));
+                }
             }
-        },
+        }
     };
     let key = match websocket_key(&req) {
         Ok(key) => key,
@@ -365,17 +367,17 @@ fn websocket_key(req: &Request<Incoming>) -> Result<String, &'static str> {
 /// Checks a Developer API request's key (`x-goog-api-key`, else `?key=`) against `keys`
 /// (empty: any request passes). A missing key gets 403 and a wrong one 400, Google's answers.
 fn check_developer_key(
-    req: &Request<Incoming>,
+    headers: &HeaderMap,
+    query: Option<&str>,
     keys: &[String],
 ) -> Result<(), (StatusCode, &'static str, &'static str)> {
     if keys.is_empty() {
         return Ok(());
     }
-    let presented = req
-        .headers()
+    let presented = headers
         .get("x-goog-api-key")
         .and_then(|v| v.to_str().ok())
-        .or_else(|| query_param(req.uri().query(), "key"));
+        .or_else(|| query_param(query, "key"));
     match presented {
         Some(k) if keys.iter().any(|want| want == k.trim()) => {
             tracing::debug!("Developer API key accepted");
@@ -424,4 +426,56 @@ fn authenticate(headers: &HeaderMap, shared: &Shared) -> Result<bool, String> {
         };
     }
     Err("unknown token".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn developer_keys_are_checked_like_google() {
+        let keys = vec!["k1".to_string()];
+        let mut h = HeaderMap::new();
+        assert_eq!(check_developer_key(&h, None, &[]), Ok(()), "no keys: open");
+        let status = |r: Result<(), (StatusCode, &str, &str)>| r.err().map(|e| e.0);
+        assert_eq!(
+            status(check_developer_key(&h, None, &keys)),
+            Some(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(check_developer_key(&h, Some("a=1&key=k1"), &keys), Ok(()));
+        assert_eq!(
+            status(check_developer_key(&h, Some("key=k2"), &keys)),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        h.insert("x-goog-api-key", HeaderValue::from_static("k1"));
+        assert_eq!(check_developer_key(&h, None, &keys), Ok(()));
+        h.insert("x-goog-api-key", HeaderValue::from_static("nope"));
+        assert_eq!(
+            status(check_developer_key(&h, Some("key=k1"), &keys)),
+            Some(StatusCode::BAD_REQUEST),
+            "the header wins"
+        );
+    }
+
+    #[test]
+    fn query_params_and_the_handshake_record_are_bounded() {
+        assert_eq!(query_param(Some("x=1&key=abc"), "key"), Some("abc"));
+        assert_eq!(query_param(Some("keys=abc"), "key"), None);
+        assert_eq!(query_param(None, "key"), None);
+        let front = Front::new(Vec::new());
+        for i in 0..MAX_HANDSHAKES + 5 {
+            front.record(Handshake {
+                path: format!("/{i}"),
+                api: LiveApi::Developer,
+                authorization: None,
+                api_key_header: false,
+                api_key_query: false,
+                user_project: None,
+                accepted: true,
+            });
+        }
+        let all = front.handshakes();
+        assert_eq!(all.len(), MAX_HANDSHAKES);
+        assert_eq!(all[0].path, "/5", "the oldest are forgotten");
+    }
 }
