@@ -287,13 +287,7 @@ pub fn rewrite(frame: &[u8], placement: &Placement) -> Result<Setup, Close> {
     } else {
         // Every segment of `full` passed `valid_segment`/`valid_location`: nothing in it
         // needs escaping, but the JSON encoder decides that, not this code.
-        let encoded = serde_json::to_string(&full)
-            .map_err(|_| Close::new(close::INTERNAL, "cannot encode setup"))?;
-        let mut out = Vec::with_capacity(frame.len() - at.len() + encoded.len());
-        out.extend_from_slice(&frame[..at.start]);
-        out.extend_from_slice(encoded.as_bytes());
-        out.extend_from_slice(&frame[at.end..]);
-        out
+        splice(frame, at, &full)?
     };
     Ok(Setup {
         frame,
@@ -419,14 +413,8 @@ fn rewrite_alias(
         return Err(bad());
     }
     let full = format!("projects/{project}/locations/{location}/publishers/google/models/{id}");
-    let encoded = serde_json::to_string(&full)
-        .map_err(|_| Close::new(close::INTERNAL, "cannot encode setup"))?;
-    let mut out = Vec::with_capacity(frame.len() - at.len() + encoded.len());
-    out.extend_from_slice(&frame[..at.start]);
-    out.extend_from_slice(encoded.as_bytes());
-    out.extend_from_slice(&frame[at.end..]);
     Ok(Setup {
-        frame: out,
+        frame: splice(frame, at, &full)?,
         project,
         location,
         model_id: id.to_string(),
