@@ -243,16 +243,23 @@ fn version_of(file_text: &str) -> Arc<str> {
     Arc::from(digest.get(..16).unwrap_or(&digest))
 }
 
-/// The names a model is looked up under, in order.
+/// The names a model is looked up under, in order. A `gemini/ID` name (a Gemini Developer API
+/// session) is priced as the Developer API prices it: `gemini/ID`, then the bare `ID`, never
+/// a `vertex_ai/` entry.
 fn lookup_names(model: &str) -> Vec<String> {
     let model = model.trim();
     let id = model.rsplit('/').next().unwrap_or(model);
     let mut names = vec![model.to_string()];
-    for candidate in [
-        id.to_string(),
-        format!("vertex_ai/{id}"),
-        format!("gemini/{id}"),
-    ] {
+    let candidates = if model.starts_with("gemini/") {
+        vec![id.to_string()]
+    } else {
+        vec![
+            id.to_string(),
+            format!("vertex_ai/{id}"),
+            format!("gemini/{id}"),
+        ]
+    };
+    for candidate in candidates {
         if !names.contains(&candidate) {
             names.push(candidate);
         }

@@ -88,6 +88,17 @@ pub const UPSTREAM_PONG_TIMEOUT: &str = "GATEWAY_UPSTREAM_PONG_TIMEOUT";
 pub const PRICING_FILE: &str = "PRICING_FILE";
 /// Most API keys named in the per-key session metric; later keys are counted as `other`.
 pub const METRICS_MAX_KEYS: &str = "GATEWAY_METRICS_MAX_KEYS";
+/// A Gemini Developer API key (a secret): when set, Developer-API-shaped client paths are
+/// relayed to the Developer API with it instead of being served against Vertex AI.
+pub const GEMINI_API_KEY: &str = "GATEWAY_GEMINI_API_KEY";
+/// A file holding [`GEMINI_API_KEY`] (one line; for secrets mounted as files).
+pub const GEMINI_API_KEY_FILE: &str = "GATEWAY_GEMINI_API_KEY_FILE";
+/// Developer API base URL override (e.g. the emulator's `ws://127.0.0.1:PORT`); the gateway
+/// appends the `/ws/google.ai.generativelanguage.…` path.
+pub const GEMINI_API_URL: &str = "GATEWAY_GEMINI_API_URL";
+
+/// Longest Gemini API key accepted (Google's are 39 characters); also bounds the file read.
+const MAX_GEMINI_API_KEY: usize = 512;
 
 /// Default for [`MAX_FRAME_BYTES`]: a Live audio chunk is about 16 KiB and a JPEG video frame
 /// at most about 1 MiB (base64 makes it 1.33 MiB), so 4 MiB leaves room without letting one
@@ -116,6 +127,14 @@ pub enum Error {
     /// Only one of the TLS variables is set.
     #[error("set both GATEWAY_TLS_CERT and GATEWAY_TLS_KEY, or neither")]
     HalfTls,
+    /// The Gemini API key is unusable. The message never includes the key.
+    #[error("{name}: {reason}")]
+    GeminiKey {
+        /// The variable's name.
+        name: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// A value that must be positive is zero (a zero timeout would refuse every connection,
     /// a zero frame limit every message).
     #[error("{name} must be greater than zero")]
@@ -142,6 +161,11 @@ pub struct Config {
     /// `model_name` are sent as its deployment (see `ws::setup`).
     pub model_list: std::sync::Arc<[livegate_common::config::Deployment]>,
     pub vertex_live_url: Option<String>,
+    /// [`GEMINI_API_KEY`] (or [`GEMINI_API_KEY_FILE`]): the Developer API upstream, when set.
+    /// Never logged (`Debug` shows it redacted).
+    pub gemini_api_key: Option<SecretString>,
+    /// [`GEMINI_API_URL`].
+    pub gemini_api_url: Option<String>,
     pub setup_timeout: Duration,
     pub max_frame_bytes: usize,
     pub idle_timeout: Duration,
@@ -213,6 +237,53 @@ fn positive_duration(
     Ok(d)
 }
 
+/// [`GEMINI_API_KEY`] or the contents of [`GEMINI_API_KEY_FILE`] (not both), trimmed, and
+/// checked to be something an HTTP header can carry.
+fn gemini_api_key(env: &impl Env) -> Result<Option<SecretString>, Error> {
+    let bad = |name, reason: &str| Error::GeminiKey {
+        name,
+        reason: reason.to_string(),
+    };
+    let (name, key) = match (env.var(GEMINI_API_KEY), env.var(GEMINI_API_KEY_FILE)) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                GEMINI_API_KEY,
+                "set it or GATEWAY_GEMINI_API_KEY_FILE, not both",
+            ));
+        }
+        (Some(k), None) => (GEMINI_API_KEY, k),
+        (None, Some(path)) => {
+            use std::io::Read as _;
+            let mut text = String::new();
+            std::fs::File::open(path.trim())
+                .and_then(|f| {
+                    f.take(MAX_GEMINI_API_KEY as u64 + 2)
+                        .read_to_string(&mut text)
+                })
+                .map_err(|e| Error::GeminiKey {
+                    name: GEMINI_API_KEY_FILE,
+                    reason: format!("cannot read {}: {e}", path.trim()),
+                })?;
+            (GEMINI_API_KEY_FILE, text)
+        }
+    };
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(bad(name, "the key is empty"));
+    }
+    if key.len() > MAX_GEMINI_API_KEY {
+        return Err(bad(name, "the key is too long"));
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad(
+            name,
+            "the key must be printable ASCII without spaces (one line)",
+        ));
+    }
+    Ok(Some(SecretString::from(key.to_string())))
+}
+
 impl Config {
     /// Builds the configuration from the file and the environment (env wins).
     ///
@@ -238,6 +309,8 @@ impl Config {
             .unwrap_or(c.default_location);
         c.model_list = file.model_list.clone().into();
         c.vertex_live_url = env.var(VERTEX_LIVE_URL);
+        c.gemini_api_key = gemini_api_key(env)?;
+        c.gemini_api_url = env.var(GEMINI_API_URL);
         c.setup_timeout = env.duration(SETUP_TIMEOUT, c.setup_timeout)?;
         c.max_frame_bytes = env.parse(MAX_FRAME_BYTES)?.unwrap_or(c.max_frame_bytes);
         if c.max_frame_bytes == 0 {
@@ -312,6 +385,8 @@ impl Config {
             default_location: "us-central1".to_string(),
             model_list: std::sync::Arc::from([]),
             vertex_live_url: None,
+            gemini_api_key: None,
+            gemini_api_url: None,
             setup_timeout: Duration::from_secs(10),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             idle_timeout: Duration::from_secs(600),
@@ -415,6 +490,68 @@ mod tests {
             "GATEWAY_MAX_FRAME_BYTES must be greater than zero"
         );
         assert!(Config::load(&FileConfig::default(), &env(&[(MAX_CONNECTIONS, "-1")])).is_err());
+    }
+
+    #[test]
+    fn the_gemini_api_key_is_read_checked_and_redacted() {
+        use secrecy::ExposeSecret as _;
+        let c = Config::load(&FileConfig::default(), &env(&[])).unwrap();
+        assert!(c.gemini_api_key.is_none(), "Vertex only by default");
+        let secret = "AIzaSy-secret-7f3e";
+        let c = Config::load(
+            &FileConfig::default(),
+            &env(&[
+                (GEMINI_API_KEY, &format!(" {secret}\n")),
+                (GEMINI_API_URL, "ws://127.0.0.1:9"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.gemini_api_key.as_ref().unwrap().expose_secret(), secret);
+        assert_eq!(c.gemini_api_url.as_deref(), Some("ws://127.0.0.1:9"));
+        assert!(!format!("{c:?}").contains(secret), "Debug redacts the key");
+
+        let dir = std::env::temp_dir().join(format!("livegate-gemini-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("key");
+        std::fs::write(&file, format!("{secret}\n")).unwrap();
+        let path = file.to_string_lossy().into_owned();
+        let c = Config::load(
+            &FileConfig::default(),
+            &env(&[(GEMINI_API_KEY_FILE, &path)]),
+        )
+        .unwrap();
+        assert_eq!(c.gemini_api_key.as_ref().unwrap().expose_secret(), secret);
+
+        let both = env(&[(GEMINI_API_KEY, secret), (GEMINI_API_KEY_FILE, &path)]);
+        assert!(Config::load(&FileConfig::default(), &both).is_err());
+        let missing = dir.join("absent").to_string_lossy().into_owned();
+        assert!(
+            Config::load(
+                &FileConfig::default(),
+                &env(&[(GEMINI_API_KEY_FILE, &missing)])
+            )
+            .is_err()
+        );
+        std::fs::write(&file, "two words\n").unwrap();
+        let err = Config::load(
+            &FileConfig::default(),
+            &env(&[(GEMINI_API_KEY_FILE, &path)]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            !err.contains("words"),
+            "the error never shows the key: {err}"
+        );
+        std::fs::write(&file, "x".repeat(4096)).unwrap();
+        assert!(
+            Config::load(
+                &FileConfig::default(),
+                &env(&[(GEMINI_API_KEY_FILE, &path)])
+            )
+            .is_err()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

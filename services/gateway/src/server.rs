@@ -104,7 +104,8 @@ async fn route(
 ) -> Response<Body> {
     let path = req.uri().path();
     if let Some(live) = paths::classify(path) {
-        return upgrade::upgrade(app, peer, conn, req, live.upstream_version());
+        let upstream = live.upstream(app.config.gemini_api_key.is_some());
+        return upgrade::upgrade(app, peer, conn, req, upstream);
     }
     match (req.method(), path) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),

@@ -16,6 +16,9 @@ pub struct EmulatorConfig {
     pub service_account_keys: Vec<ServiceAccountKey>,
     /// Initial behaviour (changeable later with [`crate::Emulator::set_behaviour`]).
     pub behaviour: Behaviour,
+    /// Accepted Gemini Developer API keys (`x-goog-api-key` or `?key=` on the Developer API
+    /// paths). Empty: those paths accept any handshake without looking for a key.
+    pub developer_api_keys: Vec<String>,
 }
 
 /// A service account's key: the JWT `kid` (its `private_key_id`) and the key in PEM.

@@ -1,8 +1,14 @@
 //! The socket loop of one session: reads client frames, feeds them to the [`Session`] state
 //! machine, sends its frames (delayed replies keep their order), and runs the go-away and
 //! close timers. One task per session, no per-session threads or buffers beyond tungstenite's.
+//!
+//! A connection on a Gemini Developer API path speaks that API's dialect: its setup names the
+//! model `models/{id}` (anything else is refused with 1008, as Google does; the state machine
+//! then sees the model as a resource path), and its usage reports carry the Developer API's
+//! output field names (`responseTokenCount`, `responseTokensDetails`).
 
 use crate::behaviour::{Behaviour, UsageNames, proto_duration};
+use crate::server::LiveApi;
 use crate::session::{Close, Session, SessionEnv, Snapshot};
 use crate::state::{DEFAULT_HANDLE_TTL, Shared, bump};
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -37,11 +43,15 @@ pub(crate) fn ws_config() -> WebSocketConfig {
 struct Env<'a> {
     shared: &'a Shared,
     behaviour: &'a Behaviour,
+    api: LiveApi,
 }
 
 impl SessionEnv for Env<'_> {
     fn usage_names(&self) -> UsageNames {
-        self.behaviour.usage_names
+        match self.api {
+            LiveApi::Vertex => self.behaviour.usage_names,
+            LiveApi::Developer => UsageNames::Developer,
+        }
     }
     fn open(&self, session: &str) {
         self.shared.open_session(session);
@@ -115,10 +125,44 @@ impl Drop for ActiveGuard<'_> {
     }
 }
 
+/// The project the state machine sees Developer API sessions under (it speaks resource paths).
+const DEVELOPER_PROJECT_PATH: &str = "projects/developer-api/locations/global/publishers/google/";
+
+/// A Developer API setup message with its `models/{id}` as the resource path the state machine
+/// expects; `Ok(None)` for anything that is not a setup with a string model (the state machine
+/// answers those).
+///
+/// # Errors
+/// The close Google sends for a model not named `models/{id}`.
+fn developer_setup(data: &[u8]) -> Result<Option<bytes::Bytes>, Close> {
+    let Ok(mut v) = serde_json::from_slice::<Value>(data) else {
+        return Ok(None);
+    };
+    let Some(model) = v.pointer_mut("/setup/model") else {
+        return Ok(None);
+    };
+    let Some(name) = model.as_str() else {
+        return Ok(None);
+    };
+    match name.strip_prefix("models/") {
+        Some(id) if !id.is_empty() && !id.contains('/') => {
+            *model = Value::String(format!("{DEVELOPER_PROJECT_PATH}models/{id}"));
+            Ok(Some(bytes::Bytes::from(v.to_string())))
+        }
+        _ => Err(Close {
+            code: 1008,
+            reason: crate::wire::close_reason(&format!(
+                "{name} is not found for API version, or is not supported for bidiGenerateContent."
+            )),
+        }),
+    }
+}
+
 /// Serves one upgraded WebSocket until either side closes or `cancel` fires.
 pub(crate) async fn serve<S>(
     mut ws: WebSocketStream<S>,
     shared: Arc<Shared>,
+    api: LiveApi,
     cancel: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -177,8 +221,17 @@ pub(crate) async fn serve<S>(
                 if data.len() > MAX_MESSAGE_BYTES {
                     break Some(Close { code: 1009, reason: format!("message larger than {MAX_MESSAGE_BYTES} bytes") });
                 }
+                let data = if api == LiveApi::Developer && !started {
+                    match developer_setup(&data) {
+                        Ok(Some(rewritten)) => rewritten,
+                        Ok(None) => data,
+                        Err(close) => break Some(close),
+                    }
+                } else {
+                    data
+                };
                 let behaviour = shared.behaviour();
-                let step = session.on_message(&data, &Env { shared: &shared, behaviour: &behaviour });
+                let step = session.on_message(&data, &Env { shared: &shared, behaviour: &behaviour, api });
                 if step.started {
                     tracing::debug!(session = session.id(), resumed = step.resumed, "setup complete");
                     started = true;
@@ -243,4 +296,41 @@ pub(crate) async fn serve<S>(
         }
     }
     tracing::debug!(session = session.id(), "session ended");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn developer_setups_name_models_by_id() {
+        let out = developer_setup(br#"{"setup":{"model":"models/gemini-3.8-live","x":1}}"#)
+            .unwrap()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v["setup"]["model"],
+            "projects/developer-api/locations/global/publishers/google/models/gemini-3.8-live"
+        );
+        assert_eq!(v["setup"]["x"], 1);
+        for bad in [
+            "gemini-3.8-live",
+            "projects/p/locations/l/publishers/google/models/m",
+            "models/",
+            "models/a/b",
+        ] {
+            let frame = json!({"setup": {"model": bad}}).to_string();
+            let close = developer_setup(frame.as_bytes()).unwrap_err();
+            assert_eq!(close.code, 1008, "{bad}");
+            assert!(close.reason.len() <= 123);
+        }
+        // Not a setup with a string model: the state machine answers.
+        for other in [
+            &b"not json"[..],
+            br#"{"clientContent":{}}"#,
+            br#"{"setup":{"model":1}}"#,
+        ] {
+            assert!(developer_setup(other).unwrap().is_none());
+        }
+    }
 }

@@ -1,5 +1,8 @@
 //! `livegate-emulator`: a faithful local stand-in for the Vertex AI Live API
 //! (`BidiGenerateContent` over WebSocket), for tests, benchmarks and the no-credentials demo.
+//! It also serves the Gemini Developer API's Live paths ([`DEVELOPER_PATHS`], API-key auth),
+//! and records every handshake ([`Emulator::handshakes`]) so tests can tell which upstream
+//! and which credential a connection used.
 //!
 //! Module map:
 //! - [`config`]: [`EmulatorConfig`] (tokens, service-account keys, initial behaviour).
@@ -38,7 +41,7 @@ pub use behaviour::{Behaviour, ConnectionAge, UsageNames};
 pub use config::{ConfigError, EmulatorConfig, ServiceAccountKey};
 pub use connection::MAX_MESSAGE_BYTES;
 pub use jwt::CLOUD_PLATFORM_SCOPE;
-pub use server::LIVE_PATHS;
+pub use server::{DEVELOPER_PATHS, Handshake, LIVE_PATHS, LiveApi, MAX_HANDSHAKES};
 pub use state::{
     ConsumedMessage, DEFAULT_HANDLE_TTL, MAX_CONSUMED, MAX_RECORDED_USAGE, RecordedUsage, Stats,
 };
@@ -61,6 +64,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub struct Emulator {
     addr: SocketAddr,
     shared: Arc<Shared>,
+    front: Arc<server::Front>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -90,11 +94,13 @@ impl Emulator {
             auth_required,
             config.behaviour,
         ));
+        let front = Arc::new(server::Front::new(config.developer_api_keys));
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         tracker.spawn(server::accept_loop(
             listener,
             shared.clone(),
+            front.clone(),
             cancel.clone(),
             tracker.clone(),
         ));
@@ -102,6 +108,7 @@ impl Emulator {
         Emulator {
             addr,
             shared,
+            front,
             cancel,
             tracker,
         }
@@ -120,6 +127,21 @@ impl Emulator {
     /// The `v1` Live endpoint: `ws://ADDR/ws/google.cloud.aiplatform.v1.LlmBidiService/BidiGenerateContent`.
     pub fn url(&self) -> String {
         format!("ws://{}{}", self.addr, LIVE_PATHS[0])
+    }
+
+    /// The Gemini Developer API Live endpoint in `version` (`v1`, `v1beta`, `v1alpha`):
+    /// `ws://ADDR/ws/google.ai.generativelanguage.{version}.GenerativeService.BidiGenerateContent`.
+    pub fn developer_url(&self, version: &str) -> String {
+        format!(
+            "ws://{}/ws/google.ai.generativelanguage.{version}.GenerativeService.BidiGenerateContent",
+            self.addr
+        )
+    }
+
+    /// Every Live handshake seen (accepted or refused), oldest first (the most recent
+    /// [`MAX_HANDSHAKES`]): path, API, and which credentials came (never their values).
+    pub fn handshakes(&self) -> Vec<Handshake> {
+        self.front.handshakes()
     }
 
     /// Replaces the behaviour (see [`Behaviour`] for when open sessions notice).

@@ -21,6 +21,14 @@ struct Args {
     /// Accepted bearer token (repeatable). With no tokens and no keys, no auth is required.
     #[arg(long = "token", value_name = "T")]
     tokens: Vec<String>,
+    /// Accepted Gemini Developer API key on the Developer API paths (`x-goog-api-key` or
+    /// `?key=`; repeatable). With none, those paths require no key.
+    #[arg(
+        long = "developer-api-key",
+        value_name = "KEY",
+        env = "EMULATOR_DEVELOPER_API_KEY"
+    )]
+    developer_api_keys: Vec<String>,
     /// Service-account key whose self-signed JWTs are accepted: `KID=PATH.pem` (public or
     /// private key PEM) or `PATH.json` (a service-account key file). Repeatable.
     #[arg(long = "service-account-key", value_name = "KID=PATH.pem|PATH.json")]
@@ -98,6 +106,7 @@ impl Args {
         let config = EmulatorConfig {
             tokens: self.tokens.clone(),
             service_account_keys,
+            developer_api_keys: self.developer_api_keys.clone(),
             behaviour: Behaviour {
                 go_away_after: self.go_away_after,
                 close_after: self

@@ -508,3 +508,35 @@ fn reload_replaces_the_file_table_and_keeps_it_on_error() {
     // Built-in entries are still there underneath.
     assert!(p.price("gemini-live-2.5-flash", &u).entry.is_some());
 }
+
+#[test]
+fn developer_api_names_price_at_the_developer_api_entries() {
+    let p = builtin();
+    let u = Usage {
+        prompt_tokens: 1000,
+        ..Usage::default()
+    };
+    // A Developer API session is recorded as `gemini/ID`: LiteLLM's key for its price.
+    let priced = p.price("gemini/gemini-3.8-live", &u);
+    assert_eq!(priced.entry.as_deref(), Some("gemini/gemini-3.8-live"));
+    assert_eq!(priced.cost.input_text, d("0.00075")); // 1000 × 0.00000075
+    // A Vertex session of the same model still finds the Vertex entry first.
+    let priced = p.price("gemini-3.8-live", &u);
+    assert_eq!(priced.entry.as_deref(), Some("vertex_ai/gemini-3.8-live"));
+    for model in [
+        "gemini/gemini-2.5-flash-native-audio-latest",
+        "gemini/gemini-2.5-flash-native-audio-preview-09-2025",
+        "gemini/gemini-live-2.5-flash-preview-native-audio-09-2025",
+        "gemini/gemini-3.5-live-translate-preview",
+    ] {
+        assert_eq!(p.price(model, &u).entry.as_deref(), Some(model));
+    }
+    // No `gemini/` entry: the bare id, never a `vertex_ai/` entry (Vertex prices are not
+    // the Developer API's).
+    let priced = p.price("gemini/gemini-live-2.5-flash", &u);
+    assert_eq!(priced.entry.as_deref(), Some("gemini-live-2.5-flash"));
+    let vertex_only =
+        PriceTable::parse(r#"{"vertex_ai/m1": {"input_cost_per_token": 1}}"#).unwrap();
+    assert!(vertex_only.lookup("gemini/m1").is_none());
+    assert!(vertex_only.lookup("m1").is_some());
+}

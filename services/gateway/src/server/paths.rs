@@ -8,10 +8,10 @@
 //! |---|---|---|
 //! | `/v1/vertex-ai/live`, `/vertex-ai/live`, `/vertex_ai/live` | LiteLLM clients, browsers | Vertex v1 |
 //! | `/ws/google.cloud.aiplatform.{v1,v1beta1}.LlmBidiService/BidiGenerateContent` | google-genai with `vertexai=True` and a gateway base URL | Vertex, same version |
-//! | `/ws/google.ai.generativelanguage.{v1,v1beta,v1alpha}.GenerativeService.BidiGenerateContent` | Gemini Developer API clients (Python v1, JS v1beta) | Vertex v1 (the setup's `models/{id}` is rewritten as for every client) |
-//! | `/ws/google.ai.generativelanguage.{v1,v1beta,v1alpha}.GenerativeService.BidiGenerateContentConstrained` | Developer API clients with an ephemeral token | Vertex v1, same as above |
+//! | `/ws/google.ai.generativelanguage.{v1,v1beta,v1alpha}.GenerativeService.BidiGenerateContent` | Gemini Developer API clients (Python v1, JS v1beta) | with `GATEWAY_GEMINI_API_KEY`: the Developer API, same version, the operator's key, `models/{id}` kept; without: Vertex v1 (the setup's `models/{id}` is rewritten as for every client) |
+//! | `/ws/google.ai.generativelanguage.{v1,v1beta,v1alpha}.GenerativeService.BidiGenerateContentConstrained` | Developer API clients with an ephemeral token | same as above; on the Developer API through the plain `BidiGenerateContent` method (the gateway authenticated the client itself and uses the operator's key, not an ephemeral token) |
 
-use crate::ws::upstream::ApiVersion;
+use crate::ws::upstream::{ApiVersion, DeveloperVersion};
 
 /// What a request path asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,19 +20,23 @@ pub enum LivePath {
     Gateway,
     /// Vertex AI's `LlmBidiService` path, in this API version.
     Vertex(ApiVersion),
-    /// The Gemini Developer API's `GenerativeService` path (`constrained`: the ephemeral-token
-    /// variant), served against Vertex.
+    /// The Gemini Developer API's `GenerativeService` path in this version (`constrained`: the
+    /// ephemeral-token variant).
     DeveloperApi {
+        version: DeveloperVersion,
         /// `BidiGenerateContentConstrained`.
         constrained: bool,
     },
 }
 
 impl LivePath {
-    /// The Vertex API version the upstream connection uses.
-    pub fn upstream_version(self) -> ApiVersion {
+    /// The upstream API and version a session on this path uses: Developer API paths reach
+    /// the Developer API (same version) when the operator configured a key for it
+    /// (`developer_api`), else Vertex v1 like livegate's own paths.
+    pub fn upstream(self, developer_api: bool) -> ApiVersion {
         match self {
             Self::Vertex(v) => v,
+            Self::DeveloperApi { version, .. } if developer_api => ApiVersion::Developer(version),
             Self::Gateway | Self::DeveloperApi { .. } => ApiVersion::V1,
         }
     }
@@ -43,7 +47,6 @@ const VERTEX_V1: &str = "/ws/google.cloud.aiplatform.v1.LlmBidiService/BidiGener
 const VERTEX_V1BETA1: &str =
     "/ws/google.cloud.aiplatform.v1beta1.LlmBidiService/BidiGenerateContent";
 const DEVELOPER_PREFIX: &str = "/ws/google.ai.generativelanguage.";
-const DEVELOPER_VERSIONS: [&str; 3] = ["v1", "v1beta", "v1alpha"];
 const DEVELOPER_METHOD: &str = ".GenerativeService.BidiGenerateContent";
 const CONSTRAINED: &str = "Constrained";
 
@@ -83,13 +86,17 @@ pub fn classify(path: &str) -> Option<LivePath> {
     }
     let rest = path.strip_prefix(DEVELOPER_PREFIX)?;
     let (version, method) = rest.split_at(rest.find('.')?);
-    if !DEVELOPER_VERSIONS.contains(&version) {
-        return None;
-    }
+    let version = DeveloperVersion::parse(version)?;
     let tail = method.strip_prefix(DEVELOPER_METHOD)?;
     match tail {
-        "" => Some(LivePath::DeveloperApi { constrained: false }),
-        CONSTRAINED => Some(LivePath::DeveloperApi { constrained: true }),
+        "" => Some(LivePath::DeveloperApi {
+            version,
+            constrained: false,
+        }),
+        CONSTRAINED => Some(LivePath::DeveloperApi {
+            version,
+            constrained: true,
+        }),
         _ => None,
     }
 }
@@ -118,15 +125,24 @@ mod tests {
             ),
             (
                 "/ws/google.ai.generativelanguage.v1.GenerativeService.BidiGenerateContent",
-                LivePath::DeveloperApi { constrained: false },
+                LivePath::DeveloperApi {
+                    version: DeveloperVersion::V1,
+                    constrained: false,
+                },
             ),
             (
                 "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent",
-                LivePath::DeveloperApi { constrained: false },
+                LivePath::DeveloperApi {
+                    version: DeveloperVersion::V1Beta,
+                    constrained: false,
+                },
             ),
             (
                 "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContentConstrained",
-                LivePath::DeveloperApi { constrained: true },
+                LivePath::DeveloperApi {
+                    version: DeveloperVersion::V1Alpha,
+                    constrained: true,
+                },
             ),
         ];
         for (path, want) in cases {
@@ -156,15 +172,42 @@ mod tests {
     }
 
     #[test]
-    fn the_gateway_and_developer_shapes_reach_vertex_v1() {
-        assert_eq!(LivePath::Gateway.upstream_version(), ApiVersion::V1);
+    fn without_a_developer_key_every_shape_reaches_vertex() {
+        assert_eq!(LivePath::Gateway.upstream(false), ApiVersion::V1);
         assert_eq!(
-            LivePath::DeveloperApi { constrained: true }.upstream_version(),
+            LivePath::DeveloperApi {
+                version: DeveloperVersion::V1Beta,
+                constrained: true
+            }
+            .upstream(false),
             ApiVersion::V1
         );
         assert_eq!(
-            LivePath::Vertex(ApiVersion::V1Beta1).upstream_version(),
+            LivePath::Vertex(ApiVersion::V1Beta1).upstream(false),
             ApiVersion::V1Beta1
         );
+    }
+
+    #[test]
+    fn with_a_developer_key_only_developer_shapes_reach_the_developer_api() {
+        let dev = |path: &str| classify(path).unwrap().upstream(true);
+        assert_eq!(
+            dev("/ws/google.ai.generativelanguage.v1.GenerativeService.BidiGenerateContent"),
+            ApiVersion::Developer(DeveloperVersion::V1)
+        );
+        assert_eq!(
+            dev("//ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent/"),
+            ApiVersion::Developer(DeveloperVersion::V1Beta)
+        );
+        // Ephemeral-token clients: served on the same upstream, in their version.
+        assert_eq!(
+            dev(
+                "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContentConstrained"
+            ),
+            ApiVersion::Developer(DeveloperVersion::V1Alpha)
+        );
+        assert_eq!(dev(VERTEX_V1), ApiVersion::V1);
+        assert_eq!(dev(VERTEX_V1BETA1), ApiVersion::V1Beta1);
+        assert_eq!(dev("/vertex_ai/live"), ApiVersion::V1);
     }
 }

@@ -97,7 +97,13 @@ pub fn check_setup(grant: &Grant, setup: &Setup) -> Result<(), Close> {
         ));
     }
     // A model_list alias may be named by itself or by the model it stands for.
-    let names = |m: &String| m == &setup.model_id || setup.alias.as_ref() == Some(m);
+    // A Developer API session's `gemini/{id}` is also allowed by its bare id.
+    let bare = setup
+        .model_id
+        .strip_prefix(super::setup::DEVELOPER_MODEL_PREFIX);
+    let names = |m: &String| {
+        m == &setup.model_id || bare == Some(m.as_str()) || setup.alias.as_ref() == Some(m)
+    };
     let model_ok = key.allowed_models.is_empty() || key.allowed_models.iter().any(names);
     let bound_ok = grant.bound_model.is_empty() || names(&grant.bound_model);
     if !model_ok || !bound_ok {

@@ -334,6 +334,7 @@ where
         config_project: app.config.default_project.clone(),
         config_location: app.config.default_location.clone(),
         model_list: app.config.model_list.clone(),
+        developer_api: req.version.is_developer(),
     };
     let mut setup = setup::rewrite(&first, &placement)?;
     drop(first);

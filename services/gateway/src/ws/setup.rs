@@ -12,6 +12,12 @@
 //! (still checking it is valid JSON), and the rewritten model is spliced into the original
 //! bytes, so everything but the model reaches upstream byte for byte.
 //!
+//! On the Gemini Developer API upstream (`developer_api`: a Developer-API-shaped path with
+//! `GATEWAY_GEMINI_API_KEY` set) the model stays `models/{id}` (a bare id, `gemini/{id}` or
+//! another accepted form becomes that; an alias becomes its deployment's model id), there is no
+//! project or location (the operator's key pays), and the session's model is recorded as
+//! `gemini/{id}`, the name LiteLLM prices Developer API models under.
+//!
 //! Duplicate keys: a `setup` with two `model` keys, or a frame with two `setup` keys (however
 //! spelled, escapes included), is refused with 1007. JSON parsers disagree on which duplicate
 //! wins, so the model the gateway checks could otherwise differ from the one upstream uses.
@@ -38,7 +44,12 @@ pub struct Placement {
     pub config_location: String,
     /// LiteLLM `model_list` deployments (aliases).
     pub model_list: std::sync::Arc<[Deployment]>,
+    /// The session goes to the Gemini Developer API (no Vertex rewrite, no project).
+    pub developer_api: bool,
 }
+
+/// What a Developer API session's model is recorded as: `gemini/{id}`.
+pub const DEVELOPER_MODEL_PREFIX: &str = "gemini/";
 
 /// The setup after rewriting.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +58,7 @@ pub struct Setup {
     pub frame: Vec<u8>,
     pub project: String,
     pub location: String,
-    /// The bare model id (`gemini-live-2.5-flash`).
+    /// The bare model id (`gemini-live-2.5-flash`); on the Developer API `gemini/{id}`.
     pub model_id: String,
     /// The `model_list` alias the client named, if it named one.
     pub alias: Option<String>,
@@ -235,6 +246,9 @@ fn find_model(text: &str) -> Result<(String, Range<usize>), Close> {
 pub fn rewrite(frame: &[u8], placement: &Placement) -> Result<Setup, Close> {
     let text = std::str::from_utf8(frame).map_err(|_| not_json())?;
     let (model, at) = find_model(text)?;
+    if placement.developer_api {
+        return rewrite_developer(frame, at, &model, placement);
+    }
     if let Some(d) = alias(&model, &placement.model_list) {
         return rewrite_alias(frame, at, d, placement);
     }
@@ -273,13 +287,7 @@ pub fn rewrite(frame: &[u8], placement: &Placement) -> Result<Setup, Close> {
     } else {
         // Every segment of `full` passed `valid_segment`/`valid_location`: nothing in it
         // needs escaping, but the JSON encoder decides that, not this code.
-        let encoded = serde_json::to_string(&full)
-            .map_err(|_| Close::new(close::INTERNAL, "cannot encode setup"))?;
-        let mut out = Vec::with_capacity(frame.len() - at.len() + encoded.len());
-        out.extend_from_slice(&frame[..at.start]);
-        out.extend_from_slice(encoded.as_bytes());
-        out.extend_from_slice(&frame[at.end..]);
-        out
+        splice(frame, at, &full)?
     };
     Ok(Setup {
         frame,
@@ -287,6 +295,67 @@ pub fn rewrite(frame: &[u8], placement: &Placement) -> Result<Setup, Close> {
         location,
         model_id,
         alias: None,
+        credentials: None,
+    })
+}
+
+/// `frame` with the JSON string at `at` replaced by `value`.
+fn splice(frame: &[u8], at: Range<usize>, value: &str) -> Result<Vec<u8>, Close> {
+    let encoded = serde_json::to_string(value)
+        .map_err(|_| Close::new(close::INTERNAL, "cannot encode setup"))?;
+    let mut out = Vec::with_capacity(frame.len() - at.len() + encoded.len());
+    out.extend_from_slice(&frame[..at.start]);
+    out.extend_from_slice(encoded.as_bytes());
+    out.extend_from_slice(&frame[at.end..]);
+    Ok(out)
+}
+
+/// The setup for the Developer API: `models/{id}` (byte for byte when the client sent
+/// that), no project or location, recorded as `gemini/{id}`.
+fn rewrite_developer(
+    frame: &[u8],
+    at: Range<usize>,
+    model: &str,
+    placement: &Placement,
+) -> Result<Setup, Close> {
+    let invalid = || {
+        Close::new(
+            close::INVALID_PAYLOAD,
+            "setup.model is not a valid Live model name",
+        )
+    };
+    let (id, alias) = match alias(model, &placement.model_list) {
+        Some(d) => match parse_model(&d.model) {
+            Some(ModelRef::Bare(id)) => (id.to_string(), Some(d.model_name.clone())),
+            _ => {
+                return Err(Close::new(
+                    close::INTERNAL,
+                    format!("model_list entry {:?} has no usable model", d.model_name),
+                ));
+            }
+        },
+        None => {
+            let trimmed = model.trim();
+            let named = trimmed
+                .strip_prefix(DEVELOPER_MODEL_PREFIX)
+                .unwrap_or(trimmed);
+            match parse_model(named).ok_or_else(invalid)? {
+                ModelRef::Bare(id) | ModelRef::Full { id, .. } => (id.to_string(), None),
+            }
+        }
+    };
+    let wanted = format!("models/{id}");
+    let frame = if wanted == model {
+        frame.to_vec()
+    } else {
+        splice(frame, at, &wanted)?
+    };
+    Ok(Setup {
+        frame,
+        project: String::new(),
+        location: String::new(),
+        model_id: format!("{DEVELOPER_MODEL_PREFIX}{id}"),
+        alias,
         credentials: None,
     })
 }
@@ -344,14 +413,8 @@ fn rewrite_alias(
         return Err(bad());
     }
     let full = format!("projects/{project}/locations/{location}/publishers/google/models/{id}");
-    let encoded = serde_json::to_string(&full)
-        .map_err(|_| Close::new(close::INTERNAL, "cannot encode setup"))?;
-    let mut out = Vec::with_capacity(frame.len() - at.len() + encoded.len());
-    out.extend_from_slice(&frame[..at.start]);
-    out.extend_from_slice(encoded.as_bytes());
-    out.extend_from_slice(&frame[at.end..]);
     Ok(Setup {
-        frame: out,
+        frame: splice(frame, at, &full)?,
         project,
         location,
         model_id: id.to_string(),
@@ -370,6 +433,76 @@ mod tests {
             config_location: "us-central1".into(),
             ..Placement::default()
         }
+    }
+
+    fn developer() -> Placement {
+        Placement {
+            developer_api: true,
+            ..placement()
+        }
+    }
+
+    #[test]
+    fn the_developer_api_keeps_models_id_and_has_no_project() {
+        let frame = br#"{"setup":{"model":"models/gemini-3.8-live","generationConfig":{}}}"#;
+        let s = rewrite(frame, &developer()).unwrap();
+        assert_eq!(s.frame, frame.to_vec(), "byte for byte");
+        assert_eq!(s.model_id, "gemini/gemini-3.8-live");
+        assert_eq!((s.project.as_str(), s.location.as_str()), ("", ""));
+        assert_eq!(s.credentials, None);
+        for m in [
+            "gemini-3.8-live",
+            "gemini/gemini-3.8-live",
+            "publishers/google/models/gemini-3.8-live",
+            "projects/p/locations/us-central1/publishers/google/models/gemini-3.8-live",
+        ] {
+            let frame = format!(r#"{{"setup":{{"model":"{m}"}}}}"#);
+            let s = rewrite(frame.as_bytes(), &developer()).unwrap();
+            assert_eq!(model_of(&s), "models/gemini-3.8-live", "{m}");
+            assert_eq!(s.model_id, "gemini/gemini-3.8-live");
+            assert_eq!(s.project, "");
+        }
+        // No project needed anywhere.
+        let none = Placement {
+            developer_api: true,
+            ..Placement::default()
+        };
+        assert!(rewrite(br#"{"setup":{"model":"models/m1"}}"#, &none).is_ok());
+        assert_eq!(
+            rewrite(br#"{"setup":{"model":"models/a/b"}}"#, &none)
+                .unwrap_err()
+                .code,
+            close::INVALID_PAYLOAD
+        );
+        // The same frame on Vertex is rewritten into the resource path.
+        let s = rewrite(
+            br#"{"setup":{"model":"models/gemini-3.8-live"}}"#,
+            &placement(),
+        )
+        .unwrap();
+        assert!(model_of(&s).starts_with("projects/cfg-proj/"));
+        assert_eq!(s.model_id, "gemini-3.8-live");
+    }
+
+    #[test]
+    fn an_alias_on_the_developer_api_is_its_model_id() {
+        let p = Placement {
+            model_list: std::sync::Arc::from([Deployment {
+                model_name: "live".into(),
+                model: "vertex_ai/gemini-3.8-live".into(),
+                vertex_project: Some("dep-proj".into()),
+                ..Deployment::default()
+            }]),
+            ..developer()
+        };
+        let s = rewrite(br#"{"setup":{"model":"models/live"}}"#, &p).unwrap();
+        assert_eq!(model_of(&s), "models/gemini-3.8-live");
+        assert_eq!(s.model_id, "gemini/gemini-3.8-live");
+        assert_eq!(s.alias.as_deref(), Some("live"));
+        assert_eq!(
+            s.project, "",
+            "the deployment's Vertex project does not apply"
+        );
     }
 
     fn model_of(s: &Setup) -> String {

@@ -16,6 +16,7 @@ mod clients;
 mod close_codes;
 mod cluster;
 mod credentials;
+mod developer_api;
 mod front_door;
 mod http;
 mod leases;

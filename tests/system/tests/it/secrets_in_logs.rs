@@ -1,9 +1,11 @@
 //! No secret reaches a log at any level: the gateway, auth, metering and emulator binaries run
 //! at `LIVEGATE_LOG=trace` (real nats-server and clickhouse-server) through real sessions —
 //! setup and a text turn with a key in `?key=`, a browser token minted over HTTP and used in the
-//! `livegate-key.` subprotocol, refused credentials —, then everything they printed on stdout
-//! and stderr is searched for the API key, the browser token, the Google access token the
-//! gateway sent upstream, the master key and the internal token (and the client's words).
+//! `livegate-key.` subprotocol, a session relayed to the Gemini Developer API with the
+//! operator's key, refused credentials —, then everything they printed on stdout and stderr is
+//! searched for the API key, the browser token, the Google access token the gateway sent
+//! upstream, the Gemini API key, the master key and the internal token (and the client's
+//! words).
 //!
 //! The binaries are the ones `scripts/test.sh` builds (`cargo build --workspace --bins`).
 
@@ -20,6 +22,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 /// Secrets unlike any other string in the logs, so a hit is a leak.
 const MASTER_SECRET: &str = "master-5f1b9c0e7d3a";
 const INTERNAL_SECRET: &str = "internal-8c2e4a6f0b1d";
+/// The operator's Gemini Developer API key (`GATEWAY_GEMINI_API_KEY`).
+const GEMINI_SECRET: &str = "AIzaSy-gemini-9d4b2f7a1e6c";
 /// What the client says in its turn: conversation content is not for logs either.
 const PROMPT: &str = "prompt-3e9a71c4 tell me a secret";
 
@@ -53,7 +57,14 @@ async fn no_service_logs_a_secret_at_trace() {
     let mut emulator = spawn(
         "livegate-emulator",
         dir.path(),
-        &["--listen", "127.0.0.1:0", "--service-account-key", &sa_path],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--service-account-key",
+            &sa_path,
+            "--developer-api-key",
+            GEMINI_SECRET,
+        ],
         &[],
     );
     let emulator_addr = emulator.addr().await;
@@ -97,6 +108,8 @@ async fn no_service_logs_a_secret_at_trace() {
                 format!("ws://{emulator_addr}{}", livegate_emulator::LIVE_PATHS[0]),
             ),
             ("DEFAULT_VERTEXAI_PROJECT", PROJECT.into()),
+            ("GATEWAY_GEMINI_API_KEY", GEMINI_SECRET.into()),
+            ("GATEWAY_GEMINI_API_URL", format!("ws://{emulator_addr}")),
         ],
     );
     let gateway_addr: std::net::SocketAddr = gateway.addr().await.parse().unwrap();
@@ -125,6 +138,17 @@ async fn no_service_logs_a_secret_at_trace() {
         tokio_tungstenite::connect_async(url(&format!("/v1/vertex-ai/live?key={key}")))
             .await
             .unwrap();
+    session_turn(&mut ws).await;
+
+    // A Developer-API-shaped session, relayed to the Developer API with the operator's key
+    // (the emulator refuses any other).
+    let mut req =
+        url("/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent")
+            .into_client_request()
+            .unwrap();
+    req.headers_mut()
+        .insert("x-goog-api-key", key.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     session_turn(&mut ws).await;
 
     // A browser token minted over HTTP and used in the subprotocol.
@@ -195,17 +219,17 @@ async fn no_service_logs_a_secret_at_trace() {
         "a self-signed JWT: {google_token}"
     );
 
-    // Metering billed both sessions, so it handled them at trace too.
+    // Metering billed the three sessions, so it handled them at trace too.
     let sql = format!("SELECT count() FROM {db}.sessions FINAL WHERE key_id = '{key_id}'");
     let mut billed = String::new();
     for _ in 0..200 {
         billed = ch.query(&sql).await.unwrap();
-        if billed.trim() == "2" {
+        if billed.trim() == "3" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(billed.trim(), "2", "metering billed both sessions");
+    assert_eq!(billed.trim(), "3", "metering billed the three sessions");
 
     let mut procs = [gateway, metering, auth, emulator];
     for p in &mut procs {
@@ -223,6 +247,8 @@ async fn no_service_logs_a_secret_at_trace() {
         ),
         ("Google access token", google_token.clone()),
         ("Google token signature", google_signature),
+        ("Gemini API key", GEMINI_SECRET.to_string()),
+        ("Gemini API key fragment", GEMINI_SECRET[6..20].to_string()),
         ("master key", MASTER_SECRET.to_string()),
         ("internal token", INTERNAL_SECRET.to_string()),
         ("conversation content", "prompt-3e9a71c4".to_string()),
@@ -251,5 +277,9 @@ async fn no_service_logs_a_secret_at_trace() {
     assert!(
         procs[3].output().contains("service-account JWT accepted"),
         "the emulator checked the Google token"
+    );
+    assert!(
+        procs[3].output().contains("Developer API key accepted"),
+        "the emulator checked the Gemini API key"
     );
 }
