@@ -1,7 +1,6 @@
 //! Gemini 3.8 Live over a real socket, and interruptions at a generation pace.
 
 use crate::helpers::*;
-use futures_util::SinkExt as _;
 use livegate_emulator::{Behaviour, EmulatorConfig};
 use serde_json::{Value, json};
 use std::time::Duration;
