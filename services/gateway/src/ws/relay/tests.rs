@@ -529,7 +529,15 @@ async fn gemini_38_live_frames_are_relayed_untouched_and_read_right() {
         }
         u_in.send(Ok(Message::Close(None))).await.unwrap();
     };
-    let (end, ()) = tokio::join!(run(relay, &mut c, &mut u), driver);
+    let (end, ()) = tokio::join!(
+        relay.run(
+            &mut c.relay_tx,
+            &mut c.relay_rx,
+            &mut u.relay_tx,
+            &mut u.relay_rx
+        ),
+        driver
+    );
     assert!(matches!(end, End::UpstreamClosed(None)), "{end:?}");
     let reports = h.recorder.reports.lock().unwrap();
     assert_eq!(reports.len(), 1, "only the real usageMetadata is a report");
