@@ -19,6 +19,7 @@ mod credentials;
 mod front_door;
 mod http;
 mod leases;
+mod live38;
 mod metering;
 mod model_list;
 mod relay;
