@@ -113,7 +113,8 @@ impl Replies {
         };
         q.started = true;
         if q.cut.is_some() {
-            q.sent.extend(out.iter().filter(|f| is_model_turn(f)).cloned());
+            q.sent
+                .extend(out.iter().filter(|f| is_model_turn(f)).cloned());
         }
         q.at = Instant::now() + q.interval;
         if q.frames.is_empty() {

@@ -312,7 +312,10 @@ mod tests {
         let turn = |t: &str| json!({"serverContent": {"modelTurn": {"parts": [{"text": t}]}}});
         assert_eq!(response_tokens_of(&[turn("abcd")]).text, 1);
         // Over the whole reply, not per chunk.
-        assert_eq!(response_tokens_of(&[turn("ab"), turn("cd"), turn("e")]).text, 2);
+        assert_eq!(
+            response_tokens_of(&[turn("ab"), turn("cd"), turn("e")]).text,
+            2
+        );
     }
 
     #[test]
@@ -325,7 +328,10 @@ mod tests {
             {"text": "abcde"}
         ]}, "outputTranscription": {"text": "not output"}}});
         let r = response_tokens_of(&[frame]);
-        assert_eq!((r.text, r.audio, r.video), (2, 16, OUTPUT_VIDEO_TOKENS_PER_FRAME));
+        assert_eq!(
+            (r.text, r.audio, r.video),
+            (2, 16, OUTPUT_VIDEO_TOKENS_PER_FRAME)
+        );
     }
 
     #[test]

@@ -51,7 +51,11 @@ fn cost_of(u: &Value) -> Decimal {
     total += Decimal::from(prompt - detailed) * price(&INPUT, "TEXT");
     let thoughts = u["thoughtsTokenCount"].as_u64().unwrap_or(0);
     total += Decimal::from(thoughts) * price(&OUTPUT, "TEXT");
-    for item in u["candidatesTokensDetails"].as_array().into_iter().flatten() {
+    for item in u["candidatesTokensDetails"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         let n = Decimal::from(item["tokenCount"].as_u64().unwrap());
         total += n * price(&OUTPUT, item["modality"].as_str().unwrap());
     }
@@ -134,22 +138,32 @@ async fn a_gemini_38_live_session_relays_untouched_and_is_priced_exactly() {
     let got = converse(&mut via).await;
     via.close(None).await.unwrap();
     assert_eq!(got, expected, "the gateway changes no 3.8 frame");
-    assert!(got.iter().flatten().all(|m| matches!(m, Message::Binary(_))));
+    assert!(
+        got.iter()
+            .flatten()
+            .all(|m| matches!(m, Message::Binary(_)))
+    );
 
     // The frames have the 3.8 shapes.
     let jsons: Vec<Value> = got.iter().flatten().map(json_of).collect();
     let has = |p: &str, v: Value| jsons.iter().any(|j| j.pointer(p) == Some(&v));
-    assert!(has("/voiceActivity/voiceActivityType", json!("ACTIVITY_START")));
-    assert!(has("/voiceActivity/voiceActivityType", json!("ACTIVITY_END")));
+    assert!(has(
+        "/voiceActivity/voiceActivityType",
+        json!("ACTIVITY_START")
+    ));
+    assert!(has(
+        "/voiceActivity/voiceActivityType",
+        json!("ACTIVITY_END")
+    ));
     assert!(has(
         "/voiceActivityDetectionSignal/vadSignalType",
         json!("VAD_SIGNAL_TYPE_EOS")
     ));
-    assert!(has("/serverContent/interactionStatus", json!("IN_PROGRESS")));
     assert!(has(
-        "/serverContent/modelTurn/parts/0/thought",
-        json!(true)
+        "/serverContent/interactionStatus",
+        json!("IN_PROGRESS")
     ));
+    assert!(has("/serverContent/modelTurn/parts/0/thought", json!(true)));
     assert!(has(
         "/serverContent/modelTurn/parts/1/inlineData/mimeType",
         json!("audio/pcm;rate=24000")
@@ -160,7 +174,10 @@ async fn a_gemini_38_live_session_relays_untouched_and_is_priced_exactly() {
     ));
     let interim = jsons
         .iter()
-        .position(|j| j.pointer("/serverContent/interimInputTranscription").is_some())
+        .position(|j| {
+            j.pointer("/serverContent/interimInputTranscription")
+                .is_some()
+        })
         .unwrap();
     let fin = jsons
         .iter()
@@ -187,7 +204,12 @@ async fn a_gemini_38_live_session_relays_untouched_and_is_priced_exactly() {
     let events = stack
         .events_until(Duration::from_secs(10), |e| e.ended().len() == 1)
         .await;
-    let sid = events.started()[0].context.as_ref().unwrap().session_id.clone();
+    let sid = events.started()[0]
+        .context
+        .as_ref()
+        .unwrap()
+        .session_id
+        .clone();
     // The emulator's sessions are numbered in connection order: the gateway's is the second.
     let records = stack.emulator.recorded_usage();
     let emu_session = &records.last().unwrap().session_id;
@@ -198,11 +220,13 @@ async fn a_gemini_38_live_session_relays_untouched_and_is_priced_exactly() {
         .map(|r| r.usage.clone())
         .collect();
     assert_eq!(sent.len(), 2);
-    assert!(sent.iter().all(|u| u["candidatesTokensDetails"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|m| m["modality"] == "VIDEO")));
+    assert!(sent.iter().all(|u| {
+        u["candidatesTokensDetails"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["modality"] == "VIDEO")
+    }));
     let expected: Decimal = sent.iter().map(cost_of).sum();
     let (usage, session, _) = crate::metering::session_cost(&stack, &sid).await;
     let tolerance = d("0.000000001");
@@ -235,7 +259,9 @@ async fn an_interruption_reaches_the_client_and_the_metrics() {
     let key = stack.key().await;
     let mut ws = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
     open_session(&mut ws, litellm_setup("gemini-3.8-live", "TEXT")).await;
-    ws.send(text_turn("Tell me a very long story")).await.unwrap();
+    ws.send(text_turn("Tell me a very long story"))
+        .await
+        .unwrap();
     // The first event of the answer, then the user cuts in.
     let first = json_of(&next_frame(&mut ws).await);
     assert!(
@@ -257,11 +283,19 @@ async fn an_interruption_reaches_the_client_and_the_metrics() {
     for _ in 0..100 {
         let (status, _, body) = http(stack.gateway.addr, "GET", "/metrics", &[], "").await;
         assert_eq!(status, 200);
-        seen = metric_with(&body, "livegate_gateway_interruptions_total", "gemini-3.8-live");
+        seen = metric_with(
+            &body,
+            "livegate_gateway_interruptions_total",
+            "gemini-3.8-live",
+        );
         if seen == Some(1.0) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(seen, Some(1.0), "one interruption counted for gemini-3.8-live");
+    assert_eq!(
+        seen,
+        Some(1.0),
+        "one interruption counted for gemini-3.8-live"
+    );
 }

@@ -370,8 +370,7 @@ fn helpers() {
     assert!(mentions("get", "get"));
 }
 
-const MODEL_38: &str =
-    "projects/p/locations/us-central1/publishers/google/models/gemini-3.8-live";
+const MODEL_38: &str = "projects/p/locations/us-central1/publishers/google/models/gemini-3.8-live";
 
 #[test]
 fn live38_speaks_voice_activity_interim_transcription_parts_and_video() {
@@ -394,12 +393,20 @@ fn live38_speaks_voice_activity_interim_transcription_parts_and_video() {
         first.immediate[1],
         json!({"voiceActivityDetectionSignal": {"vadSignalType": "VAD_SIGNAL_TYPE_SOS"}})
     );
-    assert!(first.immediate[2].pointer("/serverContent/interimInputTranscription/text").is_some());
+    assert!(
+        first.immediate[2]
+            .pointer("/serverContent/interimInputTranscription/text")
+            .is_some()
+    );
     // Still speaking: no new start, another interim.
     let second = send(&mut s, &env, audio);
     assert!(!second.barge_in);
     assert_eq!(second.immediate.len(), 1);
-    let end = send(&mut s, &env, json!({"realtimeInput": {"audioStreamEnd": true}}));
+    let end = send(
+        &mut s,
+        &env,
+        json!({"realtimeInput": {"audioStreamEnd": true}}),
+    );
     assert_eq!(
         end.reply[0],
         json!({"voiceActivity": {"voiceActivityType": "ACTIVITY_END"}})
@@ -425,7 +432,10 @@ fn live38_speaks_voice_activity_interim_transcription_parts_and_video() {
     assert_eq!(parts[0]["thought"], true);
     assert_eq!(parts[1]["inlineData"]["mimeType"], "audio/pcm;rate=24000");
     assert_eq!(parts[2]["inlineData"]["mimeType"], "video/mp4");
-    assert_eq!(events[0]["serverContent"]["interactionStatus"], "IN_PROGRESS");
+    assert_eq!(
+        events[0]["serverContent"]["interactionStatus"],
+        "IN_PROGRESS"
+    );
     assert!(events[1]["serverContent"]["outputTranscription"]["text"].is_string());
     let u = last_usage(&end);
     assert_eq!(u["promptTokenCount"], 64 + 25);
@@ -456,7 +466,11 @@ fn live38_context_update_takes_effect_and_others_refuse_it() {
     // "Be a pirate." (12 chars) + "hi" (2) = 14 chars → 4 text tokens, plus 25 residual.
     assert_eq!(last_usage(&step)["promptTokenCount"], 4 + 25);
     // The new tool is called.
-    let step = send(&mut s, &env, json!({"realtimeInput": {"text": "use get_weather"}}));
+    let step = send(
+        &mut s,
+        &env,
+        json!({"realtimeInput": {"text": "use get_weather"}}),
+    );
     assert_eq!(
         step.reply[0],
         json!({"serverContent": {"interactionStatus": "REQUIRES_ACTION"}})
@@ -480,7 +494,11 @@ fn no_interruption_and_manual_activity_detection() {
         &env,
         json!({"model": MODEL_38, "realtimeInputConfig": {"automaticActivityDetection": {"disabled": true}}}),
     );
-    let step = send(&mut s, &env, json!({"realtimeInput": {"activityStart": {}}}));
+    let step = send(
+        &mut s,
+        &env,
+        json!({"realtimeInput": {"activityStart": {}}}),
+    );
     assert!(step.barge_in);
     let audio = json!({"realtimeInput": {"audio": {"mimeType": "audio/pcm", "data": "AAAA"}}});
     let step = send(&mut s, &env, audio);

@@ -26,7 +26,10 @@ async fn a_new_turn_interrupts_the_reply_being_generated() {
     send(&mut ws, user_text("tell me a long story")).await;
     // The first chunk arrives; the rest is still being generated.
     let first = next_json(&mut ws).await;
-    assert!(first.pointer("/serverContent/modelTurn").is_some(), "{first}");
+    assert!(
+        first.pointer("/serverContent/modelTurn").is_some(),
+        "{first}"
+    );
     send(&mut ws, user_text("stop")).await;
     let cut = read_turn(&mut ws).await;
     let jsons: Vec<&Value> = cut.iter().map(|f| &f.json).collect();
@@ -60,7 +63,10 @@ async fn a_new_turn_interrupts_the_reply_being_generated() {
 #[tokio::test]
 async fn speech_interrupts_but_not_with_no_interruption() {
     let emu = spawn(paced(200)).await;
-    for (handling, interrupted) in [("START_OF_ACTIVITY_INTERRUPTS", true), ("NO_INTERRUPTION", false)] {
+    for (handling, interrupted) in [
+        ("START_OF_ACTIVITY_INTERRUPTS", true),
+        ("NO_INTERRUPTION", false),
+    ] {
         let mut ws = connect(&emu).await;
         setup(
             &mut ws,
@@ -69,7 +75,10 @@ async fn speech_interrupts_but_not_with_no_interruption() {
         .await;
         send(&mut ws, user_text("hello")).await;
         let first = next_json(&mut ws).await;
-        assert!(first.pointer("/serverContent/modelTurn").is_some(), "{first}");
+        assert!(
+            first.pointer("/serverContent/modelTurn").is_some(),
+            "{first}"
+        );
         let audio = json!({"realtimeInput": {"audio": {"mimeType": "audio/pcm;rate=16000", "data": pcm_b64(3_200)}}});
         send(&mut ws, audio).await;
         // Interrupted: `interrupted`, the cut turn's end, then the speech start; otherwise
@@ -128,12 +137,10 @@ async fn live38_session_over_the_socket() {
         .filter_map(Value::as_str)
         .collect();
     assert_eq!(text, "[Speak softly.] You said: hi");
-    assert!(
-        events
-            .iter()
-            .all(|j| j.pointer("/serverContent/modelTurn/parts/1/inlineData/mimeType")
-                == Some(&json!("video/mp4")))
-    );
+    assert!(events.iter().all(
+        |j| j.pointer("/serverContent/modelTurn/parts/1/inlineData/mimeType")
+            == Some(&json!("video/mp4"))
+    ));
     let usage = usages(&turn).remove(0);
     assert_eq!(usage["candidatesTokensDetails"][1]["modality"], "VIDEO");
 }

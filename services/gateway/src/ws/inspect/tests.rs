@@ -228,7 +228,11 @@ fn context_update_is_neither_media_nor_a_turn_end() {
         r#"{"contextUpdate":{"systemInstruction":{"parts":[{"text":"Answer in French; turnComplete"}]},"tools":[{"functionDeclarations":[{"name":"toolResponse"}]}]}}"#,
         r#"{"context_update":{"system_instruction":{"parts":[{"text":"be brief"}]}}}"#,
     ] {
-        assert_eq!(measure_client(f.as_bytes(), &mut m), ClientFrame::default(), "{f}");
+        assert_eq!(
+            measure_client(f.as_bytes(), &mut m),
+            ClientFrame::default(),
+            "{f}"
+        );
     }
     assert!(m.is_empty());
 }
@@ -242,7 +246,11 @@ fn voice_activity_and_vad_signals_are_not_content_turn_ends_or_usage() {
         r#"{"voiceActivityDetectionSignal":{"vadSignalType":"VAD_SIGNAL_TYPE_SOS"}}"#,
         r#"{"voice_activity_detection_signal":{"vad_signal_type":"VAD_SIGNAL_TYPE_EOS"}}"#,
     ] {
-        assert_eq!(inspect_server(f.as_bytes(), &mut m), ServerFrame::default(), "{f}");
+        assert_eq!(
+            inspect_server(f.as_bytes(), &mut m),
+            ServerFrame::default(),
+            "{f}"
+        );
     }
     assert!(m.is_empty());
 }
@@ -318,7 +326,12 @@ fn gemini_38_usage_keeps_thoughts_video_output_residual_prompt_and_traffic_type(
     assert!(f.turn_complete && !f.content);
     let u = f.usage.unwrap();
     assert_eq!(
-        (u.prompt_tokens, u.response_tokens, u.thoughts_tokens, u.total_tokens),
+        (
+            u.prompt_tokens,
+            u.response_tokens,
+            u.thoughts_tokens,
+            u.total_tokens
+        ),
         (89, 290, 73, 379)
     );
     assert_eq!(u.response_details[1].modality, Modality::Video as i32);

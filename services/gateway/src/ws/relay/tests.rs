@@ -543,16 +543,22 @@ async fn gemini_38_live_frames_are_relayed_untouched_and_read_right() {
     assert_eq!(reports.len(), 1, "only the real usageMetadata is a report");
     let (usage, media) = &reports[0];
     assert_eq!(
-        (usage.prompt_tokens, usage.response_tokens, usage.thoughts_tokens),
+        (
+            usage.prompt_tokens,
+            usage.response_tokens,
+            usage.thoughts_tokens
+        ),
         (35, 264, 66)
     );
     assert_eq!(usage.traffic_type, "ON_DEMAND");
     assert!((media.input_audio_seconds - 0.25).abs() < 1e-9);
     assert_eq!(media.input_video_frames, 1);
-    assert_eq!(media.input_characters, 0, "a contextUpdate is not input text");
+    assert_eq!(
+        media.input_characters, 0,
+        "a contextUpdate is not input text"
+    );
     assert_eq!(media.output_characters, 3, "thoughts are not output text");
     assert!((media.output_audio_seconds - 0.005).abs() < 1e-9);
     assert_eq!(h.counters.frames_in.load(Ordering::Relaxed), 4);
     assert_eq!(h.counters.frames_out.load(Ordering::Relaxed), 8);
 }
-
