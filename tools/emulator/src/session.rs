@@ -300,7 +300,7 @@ impl Session {
                 if let Some(blob) = field(part, "inlineData")
                     && let Err(step) = self.add_blob(blob, BlobKind::Content)
                 {
-                    return step;
+                    return *step;
                 }
             }
         }
@@ -347,13 +347,13 @@ impl Session {
             if let Some(b) = blob
                 && let Err(step) = self.add_blob(b, kind)
             {
-                return step;
+                return *step;
             }
         }
         if let Some(Value::Array(chunks)) = field(r, "mediaChunks") {
             for b in chunks {
                 if let Err(step) = self.add_blob(b, BlobKind::MediaChunk) {
-                    return step;
+                    return *step;
                 }
             }
         }
@@ -433,17 +433,17 @@ impl Session {
     }
 
     /// Adds a `{mimeType, data}` blob to the pending input.
-    fn add_blob(&mut self, blob: &Value, kind: BlobKind) -> Result<(), Step> {
+    fn add_blob(&mut self, blob: &Value, kind: BlobKind) -> Result<(), Box<Step>> {
         let mime = str_field(blob, "mimeType").unwrap_or_default();
         let data = str_field(blob, "data").unwrap_or_default();
         let Some(len) = usage::base64_decoded_len(data) else {
-            return Err(Step::close(
+            return Err(Box::new(Step::close(
                 1007,
                 format!(
                     "Invalid value at '{}.data' (TYPE_BYTES), Base64 decoding failed",
                     kind.path()
                 ),
-            ));
+            )));
         };
         let major = mime
             .split('/')

@@ -487,8 +487,8 @@ async fn gemini_38_live_frames_are_relayed_untouched_and_read_right() {
         ),
         // 0.25 s of 16 kHz audio and a video frame.
         Message::text(format!(
-            r#"{{"realtimeInput":{{"audio":{{"mimeType":"audio/pcm;rate=16000","data":"{}"}}}}}}"#,
-            format!("{}=", "A".repeat(10_667))
+            r#"{{"realtimeInput":{{"audio":{{"mimeType":"audio/pcm;rate=16000","data":"{}="}}}}}}"#,
+            "A".repeat(10_667)
         )),
         Message::binary(
             br#"{"realtimeInput":{"video":{"mimeType":"image/jpeg","data":"AAAA"}}}"#.to_vec(),
