@@ -52,6 +52,9 @@ pub(crate) trait SessionEnv {
 pub(crate) struct Snapshot {
     pub pending: Input,
     pub calls: u64,
+    /// What `contextUpdate`s changed (3.8 Live): the instruction and the tools, if updated.
+    pub instruction: Option<String>,
+    pub functions: Option<Vec<String>>,
 }
 
 /// Google's refusal of a resume while the session's previous connection is still open.
@@ -105,6 +108,8 @@ struct Setup {
     input_transcription: bool,
     output_transcription: bool,
     functions: Vec<String>,
+    /// `functions` come from a `contextUpdate` (a resume restores them).
+    functions_updated: bool,
     /// `Some(transparent)` when session resumption is on.
     resumption: Option<bool>,
     /// The usage shape of the model family (Gemini 3.x reports differently).
@@ -257,6 +262,13 @@ impl Session {
                 self.id = id;
                 self.pending = snapshot.pending;
                 self.calls = snapshot.calls;
+                if let Some(l) = setup.live38.as_mut() {
+                    l.instruction = snapshot.instruction;
+                }
+                if let Some(f) = snapshot.functions {
+                    setup.functions = f;
+                    setup.functions_updated = true;
+                }
                 resumed = true;
             }
             setup.resumption = Some(field(r, "transparent").and_then(Value::as_bool) == Some(true));
@@ -327,6 +339,7 @@ impl Session {
         };
         if field(u, "tools").is_some() {
             setup.functions = function_names(u);
+            setup.functions_updated = true;
         }
         if let Some(text) = live38::instruction_text(u)
             && let Some(l) = setup.live38.as_mut()
@@ -571,9 +584,16 @@ impl Session {
         let Some(transparent) = self.setup.as_ref().and_then(|s| s.resumption) else {
             return;
         };
+        let setup = self.setup.as_ref();
         let snapshot = Snapshot {
             pending: self.pending.clone(),
             calls: self.calls,
+            instruction: setup
+                .and_then(|s| s.live38.as_ref())
+                .and_then(|l| l.instruction.clone()),
+            functions: setup
+                .filter(|s| s.functions_updated)
+                .map(|s| s.functions.clone()),
         };
         let handle = env.issue_handle(&self.id, snapshot);
         let mut update = json!({"newHandle": handle, "resumable": true});

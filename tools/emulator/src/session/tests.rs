@@ -505,3 +505,46 @@ fn no_interruption_and_manual_activity_detection() {
     // Manual detection: the client says when speech starts; no voiceActivity from the server.
     assert!(!step.barge_in && step.immediate.is_empty());
 }
+
+#[test]
+fn live38_context_updates_survive_a_resume() {
+    let env = TestEnv::default();
+    let mut s = started(&env, json!({"model": MODEL_38, "sessionResumption": {}}));
+    send(
+        &mut s,
+        &env,
+        json!({"contextUpdate": {"systemInstruction": {"parts": [{"text": "Be terse."}]},
+               "tools": [{"functionDeclarations": [{"name": "lookup"}]}]}}),
+    );
+    let step = send(
+        &mut s,
+        &env,
+        json!({"clientContent": {"turns": [{"parts": [{"text": "hi"}]}], "turnComplete": true}}),
+    );
+    let handle = step
+        .reply
+        .last()
+        .and_then(|u| u.pointer("/sessionResumptionUpdate/newHandle"))
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_string();
+    let mut s2 = Session::new("s2".into());
+    let step = send(
+        &mut s2,
+        &env,
+        json!({"setup": {"model": MODEL_38, "sessionResumption": {"handle": handle}}}),
+    );
+    assert!(step.resumed);
+    let step = send(
+        &mut s2,
+        &env,
+        json!({"clientContent": {"turns": [{"parts": [{"text": "again"}]}], "turnComplete": true}}),
+    );
+    assert_eq!(texts(&step), "[Be terse.] You said: again");
+    let step = send(
+        &mut s2,
+        &env,
+        json!({"realtimeInput": {"text": "lookup now"}}),
+    );
+    assert!(step.reply.iter().any(|f| f.get("toolCall").is_some()));
+}
