@@ -40,7 +40,7 @@ impl FromStr for UsageNames {
 
 /// Per-session behaviour. Changeable at run time with [`crate::Emulator::set_behaviour`].
 ///
-/// `response_delay`, `usage_names` and `text_frames` are read at every reply, so a change
+/// `response_delay`, `frame_interval`, `usage_names` and `text_frames` are read at every reply, so a change
 /// applies to open sessions at once; `go_away_after` and `close_after` are read when a session
 /// completes its setup (the timers start then).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -52,6 +52,13 @@ pub struct Behaviour {
     /// Wait this long before sending each reply to a client turn (client frames keep being
     /// read meanwhile; replies keep their order).
     pub response_delay: Duration,
+    /// The generation pace: this long between the frames of a reply (zero: a reply goes out
+    /// at once). While a paced reply still has model content to send, a new user turn
+    /// (`clientContent` with `turnComplete`, `realtimeInput` `text`, `activityStart`, or the
+    /// first audio of a spoken turn under automatic activity detection) interrupts it:
+    /// `serverContent.interrupted: true`, then `turnComplete` with the usage of what was
+    /// generated, unless the setup's `activityHandling` is `NO_INTERRUPTION`.
+    pub frame_interval: Duration,
     /// Output-usage field names.
     pub usage_names: UsageNames,
     /// Send server frames as text frames (default: binary frames of UTF-8 JSON, as Google does).

@@ -8,12 +8,12 @@
 //! output field names (`responseTokenCount`, `responseTokensDetails`).
 
 use crate::behaviour::{Behaviour, UsageNames, proto_duration};
+use crate::replies::Replies;
 use crate::server::LiveApi;
 use crate::session::{Close, Session, SessionEnv, Snapshot};
 use crate::state::{DEFAULT_HANDLE_TTL, Shared, bump};
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -176,12 +176,12 @@ pub(crate) async fn serve<S>(
     let mut out = Outbox { seq: 0 };
     let mut go_away_at: Option<(Instant, Duration)> = None;
     let mut close_at: Option<(Instant, Close)> = None;
-    let mut pending: VecDeque<(Instant, Vec<Value>)> = VecDeque::new();
+    let mut pending = Replies::default();
     // Whether this connection holds its session (set up, new or resumed).
     let mut started = false;
 
     let close = loop {
-        let next_reply = pending.front().map(|(at, _)| *at);
+        let next_reply = pending.next_at();
         let go_away = go_away_at.map(|(at, _)| at);
         let closing = close_at.as_ref().map(|(at, _)| *at);
         let sent = tokio::select! {
@@ -193,10 +193,7 @@ pub(crate) async fn serve<S>(
                 let frame = json!({"goAway": {"timeLeft": proto_duration(left)}});
                 out.send(&mut ws, &shared, session.id(), vec![frame]).await
             }
-            () = sleep_until_opt(next_reply) => match pending.pop_front() {
-                Some((_, frames)) => out.send(&mut ws, &shared, session.id(), frames).await,
-                None => Ok(()),
-            },
+            () = sleep_until_opt(next_reply) => out.send(&mut ws, &shared, session.id(), pending.pop_due()).await,
             msg = ws.next() => {
                 let data: bytes::Bytes = match msg {
                     Some(Ok(Message::Text(t))) => t.into(),
@@ -231,7 +228,7 @@ pub(crate) async fn serve<S>(
                     data
                 };
                 let behaviour = shared.behaviour();
-                let step = session.on_message(&data, &Env { shared: &shared, behaviour: &behaviour, api });
+                let mut step = session.on_message(&data, &Env { shared: &shared, behaviour: &behaviour, api });
                 if step.started {
                     tracing::debug!(session = session.id(), resumed = step.resumed, "setup complete");
                     started = true;
@@ -253,6 +250,10 @@ pub(crate) async fn serve<S>(
                     }
                 }
                 let mut r = Ok(());
+                if step.barge_in {
+                    // A reply still being generated is cut short first.
+                    step.immediate.splice(0..0, pending.interrupt());
+                }
                 if !step.immediate.is_empty() {
                     r = out.send(&mut ws, &shared, session.id(), step.immediate).await;
                 }
@@ -263,10 +264,10 @@ pub(crate) async fn serve<S>(
                     break step.close;
                 }
                 if !step.reply.is_empty() && r.is_ok() {
-                    if behaviour.response_delay.is_zero() && pending.is_empty() {
+                    if behaviour.response_delay.is_zero() && behaviour.frame_interval.is_zero() && pending.is_empty() {
                         r = out.send(&mut ws, &shared, session.id(), step.reply).await;
                     } else {
-                        pending.push_back((Instant::now() + behaviour.response_delay, step.reply));
+                        pending.push(step.reply, step.cut, behaviour.response_delay, behaviour.frame_interval);
                     }
                 }
                 r

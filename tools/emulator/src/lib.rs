@@ -7,10 +7,12 @@
 //! Module map:
 //! - [`config`]: [`EmulatorConfig`] (tokens, service-account keys, initial behaviour).
 //! - [`behaviour`]: [`Behaviour`] knobs changeable at run time (go-away, forced close, reply
-//!   delay, usage names, frame type).
+//!   delay, generation pace, usage names, frame type).
 //! - `server`: accept loop, routing, bearer / JWT auth, the WebSocket upgrade in hyper.
 //! - `connection`: one session's socket loop (timers, delayed replies, recording).
-//! - `session`: the protocol state machine, free of I/O.
+//! - `session`: the protocol state machine, free of I/O (`session/live38.rs`: what Gemini
+//!   3.8 Live adds).
+//! - `replies`: replies waiting to go out, at the generation pace, and interruptions.
 //! - [`usage`]: the token-counting formulas.
 //! - `jwt`: RS256 self-signed JWT verification.
 //! - `slow_pong`: holds client pings back so pongs come as late as Google's.
@@ -30,6 +32,7 @@ pub mod behaviour;
 pub mod config;
 mod connection;
 mod jwt;
+mod replies;
 mod server;
 mod session;
 mod slow_pong;

@@ -48,6 +48,10 @@ struct Args {
     /// Delay before each reply to a client turn.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     response_delay_ms: u64,
+    /// Generation pace: pause between the frames of a reply (a new user turn meanwhile
+    /// interrupts it).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    frame_interval_ms: u64,
     /// Output usage field names: `vertex` (candidates…) or `developer` (response…).
     #[arg(long, default_value = "vertex")]
     usage_names: UsageNames,
@@ -113,6 +117,7 @@ impl Args {
                     .close_after
                     .map(|d| (d, self.close_code, self.close_reason.clone())),
                 response_delay: Duration::from_millis(self.response_delay_ms),
+                frame_interval: Duration::from_millis(self.frame_interval_ms),
                 usage_names: self.usage_names,
                 text_frames: self.text_frames,
                 connection_age: self.max_connection_age.map(|limit| ConnectionAge {

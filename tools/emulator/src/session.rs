@@ -11,8 +11,17 @@
 //!   (text, audio, video, image) arrived since the previous answer;
 //! - a text turn that mentions a declared function name as a whole word gets a `toolCall`
 //!   instead of an answer; the next `toolResponse` is answered with a normal turn.
+//!
+//! A frame that begins a new user turn (`clientContent` with `turnComplete`, `realtimeInput`
+//! `text` or `activityStart`, or the first audio of a spoken turn under automatic activity
+//! detection) sets [`Step::barge_in`]: the socket loop interrupts a reply still being
+//! generated (see `replies.rs`), unless the setup's `activityHandling` is `NO_INTERRUPTION`.
+//! Gemini 3.8 Live models speak the additions in `session/live38.rs`.
+
+mod live38;
 
 use crate::behaviour::UsageNames;
+use crate::replies::Cut;
 use crate::usage::{self, Input, TokenCounts};
 use crate::wire::{self, field, str_field};
 use serde_json::{Value, json};
@@ -43,6 +52,9 @@ pub(crate) trait SessionEnv {
 pub(crate) struct Snapshot {
     pub pending: Input,
     pub calls: u64,
+    /// What `contextUpdate`s changed (3.8 Live): the instruction and the tools, if updated.
+    pub instruction: Option<String>,
+    pub functions: Option<Vec<String>>,
 }
 
 /// Google's refusal of a resume while the session's previous connection is still open.
@@ -71,6 +83,10 @@ pub(crate) struct Step {
     pub started: bool,
     /// The setup resumed a previous session.
     pub resumed: bool,
+    /// How to report `reply` if an interruption cuts it short (model turns only).
+    pub cut: Option<Cut>,
+    /// This frame begins a new user turn: interrupt a reply still being generated.
+    pub barge_in: bool,
 }
 
 impl Step {
@@ -92,10 +108,18 @@ struct Setup {
     input_transcription: bool,
     output_transcription: bool,
     functions: Vec<String>,
+    /// `functions` come from a `contextUpdate` (a resume restores them).
+    functions_updated: bool,
     /// `Some(transparent)` when session resumption is on.
     resumption: Option<bool>,
     /// The usage shape of the model family (Gemini 3.x reports differently).
     shape: usage::UsageShape,
+    /// `realtimeInputConfig.automaticActivityDetection.disabled` is not true.
+    automatic_vad: bool,
+    /// `realtimeInputConfig.activityHandling: NO_INTERRUPTION`.
+    no_interruption: bool,
+    /// A Gemini 3.8 Live model: what it adds.
+    live38: Option<live38::Live38>,
 }
 
 /// One session's protocol state. Small on purpose: idle sessions cost little.
@@ -108,6 +132,11 @@ pub(crate) struct Session {
     client_messages: u64,
     /// Function calls issued.
     calls: u64,
+    /// A spoken turn is in progress (audio arrived under automatic activity detection and
+    /// has not been answered yet).
+    speaking: bool,
+    /// An interim transcription went out for the pending input.
+    interim_sent: bool,
 }
 
 /// A turn's outcome kind.
@@ -126,6 +155,8 @@ impl Session {
             pending: Input::default(),
             client_messages: 0,
             calls: 0,
+            speaking: false,
+            interim_sent: false,
         }
     }
 
@@ -164,6 +195,10 @@ impl Session {
             self.on_realtime_input(r, env)
         } else if let Some(t) = field(&msg, "toolResponse") {
             self.on_tool_response(t, env)
+        } else if let Some(u) = field(&msg, "contextUpdate")
+            && self.setup.as_ref().is_some_and(|s| s.live38.is_some())
+        {
+            self.on_context_update(u)
         } else {
             let name = msg
                 .as_object()
@@ -190,8 +225,18 @@ impl Session {
         }
         let mut setup = Setup {
             shape: usage::UsageShape::of_model(model),
+            live38: live38::is_live38(model).then(|| live38::Live38::from_setup(s)),
             ..Setup::default()
         };
+        let realtime = field(s, "realtimeInputConfig");
+        setup.automatic_vad = realtime
+            .and_then(|r| field(r, "automaticActivityDetection"))
+            .and_then(|a| field(a, "disabled"))
+            .and_then(Value::as_bool)
+            != Some(true);
+        setup.no_interruption = realtime
+            .and_then(|r| str_field(r, "activityHandling"))
+            .is_some_and(|h| h.eq_ignore_ascii_case("NO_INTERRUPTION"));
         if let Some(modalities) =
             field(s, "generationConfig").and_then(|g| field(g, "responseModalities"))
         {
@@ -204,19 +249,7 @@ impl Session {
         let on = |name| field(s, name).is_some_and(|v| !v.is_null());
         setup.input_transcription = on("inputAudioTranscription");
         setup.output_transcription = on("outputAudioTranscription");
-        if let Some(Value::Array(tools)) = field(s, "tools") {
-            for tool in tools {
-                if let Some(Value::Array(decls)) = field(tool, "functionDeclarations") {
-                    setup.functions.extend(
-                        decls
-                            .iter()
-                            .filter_map(|d| str_field(d, "name"))
-                            .filter(|n| !n.is_empty())
-                            .map(str::to_string),
-                    );
-                }
-            }
-        }
+        setup.functions = function_names(s);
         let mut resumed = false;
         if let Some(r @ Value::Object(_)) = field(s, "sessionResumption") {
             if let Some(handle) = str_field(r, "handle").filter(|h| !h.is_empty()) {
@@ -229,6 +262,13 @@ impl Session {
                 self.id = id;
                 self.pending = snapshot.pending;
                 self.calls = snapshot.calls;
+                if let Some(l) = setup.live38.as_mut() {
+                    l.instruction = snapshot.instruction;
+                }
+                if let Some(f) = snapshot.functions {
+                    setup.functions = f;
+                    setup.functions_updated = true;
+                }
                 resumed = true;
             }
             setup.resumption = Some(field(r, "transparent").and_then(Value::as_bool) == Some(true));
@@ -272,17 +312,46 @@ impl Session {
                 if let Some(blob) = field(part, "inlineData")
                     && let Err(step) = self.add_blob(blob, BlobKind::Content)
                 {
-                    return step;
+                    return *step;
                 }
             }
         }
         if field(c, "turnComplete").and_then(Value::as_bool) == Some(true) {
-            return self.answer(Answer::Input, env);
+            let mut step = self.answer(Answer::Input, env);
+            step.barge_in = self.may_interrupt();
+            return step;
+        }
+        Step::default()
+    }
+
+    /// Whether a new user turn interrupts the model (not with `NO_INTERRUPTION`).
+    fn may_interrupt(&self) -> bool {
+        self.setup.as_ref().is_some_and(|s| !s.no_interruption)
+    }
+
+    /// `contextUpdate` (3.8 Live): replaces the system instruction and/or the tools. The new
+    /// instruction counts as prompt text of the next turn (live-api.md does not say how an
+    /// update is billed; the setup's own instruction is billed per session) and shows in the
+    /// answers after it, so a client can see it took effect.
+    fn on_context_update(&mut self, u: &Value) -> Step {
+        let Some(setup) = self.setup.as_mut() else {
+            return Step::default();
+        };
+        if field(u, "tools").is_some() {
+            setup.functions = function_names(u);
+            setup.functions_updated = true;
+        }
+        if let Some(text) = live38::instruction_text(u)
+            && let Some(l) = setup.live38.as_mut()
+        {
+            self.pending.extra_chars += text.chars().count() as u64;
+            l.instruction = Some(text).filter(|t| !t.is_empty());
         }
         Step::default()
     }
 
     fn on_realtime_input(&mut self, r: &Value, env: &impl SessionEnv) -> Step {
+        let audio_before = self.pending.audio_nanos;
         let blobs = [
             (field(r, "audio"), BlobKind::Audio),
             (field(r, "video"), BlobKind::Video),
@@ -291,27 +360,62 @@ impl Session {
             if let Some(b) = blob
                 && let Err(step) = self.add_blob(b, kind)
             {
-                return step;
+                return *step;
             }
         }
         if let Some(Value::Array(chunks)) = field(r, "mediaChunks") {
             for b in chunks {
                 if let Err(step) = self.add_blob(b, BlobKind::MediaChunk) {
-                    return step;
+                    return *step;
                 }
             }
+        }
+        let (automatic_vad, input_tx) = self
+            .setup
+            .as_ref()
+            .map_or((false, false), |s| (s.automatic_vad, s.input_transcription));
+        let mut immediate = Vec::new();
+        let mut barge_in = field(r, "activityStart").is_some_and(|v| !v.is_null());
+        let spoke = self.pending.audio_nanos > audio_before;
+        if spoke && automatic_vad && !self.speaking {
+            // Automatic activity detection hears the user start speaking.
+            self.speaking = true;
+            barge_in = true;
+            if let Some(l) = self.live38() {
+                immediate.extend(l.voice_activity(true));
+            }
+        }
+        if spoke && input_tx && self.live38().is_some() {
+            immediate.push(live38::interim_transcription(&audio_transcript(
+                &self.pending,
+            )));
+            self.interim_sent = true;
         }
         let mut trigger = false;
         if let Some(text) = str_field(r, "text").filter(|t| !t.is_empty()) {
             self.pending.text.push(text.to_string());
             trigger = true;
+            barge_in = true;
         }
         trigger |= field(r, "activityEnd").is_some_and(|v| !v.is_null());
         trigger |= field(r, "audioStreamEnd").and_then(Value::as_bool) == Some(true);
+        let mut step = Step::default();
         if trigger && !self.pending.is_empty() {
-            return self.answer(Answer::Input, env);
+            let ended_speech = std::mem::take(&mut self.speaking);
+            step = self.answer(Answer::Input, env);
+            if ended_speech && let Some(l) = self.live38() {
+                let end = l.voice_activity(false);
+                step.reply.splice(0..0, end);
+            }
         }
-        Step::default()
+        immediate.append(&mut step.immediate);
+        step.immediate = immediate;
+        step.barge_in = barge_in && self.may_interrupt();
+        step
+    }
+
+    fn live38(&self) -> Option<&live38::Live38> {
+        self.setup.as_ref().and_then(|s| s.live38.as_ref())
     }
 
     fn on_tool_response(&mut self, t: &Value, env: &impl SessionEnv) -> Step {
@@ -342,17 +446,17 @@ impl Session {
     }
 
     /// Adds a `{mimeType, data}` blob to the pending input.
-    fn add_blob(&mut self, blob: &Value, kind: BlobKind) -> Result<(), Step> {
+    fn add_blob(&mut self, blob: &Value, kind: BlobKind) -> Result<(), Box<Step>> {
         let mime = str_field(blob, "mimeType").unwrap_or_default();
         let data = str_field(blob, "data").unwrap_or_default();
         let Some(len) = usage::base64_decoded_len(data) else {
-            return Err(Step::close(
+            return Err(Box::new(Step::close(
                 1007,
                 format!(
                     "Invalid value at '{}.data' (TYPE_BYTES), Base64 decoding failed",
                     kind.path()
                 ),
-            ));
+            )));
         };
         let major = mime
             .split('/')
@@ -385,7 +489,9 @@ impl Session {
             setup.output_transcription,
             setup.shape,
         );
+        let live = setup.live38.clone();
         let input = std::mem::take(&mut self.pending);
+        let interim_sent = std::mem::take(&mut self.interim_sent);
         let said = input.joined_text();
         let called: Vec<String> = match answer {
             Answer::Input => setup
@@ -400,9 +506,11 @@ impl Session {
         let names = env.usage_names();
         let mut frames = Vec::new();
         if input_tx && input.audio_nanos > 0 {
-            frames.push(json!({"serverContent": {"inputTranscription": {
-                "text": format!("[{:.2} seconds of audio]", input.audio_seconds())
-            }}}));
+            let text = audio_transcript(&input);
+            if live.is_some() && !interim_sent {
+                frames.push(live38::interim_transcription(&text));
+            }
+            frames.push(json!({"serverContent": {"inputTranscription": {"text": text}}}));
         }
         if !called.is_empty() {
             let mut calls = Vec::with_capacity(called.len());
@@ -416,6 +524,9 @@ impl Session {
                 text: usage::ceil_div(name_chars, usage::CHARS_PER_TEXT_TOKEN),
                 ..TokenCounts::default()
             };
+            if live.is_some() {
+                frames.push(live38::requires_action());
+            }
             frames.push(json!({
                 "toolCall": {"functionCalls": calls},
                 "usageMetadata": usage::usage_metadata(prompt, response, names, shape),
@@ -426,11 +537,17 @@ impl Session {
                 ..Step::default()
             };
         }
-        let reply = match answer {
+        let mut reply = match answer {
             Answer::Fixed(text) => text,
             Answer::Input => describe(&input, &said),
         };
-        let response = if audio_out {
+        let start = frames.len();
+        if let Some(l) = &live {
+            if let Some(instruction) = &l.instruction {
+                reply = format!("[{instruction}] {reply}");
+            }
+            frames.extend(live38::model_events(&reply, l, audio_out, output_tx));
+        } else if audio_out {
             let texts = wire::split_chunks(&reply, wire::REPLY_AUDIO_CHUNKS);
             for (i, chunk) in wire::reply_audio_chunks().iter().enumerate() {
                 frames.push(json!({"serverContent": {"modelTurn": {"parts": [
@@ -440,13 +557,12 @@ impl Session {
                     frames.push(json!({"serverContent": {"outputTranscription": {"text": t}}}));
                 }
             }
-            usage::audio_response_tokens(wire::REPLY_AUDIO_SECONDS)
         } else {
             for chunk in wire::split_chunks(&reply, 3) {
                 frames.push(json!({"serverContent": {"modelTurn": {"parts": [{"text": chunk}]}}}));
             }
-            usage::text_response_tokens(&reply)
-        };
+        }
+        let response = usage::response_tokens_of(&frames[start..]);
         frames.push(json!({"serverContent": {"generationComplete": true}}));
         frames.push(json!({
             "serverContent": {"turnComplete": true},
@@ -455,6 +571,11 @@ impl Session {
         self.push_resumption_update(&mut frames, env);
         Step {
             reply: frames,
+            cut: Some(Cut {
+                prompt,
+                names,
+                shape,
+            }),
             ..Step::default()
         }
     }
@@ -463,9 +584,16 @@ impl Session {
         let Some(transparent) = self.setup.as_ref().and_then(|s| s.resumption) else {
             return;
         };
+        let setup = self.setup.as_ref();
         let snapshot = Snapshot {
             pending: self.pending.clone(),
             calls: self.calls,
+            instruction: setup
+                .and_then(|s| s.live38.as_ref())
+                .and_then(|l| l.instruction.clone()),
+            functions: setup
+                .filter(|s| s.functions_updated)
+                .map(|s| s.functions.clone()),
         };
         let handle = env.issue_handle(&self.id, snapshot);
         let mut update = json!({"newHandle": handle, "resumable": true});
@@ -500,6 +628,31 @@ impl BlobKind {
             Self::Content => "client_content.turns.parts.inline_data",
         }
     }
+}
+
+/// The function names declared in `tools[].functionDeclarations[]` of a setup (or a
+/// `contextUpdate`).
+fn function_names(s: &Value) -> Vec<String> {
+    let mut names = Vec::new();
+    if let Some(Value::Array(tools)) = field(s, "tools") {
+        for tool in tools {
+            if let Some(Value::Array(decls)) = field(tool, "functionDeclarations") {
+                names.extend(
+                    decls
+                        .iter()
+                        .filter_map(|d| str_field(d, "name"))
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_string),
+                );
+            }
+        }
+    }
+    names
+}
+
+/// The emulator's transcript of the pending audio: `[2.00 seconds of audio]`.
+fn audio_transcript(input: &Input) -> String {
+    format!("[{:.2} seconds of audio]", input.audio_seconds())
 }
 
 /// `projects/*/locations/*/publishers/google/models/*`, each `*` one non-empty segment.

@@ -5,7 +5,9 @@
 //! - AUDIO: `ceil(seconds × 32)`, seconds = PCM bytes / 2 / sample rate;
 //! - IMAGE: 258 per image; VIDEO: 263 per video frame (one frame = one second at 1 fps).
 //!
-//! Response (output) tokens: TEXT `ceil(reply chars / 4)`, or AUDIO 32 per second of reply audio.
+//! Response (output) tokens, over the model-turn parts actually sent: TEXT `ceil(chars / 4)`
+//! of the non-thought text parts, AUDIO 32 per second of reply audio, VIDEO
+//! [`OUTPUT_VIDEO_TOKENS_PER_FRAME`] per output video frame (Gemini 3.8 Live avatars).
 
 use crate::behaviour::UsageNames;
 use serde_json::{Map, Value, json};
@@ -22,6 +24,9 @@ pub const VIDEO_TOKENS_PER_SECOND: u64 = 263;
 pub const DEFAULT_INPUT_RATE: u32 = 16_000;
 /// Sample rate of reply audio.
 pub const OUTPUT_RATE: u32 = 24_000;
+/// VIDEO tokens per output video frame. live-api.md gives no rate for video *output*; the
+/// emulator counts a frame like an image (258 tokens), the input rate per frame.
+pub const OUTPUT_VIDEO_TOKENS_PER_FRAME: u64 = 258;
 
 const NANOS_PER_SECOND: u128 = 1_000_000_000;
 
@@ -131,18 +136,53 @@ pub(crate) fn prompt_tokens(input: &Input) -> TokenCounts {
     }
 }
 
-/// Response tokens of a text reply.
-pub(crate) fn text_response_tokens(reply: &str) -> TokenCounts {
-    TokenCounts {
-        text: ceil_div(reply.chars().count() as u64, CHARS_PER_TEXT_TOKEN),
-        ..TokenCounts::default()
+/// Response tokens of the model-turn parts in `frames` (what the model actually sent, so a
+/// reply cut short by an interruption is billed for what went out): non-thought text parts
+/// `ceil(chars / 4)`, PCM audio `ceil(seconds × 32)`, video/* parts
+/// [`OUTPUT_VIDEO_TOKENS_PER_FRAME`] each. Thought parts are reported as
+/// `thoughtsTokenCount` instead, transcriptions are not output.
+pub(crate) fn response_tokens_of<'a>(frames: impl IntoIterator<Item = &'a Value>) -> TokenCounts {
+    let mut chars = 0u64;
+    let mut nanos = 0u128;
+    let mut video_frames = 0u64;
+    let parts = frames
+        .into_iter()
+        .filter_map(|f| f.pointer("/serverContent/modelTurn/parts"))
+        .filter_map(Value::as_array)
+        .flatten();
+    for part in parts {
+        if part.get("thought").and_then(Value::as_bool) == Some(true) {
+            continue;
+        }
+        if let Some(t) = part.get("text").and_then(Value::as_str) {
+            chars += t.chars().count() as u64;
+        }
+        if let Some(blob) = part.get("inlineData") {
+            let mime = blob.get("mimeType").and_then(Value::as_str).unwrap_or("");
+            let len = blob
+                .get("data")
+                .and_then(Value::as_str)
+                .and_then(base64_decoded_len)
+                .unwrap_or(0);
+            if mime.starts_with("audio/") {
+                let rate = if mime.contains("rate=") {
+                    rate_from_mime(mime)
+                } else {
+                    OUTPUT_RATE
+                };
+                nanos = nanos.saturating_add(audio_nanos(len, rate));
+            } else if mime.starts_with("video/") {
+                video_frames += 1;
+            }
+        }
     }
-}
-
-/// Response tokens of `seconds` of reply audio.
-pub(crate) fn audio_response_tokens(seconds: u64) -> TokenCounts {
+    let audio = nanos
+        .saturating_mul(u128::from(AUDIO_TOKENS_PER_SECOND))
+        .div_ceil(NANOS_PER_SECOND);
     TokenCounts {
-        audio: seconds * AUDIO_TOKENS_PER_SECOND,
+        text: ceil_div(chars, CHARS_PER_TEXT_TOKEN),
+        video: video_frames.saturating_mul(OUTPUT_VIDEO_TOKENS_PER_FRAME),
+        audio: u64::try_from(audio).unwrap_or(u64::MAX),
         ..TokenCounts::default()
     }
 }
@@ -269,8 +309,29 @@ mod tests {
             ..Input::default()
         };
         assert_eq!(prompt_tokens(&i).text, 3);
-        assert_eq!(text_response_tokens("abcd").text, 1);
-        assert_eq!(text_response_tokens("abcde").text, 2);
+        let turn = |t: &str| json!({"serverContent": {"modelTurn": {"parts": [{"text": t}]}}});
+        assert_eq!(response_tokens_of(&[turn("abcd")]).text, 1);
+        // Over the whole reply, not per chunk.
+        assert_eq!(
+            response_tokens_of(&[turn("ab"), turn("cd"), turn("e")]).text,
+            2
+        );
+    }
+
+    #[test]
+    fn output_is_counted_from_the_parts_sent() {
+        // Half a second of 24 kHz audio, a thought, a video frame, a transcription.
+        let frame = json!({"serverContent": {"modelTurn": {"parts": [
+            {"text": "thinking hard", "thought": true},
+            {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": "A".repeat(32_000)}},
+            {"inlineData": {"mimeType": "video/mp4", "data": "AAAA"}},
+            {"text": "abcde"}
+        ]}, "outputTranscription": {"text": "not output"}}});
+        let r = response_tokens_of(&[frame]);
+        assert_eq!(
+            (r.text, r.audio, r.video),
+            (2, 16, OUTPUT_VIDEO_TOKENS_PER_FRAME)
+        );
     }
 
     #[test]

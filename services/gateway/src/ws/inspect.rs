@@ -11,6 +11,14 @@
 //! still allocates: the lists of turns, parts and media chunks, a lower-cased copy of each
 //! blob's MIME type, a copy of any string holding JSON escapes, and for `usageMetadata` the
 //! normalised [`TokenUsage`] with its per-modality lists.
+//!
+//! Gemini 3.8 Live's additions are relayed untouched and read as follows: `contextUpdate`
+//! (client) is neither media nor a turn end; `voiceActivity`, `voiceActivityDetectionSignal`
+//! and `serverContent.interimInputTranscription` / `inputTranscription` /
+//! `interactionStatus` / `turnCompleteReason` are neither model content, nor a turn end,
+//! nor usage; a `modelTurn` with several parts is measured part by part; thought parts
+//! (`thought: true`) are not output text (Google bills them as `thoughtsTokenCount`); output
+//! video frames (`inlineData` `video/*`) are counted in [`ServerFrame::video_frames`].
 
 use aho_corasick::AhoCorasick;
 use livegate_proto::usage::{MediaMeasurements, Modality, ModalityTokens, TokenUsage};
@@ -139,6 +147,10 @@ fn is_image(mime: &str) -> bool {
     mime.trim_start().to_ascii_lowercase().starts_with("image/")
 }
 
+fn is_video(mime: &str) -> bool {
+    mime.trim_start().to_ascii_lowercase().starts_with("video/")
+}
+
 #[derive(Deserialize)]
 struct Blob<'a> {
     #[serde(rename = "mimeType", alias = "mime_type", borrow, default)]
@@ -151,6 +163,9 @@ struct Blob<'a> {
 struct Part<'a> {
     #[serde(borrow, default)]
     text: Option<Cow<'a, str>>,
+    /// A thought summary (Gemini 3.x `thinkingConfig.includeThoughts`), not the answer.
+    #[serde(default)]
+    thought: bool,
     #[serde(rename = "inlineData", alias = "inline_data", borrow, default)]
     inline_data: Option<Blob<'a>>,
 }
@@ -250,7 +265,7 @@ pub fn measure_client(frame: &[u8], media: &mut Media) -> ClientFrame {
         for b in blobs {
             if is_pcm(&b.mime_type) {
                 media.input_audio_seconds += pcm_seconds(&b.mime_type, &b.data, DEFAULT_INPUT_RATE);
-            } else if is_image(&b.mime_type) || b.mime_type.starts_with("video/") {
+            } else if is_image(&b.mime_type) || is_video(&b.mime_type) {
                 media.input_video_frames += 1;
             }
         }
@@ -333,6 +348,46 @@ struct ServerContent<'a> {
     #[serde(rename = "turnComplete", alias = "turn_complete")]
     turn_complete: bool,
     interrupted: bool,
+    #[serde(rename = "generationComplete", alias = "generation_complete")]
+    generation_complete: bool,
+    #[serde(rename = "outputTranscription", alias = "output_transcription")]
+    output_transcription: Option<serde::de::IgnoredAny>,
+    // Input-side and status fields: present, they make a frame "not model content".
+    #[serde(rename = "inputTranscription", alias = "input_transcription")]
+    input_transcription: Option<serde::de::IgnoredAny>,
+    #[serde(
+        rename = "interimInputTranscription",
+        alias = "interim_input_transcription"
+    )]
+    interim_input_transcription: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "interactionStatus", alias = "interaction_status")]
+    interaction_status: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "waitingForInput", alias = "waiting_for_input")]
+    waiting_for_input: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "turnCompleteReason", alias = "turn_complete_reason")]
+    turn_complete_reason: Option<serde::de::IgnoredAny>,
+}
+
+impl ServerContent<'_> {
+    /// The model is producing (or was cut short while producing) its turn: model parts,
+    /// their transcription, the end of generation, an interruption. Input transcriptions
+    /// (interim or final) and status fields are not; any other `serverContent` without
+    /// `turnComplete` still counts, as before 3.8 (e.g. `groundingMetadata`).
+    fn is_model_content(&self) -> bool {
+        if self.model_turn.is_some()
+            || self.output_transcription.is_some()
+            || self.interrupted
+            || self.generation_complete
+        {
+            return true;
+        }
+        let side_fields = self.input_transcription.is_some()
+            || self.interim_input_transcription.is_some()
+            || self.interaction_status.is_some()
+            || self.waiting_for_input.is_some()
+            || self.turn_complete_reason.is_some();
+        !self.turn_complete && !side_fields
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -391,6 +446,9 @@ pub struct ServerFrame {
     pub interrupted: bool,
     /// The frame carries model audio (a PCM `inlineData` part).
     pub audio: bool,
+    /// Output video frames in the frame (`inlineData` `video/*` parts: Gemini 3.8 Live
+    /// avatars). Google bills them as VIDEO output tokens; the count is the gateway's own.
+    pub video_frames: u32,
 }
 
 /// A `sessionResumptionUpdate`, as the gateway's resumption needs it.
@@ -493,18 +551,22 @@ pub fn inspect_server(frame: &[u8], media: &mut Media) -> ServerFrame {
     };
     if let Some(sc) = msg.server_content {
         out.turn_complete = sc.turn_complete;
-        out.content = sc.model_turn.is_some() || !sc.turn_complete;
+        out.content = sc.is_model_content();
         out.interrupted = sc.interrupted;
         for part in sc.model_turn.iter().flat_map(|t| &t.parts) {
-            if let Some(t) = &part.text {
+            if let Some(t) = &part.text
+                && !part.thought
+            {
                 media.output_characters += t.chars().count() as u64;
             }
-            if let Some(b) = &part.inline_data
-                && is_pcm(&b.mime_type)
-            {
-                out.audio = true;
-                media.output_audio_seconds +=
-                    pcm_seconds(&b.mime_type, &b.data, DEFAULT_OUTPUT_RATE);
+            if let Some(b) = &part.inline_data {
+                if is_pcm(&b.mime_type) {
+                    out.audio = true;
+                    media.output_audio_seconds +=
+                        pcm_seconds(&b.mime_type, &b.data, DEFAULT_OUTPUT_RATE);
+                } else if is_video(&b.mime_type) {
+                    out.video_frames = out.video_frames.saturating_add(1);
+                }
             }
         }
     }

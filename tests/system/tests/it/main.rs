@@ -20,6 +20,7 @@ mod developer_api;
 mod front_door;
 mod http;
 mod leases;
+mod live38;
 mod metering;
 mod model_list;
 mod relay;

@@ -369,3 +369,182 @@ fn helpers() {
     assert!(!mentions("forget it", "get"));
     assert!(mentions("get", "get"));
 }
+
+const MODEL_38: &str = "projects/p/locations/us-central1/publishers/google/models/gemini-3.8-live";
+
+#[test]
+fn live38_speaks_voice_activity_interim_transcription_parts_and_video() {
+    let env = TestEnv::default();
+    let mut s = started(
+        &env,
+        json!({"model": MODEL_38, "explicitVadSignal": true, "inputAudioTranscription": {},
+               "outputAudioTranscription": {}, "avatarConfig": {"avatarName": "a"},
+               "generationConfig": {"responseModalities": ["AUDIO"],
+                                    "thinkingConfig": {"includeThoughts": true}}}),
+    );
+    let audio = json!({"realtimeInput": {"audio": {"mimeType": "audio/pcm;rate=16000", "data": format!("{}=", "A".repeat(42_667))}}});
+    let first = send(&mut s, &env, audio.clone());
+    assert!(first.barge_in && first.reply.is_empty());
+    assert_eq!(
+        first.immediate[0],
+        json!({"voiceActivity": {"voiceActivityType": "ACTIVITY_START"}})
+    );
+    assert_eq!(
+        first.immediate[1],
+        json!({"voiceActivityDetectionSignal": {"vadSignalType": "VAD_SIGNAL_TYPE_SOS"}})
+    );
+    assert!(
+        first.immediate[2]
+            .pointer("/serverContent/interimInputTranscription/text")
+            .is_some()
+    );
+    // Still speaking: no new start, another interim.
+    let second = send(&mut s, &env, audio);
+    assert!(!second.barge_in);
+    assert_eq!(second.immediate.len(), 1);
+    let end = send(
+        &mut s,
+        &env,
+        json!({"realtimeInput": {"audioStreamEnd": true}}),
+    );
+    assert_eq!(
+        end.reply[0],
+        json!({"voiceActivity": {"voiceActivityType": "ACTIVITY_END"}})
+    );
+    assert_eq!(
+        end.reply[1],
+        json!({"voiceActivityDetectionSignal": {"vadSignalType": "VAD_SIGNAL_TYPE_EOS"}})
+    );
+    assert_eq!(
+        end.reply[2],
+        json!({"serverContent": {"inputTranscription": {"text": "[2.00 seconds of audio]"}}})
+    );
+    // Four events: audio + video frame each, the transcript alongside; thoughts first.
+    let events: Vec<&Value> = end
+        .reply
+        .iter()
+        .filter(|f| f.pointer("/serverContent/modelTurn").is_some())
+        .collect();
+    assert_eq!(events.len(), 4);
+    let parts = events[0]["serverContent"]["modelTurn"]["parts"]
+        .as_array()
+        .unwrap();
+    assert_eq!(parts[0]["thought"], true);
+    assert_eq!(parts[1]["inlineData"]["mimeType"], "audio/pcm;rate=24000");
+    assert_eq!(parts[2]["inlineData"]["mimeType"], "video/mp4");
+    assert_eq!(
+        events[0]["serverContent"]["interactionStatus"],
+        "IN_PROGRESS"
+    );
+    assert!(events[1]["serverContent"]["outputTranscription"]["text"].is_string());
+    let u = last_usage(&end);
+    assert_eq!(u["promptTokenCount"], 64 + 25);
+    assert_eq!(
+        u["candidatesTokensDetails"],
+        json!([{"modality": "VIDEO", "tokenCount": 4 * 258}, {"modality": "AUDIO", "tokenCount": 32}])
+    );
+    assert_eq!(u["candidatesTokenCount"], 4 * 258 + 32);
+    assert_eq!(u["trafficType"], "ON_DEMAND");
+    assert!(end.cut.is_some());
+}
+
+#[test]
+fn live38_context_update_takes_effect_and_others_refuse_it() {
+    let env = TestEnv::default();
+    let mut s = started(&env, json!({"model": MODEL_38}));
+    let update = json!({"contextUpdate": {"systemInstruction": {"parts": [{"text": "Be a pirate."}]},
+                        "tools": [{"functionDeclarations": [{"name": "get_weather"}]}]}});
+    let step = send(&mut s, &env, update.clone());
+    assert!(step.close.is_none() && step.reply.is_empty());
+    let step = send(
+        &mut s,
+        &env,
+        json!({"clientContent": {"turns": [{"parts": [{"text": "hi"}]}], "turnComplete": true}}),
+    );
+    assert!(step.barge_in);
+    assert_eq!(texts(&step), "[Be a pirate.] You said: hi");
+    // "Be a pirate." (12 chars) + "hi" (2) = 14 chars → 4 text tokens, plus 25 residual.
+    assert_eq!(last_usage(&step)["promptTokenCount"], 4 + 25);
+    // The new tool is called.
+    let step = send(
+        &mut s,
+        &env,
+        json!({"realtimeInput": {"text": "use get_weather"}}),
+    );
+    assert_eq!(
+        step.reply[0],
+        json!({"serverContent": {"interactionStatus": "REQUIRES_ACTION"}})
+    );
+    assert!(step.reply[1].get("toolCall").is_some());
+    // A 2.x model does not know the message.
+    let mut s = started(&env, json!({"model": MODEL}));
+    assert_eq!(send(&mut s, &env, update).close.unwrap().code, 1007);
+}
+
+#[test]
+fn no_interruption_and_manual_activity_detection() {
+    let env = TestEnv::default();
+    let mut s = started(
+        &env,
+        json!({"model": MODEL, "realtimeInputConfig": {"activityHandling": "NO_INTERRUPTION"}}),
+    );
+    let step = send(&mut s, &env, json!({"realtimeInput": {"text": "hi"}}));
+    assert!(!step.barge_in);
+    let mut s = started(
+        &env,
+        json!({"model": MODEL_38, "realtimeInputConfig": {"automaticActivityDetection": {"disabled": true}}}),
+    );
+    let step = send(
+        &mut s,
+        &env,
+        json!({"realtimeInput": {"activityStart": {}}}),
+    );
+    assert!(step.barge_in);
+    let audio = json!({"realtimeInput": {"audio": {"mimeType": "audio/pcm", "data": "AAAA"}}});
+    let step = send(&mut s, &env, audio);
+    // Manual detection: the client says when speech starts; no voiceActivity from the server.
+    assert!(!step.barge_in && step.immediate.is_empty());
+}
+
+#[test]
+fn live38_context_updates_survive_a_resume() {
+    let env = TestEnv::default();
+    let mut s = started(&env, json!({"model": MODEL_38, "sessionResumption": {}}));
+    send(
+        &mut s,
+        &env,
+        json!({"contextUpdate": {"systemInstruction": {"parts": [{"text": "Be terse."}]},
+               "tools": [{"functionDeclarations": [{"name": "lookup"}]}]}}),
+    );
+    let step = send(
+        &mut s,
+        &env,
+        json!({"clientContent": {"turns": [{"parts": [{"text": "hi"}]}], "turnComplete": true}}),
+    );
+    let handle = step
+        .reply
+        .last()
+        .and_then(|u| u.pointer("/sessionResumptionUpdate/newHandle"))
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_string();
+    let mut s2 = Session::new("s2".into());
+    let step = send(
+        &mut s2,
+        &env,
+        json!({"setup": {"model": MODEL_38, "sessionResumption": {"handle": handle}}}),
+    );
+    assert!(step.resumed);
+    let step = send(
+        &mut s2,
+        &env,
+        json!({"clientContent": {"turns": [{"parts": [{"text": "again"}]}], "turnComplete": true}}),
+    );
+    assert_eq!(texts(&step), "[Be terse.] You said: again");
+    let step = send(
+        &mut s2,
+        &env,
+        json!({"realtimeInput": {"text": "lookup now"}}),
+    );
+    assert!(step.reply.iter().any(|f| f.get("toolCall").is_some()));
+}

@@ -11,6 +11,7 @@
 mod auth;
 mod helpers;
 mod lifecycle;
+mod live38;
 mod media;
 mod process;
 mod protocol;

@@ -217,3 +217,138 @@ fn interruptions_and_audio_are_flagged() {
         .audio
     );
 }
+
+// Gemini 3.8 Live: new client and server messages are relayed untouched; the inspector must
+// read none of them as media, usage, model content or a turn end, unless they are.
+
+#[test]
+fn context_update_is_neither_media_nor_a_turn_end() {
+    let mut m = Media::default();
+    for f in [
+        r#"{"contextUpdate":{"systemInstruction":{"parts":[{"text":"Answer in French; turnComplete"}]},"tools":[{"functionDeclarations":[{"name":"toolResponse"}]}]}}"#,
+        r#"{"context_update":{"system_instruction":{"parts":[{"text":"be brief"}]}}}"#,
+    ] {
+        assert_eq!(
+            measure_client(f.as_bytes(), &mut m),
+            ClientFrame::default(),
+            "{f}"
+        );
+    }
+    assert!(m.is_empty());
+}
+
+#[test]
+fn voice_activity_and_vad_signals_are_not_content_turn_ends_or_usage() {
+    let mut m = Media::default();
+    for f in [
+        r#"{"voiceActivity":{"voiceActivityType":"ACTIVITY_START"}}"#,
+        r#"{"voiceActivity":{"voiceActivityType":"ACTIVITY_END","audioOffset":"1.5s"}}"#,
+        r#"{"voiceActivityDetectionSignal":{"vadSignalType":"VAD_SIGNAL_TYPE_SOS"}}"#,
+        r#"{"voice_activity_detection_signal":{"vad_signal_type":"VAD_SIGNAL_TYPE_EOS"}}"#,
+    ] {
+        assert_eq!(
+            inspect_server(f.as_bytes(), &mut m),
+            ServerFrame::default(),
+            "{f}"
+        );
+    }
+    assert!(m.is_empty());
+}
+
+#[test]
+fn transcriptions_and_interaction_status_are_not_model_content() {
+    let mut m = Media::default();
+    // Words that the key scan looks for inside the transcript force a parse: the parse
+    // must still read these frames as input-side.
+    for f in [
+        r#"{"serverContent":{"interimInputTranscription":{"text":"was the turnComplete"}}}"#,
+        r#"{"serverContent":{"inputTranscription":{"text":"interrupted modelTurn usageMetadata"}}}"#,
+        r#"{"server_content":{"interim_input_transcription":{"text":"turn_complete"}}}"#,
+        r#"{"serverContent":{"interactionStatus":"IN_PROGRESS","turnCompleteReason":"x"}}"#,
+        r#"{"serverContent":{"interactionStatus":"REQUIRES_ACTION","waitingForInput":true,"inputTranscription":{"text":"goAway"}}}"#,
+    ] {
+        let frame = inspect_server(f.as_bytes(), &mut m);
+        assert!(
+            !frame.content && !frame.turn_complete && !frame.interrupted && frame.usage.is_none(),
+            "{f}: {frame:?}"
+        );
+        assert!(frame.go_away.is_none() && frame.resumption.is_none(), "{f}");
+    }
+    assert!(m.is_empty());
+    // A turn's end with its reason is a turn end, not content.
+    let f = inspect_server(
+        br#"{"serverContent":{"turnComplete":true,"turnCompleteReason":"NEED_MORE_INPUT"}}"#,
+        &mut m,
+    );
+    assert!(f.turn_complete && !f.content);
+    // Output transcription and generationComplete are the model's turn.
+    for f in [
+        r#"{"serverContent":{"outputTranscription":{"text":"turnComplete"}}}"#,
+        r#"{"serverContent":{"generationComplete":true,"interactionStatus":"IN_PROGRESS","outputTranscription":{"text":"usageMetadata"}}}"#,
+    ] {
+        assert!(inspect_server(f.as_bytes(), &mut m).content, "{f}");
+    }
+}
+
+#[test]
+fn several_parts_per_event_are_measured_part_by_part() {
+    let mut m = Media::default();
+    // Thought + text + audio + video frame + the audio's transcript, in one event.
+    let frame = format!(
+        r#"{{"serverContent":{{"modelTurn":{{"parts":[{{"text":"thinking it over","thought":true}},{{"text":"héllo"}},{{"inlineData":{{"mimeType":"audio/pcm;rate=24000","data":"{}"}}}},{{"inlineData":{{"mimeType":"video/mp4","data":"{}"}}}},{{"inlineData":{{"mimeType":"video/mp4","data":"{}"}}}}]}},"outputTranscription":{{"text":"hello there"}},"interactionStatus":"IN_PROGRESS"}}}}"#,
+        b64(12_000),
+        b64(900),
+        b64(900)
+    );
+    let f = inspect_server(frame.as_bytes(), &mut m);
+    assert!(f.content && f.audio && !f.turn_complete);
+    assert_eq!(f.video_frames, 2);
+    // Thoughts and transcripts are not output text; the audio is 0.25 s.
+    assert_eq!(m.output_characters, 5);
+    assert!((m.output_audio_seconds - 0.25).abs() < 1e-9);
+    // Video alone: counted, not audio.
+    let frame = format!(
+        r#"{{"serverContent":{{"modelTurn":{{"parts":[{{"inlineData":{{"mime_type":"Video/MP4","data":"{}"}}}}]}}}}}}"#,
+        b64(300)
+    );
+    let f = inspect_server(frame.as_bytes(), &mut m);
+    assert!(!f.audio && f.video_frames == 1);
+}
+
+#[test]
+fn gemini_38_usage_keeps_thoughts_video_output_residual_prompt_and_traffic_type() {
+    let mut m = Media::default();
+    let raw = r#"{"promptTokenCount":89,"candidatesTokenCount":290,"thoughtsTokenCount":73,"totalTokenCount":379,"promptTokensDetails":[{"modality":"AUDIO","tokenCount":64}],"candidatesTokensDetails":[{"modality":"AUDIO","tokenCount":32},{"modality":"VIDEO","tokenCount":258}],"trafficType":"ON_DEMAND"}"#;
+    let f = inspect_server(
+        format!(r#"{{"serverContent":{{"turnComplete":true}},"usageMetadata":{raw}}}"#).as_bytes(),
+        &mut m,
+    );
+    assert!(f.turn_complete && !f.content);
+    let u = f.usage.unwrap();
+    assert_eq!(
+        (
+            u.prompt_tokens,
+            u.response_tokens,
+            u.thoughts_tokens,
+            u.total_tokens
+        ),
+        (89, 290, 73, 379)
+    );
+    assert_eq!(u.response_details[1].modality, Modality::Video as i32);
+    assert_eq!(u.response_details[1].token_count, 258);
+    assert_eq!(u.traffic_type, "ON_DEMAND");
+    assert_eq!(u.raw_json, raw);
+}
+
+#[test]
+fn an_interruption_then_its_turn_end() {
+    let mut m = Media::default();
+    let f = inspect_server(br#"{"serverContent":{"interrupted":true}}"#, &mut m);
+    assert!(f.interrupted && f.content && !f.turn_complete && f.usage.is_none());
+    let f = inspect_server(
+        br#"{"serverContent":{"turnComplete":true},"usageMetadata":{"promptTokenCount":4}}"#,
+        &mut m,
+    );
+    assert!(f.turn_complete && !f.interrupted);
+    assert_eq!(f.usage.unwrap().prompt_tokens, 4);
+}

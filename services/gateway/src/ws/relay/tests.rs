@@ -471,3 +471,94 @@ async fn after_go_away_the_relay_switches_at_the_next_turn_boundary() {
     assert_eq!(seen.len(), 4, "{seen:?}");
     assert!(seen.iter().all(|f| !f.contains("goAway")), "{seen:?}");
 }
+
+/// Gemini 3.8 Live: every new client and server message passes byte for byte, in order, in
+/// the frame type it came in, and only the real usage report is metered, with the media of
+/// the multi-part events (thoughts are not output text; the interruption is no turn end).
+#[tokio::test]
+async fn gemini_38_live_frames_are_relayed_untouched_and_read_right() {
+    let h = Harness::new();
+    let (mut c, mut u) = (pipe(), pipe());
+    let mut relay = h.relay();
+    relay.max_frame_bytes = 64 * 1024;
+    let client: Vec<Message> = vec![
+        Message::text(
+            r#"{"contextUpdate":{"systemInstruction":{"parts":[{"text":"Be brief."}]},"tools":[{"functionDeclarations":[{"name":"f"}]}]}}"#,
+        ),
+        // 0.25 s of 16 kHz audio and a video frame.
+        Message::text(format!(
+            r#"{{"realtimeInput":{{"audio":{{"mimeType":"audio/pcm;rate=16000","data":"{}="}}}}}}"#,
+            "A".repeat(10_667)
+        )),
+        Message::binary(
+            br#"{"realtimeInput":{"video":{"mimeType":"image/jpeg","data":"AAAA"}}}"#.to_vec(),
+        ),
+        Message::text(r#"{"realtimeInput":{"audioStreamEnd":true}}"#),
+    ];
+    let event = format!(
+        r#"{{"serverContent":{{"modelTurn":{{"parts":[{{"text":"weighing it","thought":true}},{{"text":"Hi!"}},{{"inlineData":{{"mimeType":"audio/pcm;rate=24000","data":"{}"}}}},{{"inlineData":{{"mimeType":"video/mp4","data":"AAAA"}}}}]}},"outputTranscription":{{"text":"Hi!"}},"interactionStatus":"IN_PROGRESS"}}}}"#,
+        "A".repeat(320)
+    );
+    let server: Vec<Message> = vec![
+        Message::binary(br#"{"voiceActivity":{"voiceActivityType":"ACTIVITY_START"}}"#.to_vec()),
+        Message::binary(
+            br#"{"voiceActivityDetectionSignal":{"vadSignalType":"VAD_SIGNAL_TYPE_SOS"}}"#.to_vec(),
+        ),
+        Message::binary(
+            br#"{"serverContent":{"interimInputTranscription":{"text":"turnComplete"}}}"#.to_vec(),
+        ),
+        Message::binary(br#"{"voiceActivity":{"voiceActivityType":"ACTIVITY_END"}}"#.to_vec()),
+        Message::binary(
+            br#"{"serverContent":{"inputTranscription":{"text":"usageMetadata"}}}"#.to_vec(),
+        ),
+        Message::binary(event.into_bytes()),
+        Message::text(r#"{"serverContent":{"interrupted":true}}"#),
+        Message::binary(
+            br#"{"serverContent":{"turnComplete":true,"turnCompleteReason":"INTERRUPTED"},"usageMetadata":{"promptTokenCount":35,"candidatesTokenCount":264,"thoughtsTokenCount":66,"totalTokenCount":299,"promptTokensDetails":[{"modality":"AUDIO","tokenCount":8}],"candidatesTokensDetails":[{"modality":"AUDIO","tokenCount":6},{"modality":"VIDEO","tokenCount":258}],"trafficType":"ON_DEMAND"}}"#.to_vec(),
+        ),
+    ];
+    let (c_in, c_out, u_in, u_out) = (&c.test_tx, &mut c.test_rx, &u.test_tx, &mut u.test_rx);
+    let driver = async {
+        for m in &client {
+            c_in.send(Ok(m.clone())).await.unwrap();
+            assert_eq!(&u_out.recv().await.unwrap(), m);
+        }
+        for m in &server {
+            u_in.send(Ok(m.clone())).await.unwrap();
+            assert_eq!(&c_out.recv().await.unwrap(), m);
+        }
+        u_in.send(Ok(Message::Close(None))).await.unwrap();
+    };
+    let (end, ()) = tokio::join!(
+        relay.run(
+            &mut c.relay_tx,
+            &mut c.relay_rx,
+            &mut u.relay_tx,
+            &mut u.relay_rx
+        ),
+        driver
+    );
+    assert!(matches!(end, End::UpstreamClosed(None)), "{end:?}");
+    let reports = h.recorder.reports.lock().unwrap();
+    assert_eq!(reports.len(), 1, "only the real usageMetadata is a report");
+    let (usage, media) = &reports[0];
+    assert_eq!(
+        (
+            usage.prompt_tokens,
+            usage.response_tokens,
+            usage.thoughts_tokens
+        ),
+        (35, 264, 66)
+    );
+    assert_eq!(usage.traffic_type, "ON_DEMAND");
+    assert!((media.input_audio_seconds - 0.25).abs() < 1e-9);
+    assert_eq!(media.input_video_frames, 1);
+    assert_eq!(
+        media.input_characters, 0,
+        "a contextUpdate is not input text"
+    );
+    assert_eq!(media.output_characters, 3, "thoughts are not output text");
+    assert!((media.output_audio_seconds - 0.005).abs() < 1e-9);
+    assert_eq!(h.counters.frames_in.load(Ordering::Relaxed), 4);
+    assert_eq!(h.counters.frames_out.load(Ordering::Relaxed), 8);
+}
