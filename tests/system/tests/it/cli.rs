@@ -142,13 +142,17 @@ async fn spend_reprice_prices_the_stored_usage_with_another_table() {
         read_turn(&mut ws).await;
     }
     ws.close(None).await.unwrap();
+    // Both turns' usage rows and their receipts (written before them, so receipts alone are
+    // not enough: the rows may still be on their way).
     let stored = stack
         .sql_until(
             Duration::from_secs(30),
-            "SELECT count() FROM {db}.usage_receipts FINAL WHERE usage_json != ''",
+            "SELECT (SELECT count() FROM {db}.usage_events FINAL) >= 2 \
+             AND (SELECT count() FROM {db}.usage_events FINAL) \
+               = (SELECT count() FROM {db}.usage_receipts FINAL WHERE usage_json != '')",
         )
         .await;
-    assert_ne!(stored.trim(), "0", "no usage stored");
+    assert_eq!(stored.trim(), "1", "usage of both turns not stored");
     let billed = rust_decimal::Decimal::from_str(
         stack
             .sql("SELECT toString(sum(cost_usd)) FROM {db}.usage_events FINAL")
