@@ -490,7 +490,7 @@ mod tests {
             &team_json("growth", "1"),
         );
         apply_keys_value(&index, "t.ops", kv::Operation::Put, 6, b"{not json");
-        assert!(read(&index).teams.get("ops").is_none());
+        assert!(!read(&index).teams.contains_key("ops"));
         assert_eq!(budget_of(&index, "growth"), Some(Decimal::from(50)));
         // Team records never land among key records, and key records not among teams.
         assert!(read(&index).records.is_empty());
