@@ -12,7 +12,7 @@ use livegate_system_tests::*;
 use rust_decimal::Decimal;
 use std::time::Duration;
 
-async fn cli(stack: &Stack, args: &[&str]) -> String {
+pub(crate) async fn cli(stack: &Stack, args: &[&str]) -> String {
     let auth = format!("http://{}", stack.auth.addr);
     let all = ["livegate", "--auth-url", &auth, "--master-key", MASTER]
         .into_iter()
@@ -161,6 +161,49 @@ async fn a_spent_team_budget_refuses_new_sessions_of_every_key_of_the_team() {
         a_info["max_budget_usd"], "",
         "the key has no budget of its own"
     );
+    // The key's resumption bounds through the CLI: set, shown, cleared back to the gateway's.
+    let updated: serde_json::Value = serde_json::from_str(
+        &cli(
+            &stack,
+            &[
+                "keys",
+                "update",
+                &a_id,
+                "--max-resumption-duration",
+                "30m",
+                "--max-resumptions",
+                "3",
+                "--json",
+            ],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            &updated["max_resumption_seconds"],
+            &updated["max_resumptions"]
+        ),
+        (&serde_json::json!(1800), &serde_json::json!(3)),
+        "{updated}"
+    );
+    let cleared: serde_json::Value = serde_json::from_str(
+        &cli(
+            &stack,
+            &[
+                "keys",
+                "update",
+                &a_id,
+                "--max-resumption-duration",
+                "",
+                "--json",
+            ],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(cleared["max_resumption_seconds"], serde_json::Value::Null);
+    assert_eq!(cleared["max_resumptions"], 3, "only the flags given change");
 
     // Raising the budget, then clearing the record, lets the team in again.
     cli(&stack, &["teams", "set", "growth", "--max-budget-usd", "2"]).await;

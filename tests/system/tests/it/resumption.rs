@@ -426,12 +426,18 @@ async fn turns_until_close(ws: &mut Ws, turns: usize) -> (usize, Option<(u16, St
 async fn a_key_allowed_one_resumption_ends_at_the_second_go_away_while_another_resumes() {
     let stack = Stack::start().await;
     stack.emulator.set_behaviour(aging(1000));
-    let (bounded, bounded_id) = stack
-        .create_key(livegate_proto::auth::KeySettings {
-            max_resumptions: Some(1),
-            ..Default::default()
-        })
-        .await;
+    // Created the way an operator would: `livegate keys create --max-resumptions 1`.
+    let created: Value = serde_json::from_str(
+        &crate::budgets_teams::cli(
+            &stack,
+            &["keys", "create", "--max-resumptions", "1", "--json"],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(created["info"]["max_resumptions"], 1, "{created}");
+    let bounded = created["key"].as_str().unwrap().to_string();
+    let bounded_id = created["info"]["key_id"].as_str().unwrap().to_string();
     let (free, free_id) = stack.create_key(Default::default()).await;
     let setup = json!({"setup": {"model": MODEL, "sessionResumption": {}}});
     let mut wb = stack.connect("/v1/vertex-ai/live", Some(&bounded)).await;
