@@ -92,6 +92,14 @@ pub struct KeyRecord {
     pub expires_at: Option<i64>,
     #[serde(default)]
     pub revoked: bool,
+    /// Most transparent resumptions per session; `None` = the gateway's limit (the gateway
+    /// applies the smaller of the two).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_resumptions: Option<u32>,
+    /// No resumption once a session is this many seconds old; `None` = the gateway's limit
+    /// (the gateway applies the smaller of the two).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_resumption_seconds: Option<u64>,
 }
 
 /// Why a key's settings were rejected (→ `INVALID_ARGUMENT`).
@@ -105,6 +113,8 @@ pub enum SettingsError {
     ExpiresInPast,
     #[error("{field} entries must be non-empty and at most 256 characters")]
     BadListEntry { field: &'static str },
+    #[error("cannot set field {0:?}")]
+    UnknownField(String),
 }
 
 /// Names that end up in KV keys, metrics labels and ClickHouse: a safe, short charset.
@@ -155,6 +165,8 @@ pub const UPDATABLE_FIELDS: &[&str] = &[
     "max_concurrent_sessions",
     "max_budget_usd",
     "expires_at",
+    "max_resumptions",
+    "max_resumption_seconds",
 ];
 
 impl KeyRecord {
@@ -178,6 +190,8 @@ impl KeyRecord {
             created_at: now_unix(),
             expires_at: None,
             revoked: false,
+            max_resumptions: None,
+            max_resumption_seconds: None,
         };
         r.apply(s, UPDATABLE_FIELDS)?;
         if r.alias.is_empty() {
@@ -239,6 +253,8 @@ impl KeyRecord {
                         None => None,
                     };
                 }
+                "max_resumptions" => next.max_resumptions = s.max_resumptions,
+                "max_resumption_seconds" => next.max_resumption_seconds = s.max_resumption_seconds,
                 _ => {}
             }
         }
@@ -251,8 +267,14 @@ impl KeyRecord {
         !self.revoked && self.expires_at.is_none_or(|e| e > now)
     }
 
-    /// The public view: settings and spend, never the hash.
-    pub fn info(&self, spend: Decimal, team_spend: Decimal) -> KeyInfo {
+    /// The public view: settings and spend, never the hash; with the team's spend and budget
+    /// (its team record's, if any).
+    pub fn info(
+        &self,
+        spend: Decimal,
+        team_spend: Decimal,
+        team_budget: Option<Decimal>,
+    ) -> KeyInfo {
         KeyInfo {
             key_id: self.key_id.clone(),
             alias: self.alias.clone(),
@@ -278,6 +300,9 @@ impl KeyRecord {
             }),
             revoked: self.revoked,
             team_spend_usd: team_spend.to_string(),
+            team_max_budget_usd: team_budget.map(|d| d.to_string()).unwrap_or_default(),
+            max_resumptions: self.max_resumptions,
+            max_resumption_seconds: self.max_resumption_seconds,
         }
     }
 }
@@ -317,6 +342,53 @@ mod tests {
             KeyRecord::new("h".into(), "key_1".into(), &s),
             Err(SettingsError::BadBudget(_))
         ));
+    }
+
+    #[test]
+    fn resumption_bounds_are_optional_and_cleared_by_the_mask() {
+        let s = KeySettings {
+            max_resumptions: Some(1),
+            max_resumption_seconds: Some(600),
+            ..KeySettings::default()
+        };
+        let mut r = KeyRecord::new("h".into(), "key_1".into(), &s).unwrap();
+        assert_eq!(
+            (r.max_resumptions, r.max_resumption_seconds),
+            (Some(1), Some(600))
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["max_resumptions"], 1);
+        let info = r.info(Decimal::ZERO, Decimal::ZERO, Some(Decimal::TEN));
+        assert_eq!(info.max_resumptions, Some(1));
+        assert_eq!(info.max_resumption_seconds, Some(600));
+        assert_eq!(info.team_max_budget_usd, "10");
+        // Zero is a limit (no resumption), not "unset".
+        r.apply(
+            &KeySettings {
+                max_resumptions: Some(0),
+                ..KeySettings::default()
+            },
+            &["max_resumptions"],
+        )
+        .unwrap();
+        assert_eq!(r.max_resumptions, Some(0));
+        // An empty value in the mask clears the key's own bound: the gateway's applies.
+        r.apply(
+            &KeySettings::default(),
+            &["max_resumptions", "max_resumption_seconds"],
+        )
+        .unwrap();
+        assert_eq!((r.max_resumptions, r.max_resumption_seconds), (None, None));
+        // Records written before these fields existed still read.
+        let old: KeyRecord =
+            serde_json::from_str(r#"{"hash":"h","key_id":"k","alias":"a","created_at":1}"#)
+                .unwrap();
+        assert_eq!(old.max_resumptions, None);
+        assert!(
+            old.info(Decimal::ZERO, Decimal::ZERO, None)
+                .team_max_budget_usd
+                .is_empty()
+        );
     }
 
     #[test]

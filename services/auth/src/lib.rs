@@ -3,7 +3,8 @@
 //!
 //! - [`config`]: [`Config`], loaded once by `main`.
 //! - `keys`: key generation, hashing and the stored record.
-//! - `store`: key records and spend in NATS KV, mirrored in memory by watches.
+//! - `teams`: team records (a team's budget), stored next to the key records.
+//! - `store`: key and team records and spend in NATS KV, mirrored in memory by watches.
 //! - `browser`: short-lived, HMAC-signed browser tokens.
 //! - `google`: access tokens from `google-cloud-auth`, in the documented source order.
 //! - `service`: the gRPC handlers.
@@ -16,6 +17,7 @@ mod google;
 mod keys;
 mod service;
 mod store;
+mod teams;
 
 pub use config::Config;
 pub use livegate_proto::contract::INTERNAL_TOKEN_METADATA;

@@ -6,6 +6,7 @@ use crate::browser;
 use crate::google::{GoogleTokens, TokenError};
 use crate::keys::{self, KeyRecord, MAX_CREDENTIAL_LEN, SettingsError, UPDATABLE_FIELDS};
 use crate::store::{Store, StoreError};
+use crate::teams::{self, TEAM_FIELDS, TeamRecord};
 use livegate_common::credential;
 use livegate_common::subjects::{spend_key_for_key, spend_key_for_team};
 use livegate_proto::auth::auth_server::Auth;
@@ -98,12 +99,44 @@ impl AuthService {
     }
 
     fn info(&self, r: &KeyRecord) -> KeyInfo {
-        let team_spend = if r.team_id.is_empty() {
-            Decimal::ZERO
+        let (team_spend, team_budget) = if r.team_id.is_empty() {
+            (Decimal::ZERO, None)
         } else {
-            self.store.spend(&spend_key_for_team(&r.team_id))
+            (
+                self.store.spend(&spend_key_for_team(&r.team_id)),
+                self.store.team(&r.team_id).and_then(|t| t.max_budget_usd),
+            )
         };
-        r.info(self.store.spend(&spend_key_for_key(&r.key_id)), team_spend)
+        r.info(
+            self.store.spend(&spend_key_for_key(&r.key_id)),
+            team_spend,
+            team_budget,
+        )
+    }
+
+    /// A team's public view: its record (if any), spend and live keys.
+    fn team_info(&self, team_id: &str, record: Option<&TeamRecord>) -> TeamInfo {
+        let keys = self
+            .store
+            .list()
+            .iter()
+            .filter(|r| !r.revoked && r.team_id == team_id)
+            .count();
+        teams::info(
+            team_id,
+            record,
+            self.store.spend(&spend_key_for_team(team_id)),
+            keys,
+        )
+    }
+
+    fn team_id(given: &str) -> Result<&str, Status> {
+        let team_id = given.trim();
+        if team_id.is_empty() {
+            return Err(Status::invalid_argument("team id is empty"));
+        }
+        teams::check_team_id(team_id)?;
+        Ok(team_id)
     }
 
     /// Resolves a credential (API key or browser token) to a usable key record, and the
@@ -287,6 +320,86 @@ impl Auth for AuthService {
         }
         Ok(Response::new(RevokeKeyResponse {
             key_id: record.key_id,
+        }))
+    }
+
+    async fn set_team(&self, req: Request<SetTeamRequest>) -> Result<Response<TeamInfo>, Status> {
+        self.require_master(&req)?;
+        let req = req.into_inner();
+        let team_id = Self::team_id(&req.team_id)?;
+        if let Some(bad) = req
+            .update_mask
+            .iter()
+            .find(|f| !TEAM_FIELDS.contains(&f.as_str()))
+        {
+            return Err(Status::invalid_argument(format!(
+                "cannot set team field {bad:?}; settable: {}",
+                TEAM_FIELDS.join(", ")
+            )));
+        }
+        let mut record = self
+            .store
+            .team(team_id)
+            .unwrap_or_else(|| TeamRecord::new(team_id));
+        let fields: Vec<&str> = req.update_mask.iter().map(String::as_str).collect();
+        record.apply(&req.settings.unwrap_or_default(), &fields)?;
+        self.store.put_team(&record).await?;
+        tracing::info!(team_id = %record.team_id, max_budget_usd = ?record.max_budget_usd, "team set");
+        Ok(Response::new(self.team_info(team_id, Some(&record))))
+    }
+
+    async fn get_team(&self, req: Request<GetTeamRequest>) -> Result<Response<TeamInfo>, Status> {
+        self.require_master(&req)?;
+        let team_id = Self::team_id(&req.get_ref().team_id)?;
+        let record = self.store.team(team_id);
+        let info = self.team_info(team_id, record.as_ref());
+        if record.is_none() && info.keys == 0 {
+            return Err(Status::not_found(format!(
+                "no team {team_id:?}: no team record and no live key names it"
+            )));
+        }
+        Ok(Response::new(info))
+    }
+
+    async fn list_teams(
+        &self,
+        req: Request<ListTeamsRequest>,
+    ) -> Result<Response<ListTeamsResponse>, Status> {
+        self.require_master(&req)?;
+        let records: std::collections::BTreeMap<String, TeamRecord> = self
+            .store
+            .teams()
+            .into_iter()
+            .map(|t| (t.team_id.clone(), t))
+            .collect();
+        let mut ids: std::collections::BTreeSet<String> = records.keys().cloned().collect();
+        ids.extend(
+            self.store
+                .list()
+                .into_iter()
+                .filter(|r| !r.revoked && !r.team_id.is_empty())
+                .map(|r| r.team_id),
+        );
+        let teams = ids
+            .iter()
+            .map(|id| self.team_info(id, records.get(id)))
+            .collect();
+        Ok(Response::new(ListTeamsResponse { teams }))
+    }
+
+    async fn clear_team(
+        &self,
+        req: Request<ClearTeamRequest>,
+    ) -> Result<Response<ClearTeamResponse>, Status> {
+        self.require_master(&req)?;
+        let team_id = Self::team_id(&req.get_ref().team_id)?;
+        let cleared = self.store.delete_team(team_id).await?;
+        if cleared {
+            tracing::info!(team_id = %team_id, "team record cleared");
+        }
+        Ok(Response::new(ClearTeamResponse {
+            team_id: team_id.to_string(),
+            cleared,
         }))
     }
 

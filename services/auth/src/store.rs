@@ -2,7 +2,8 @@
 //! an in-memory index by KV watches so that every replica answers `CheckKey` from memory and
 //! sees a create or revoke made on another replica within milliseconds.
 //!
-//! Layout of `livegate_keys`: `k.<sha256 hex>` → [`KeyRecord`] as JSON. `livegate_auth`
+//! Layout of `livegate_keys`: `k.<sha256 hex>` → [`KeyRecord`] as JSON; `t.<team_id>` →
+//! [`TeamRecord`] as JSON (a team's budget; deleted when cleared). `livegate_auth`
 //! (auth's own bucket, which no other NATS user may read): `browser-token-secret` → the HMAC
 //! secret for browser tokens (created once, shared by all replicas). `livegate_spend`:
 //! `key.<key_id>` / `team.<team_id>` → decimal USD as text, written by metering.
@@ -13,6 +14,7 @@
 //! from `livegate_keys`, history included.
 
 use crate::keys::KeyRecord;
+use crate::teams::{TEAM_PREFIX, TeamRecord};
 use async_nats::jetstream::{self, kv};
 use livegate_common::kv as kv_mirror;
 use rust_decimal::Decimal;
@@ -82,6 +84,8 @@ struct Index {
     records: HashMap<String, (u64, KeyRecord)>,
     /// key id → hash (browser tokens name the key by id)
     by_id: HashMap<String, String>,
+    /// team id → (KV revision, record)
+    teams: HashMap<String, (u64, TeamRecord)>,
     /// spend KV key → USD
     spend: HashMap<String, Decimal>,
 }
@@ -191,6 +195,53 @@ impl Store {
             .unwrap_or_default()
     }
 
+    /// The team record of `team_id`, if it has one.
+    pub fn team(&self, team_id: &str) -> Option<TeamRecord> {
+        read(&self.index).teams.get(team_id).map(|(_, r)| r.clone())
+    }
+
+    /// All team records, sorted by team id.
+    pub fn teams(&self) -> Vec<TeamRecord> {
+        let mut v: Vec<TeamRecord> = read(&self.index)
+            .teams
+            .values()
+            .map(|(_, r)| r.clone())
+            .collect();
+        v.sort_by(|a, b| a.team_id.cmp(&b.team_id));
+        v
+    }
+
+    /// Stores a team record (create or update) and applies it locally at once.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the KV write fails.
+    pub async fn put_team(&self, record: &TeamRecord) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(record)?;
+        let revision = self
+            .keys
+            .put(record.kv_key(), value.into())
+            .await
+            .map_err(kv_err("put"))?;
+        upsert_team(&self.index, revision, record.clone());
+        Ok(())
+    }
+
+    /// Deletes a team's record (its budget); false when it had none.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the KV delete fails.
+    pub async fn delete_team(&self, team_id: &str) -> Result<bool, StoreError> {
+        if self.team(team_id).is_none() {
+            return Ok(false);
+        }
+        self.keys
+            .delete(format!("{TEAM_PREFIX}{team_id}"))
+            .await
+            .map_err(kv_err("delete"))?;
+        write(&self.index).teams.remove(team_id);
+        Ok(true)
+    }
+
     /// Stores a record (create or update) and applies it locally at once, so the caller's
     /// next read on this replica already sees it.
     ///
@@ -239,18 +290,71 @@ fn upsert(index: &RwLock<Index>, revision: u64, record: KeyRecord) {
     }
 }
 
+fn upsert_team(index: &RwLock<Index>, revision: u64, record: TeamRecord) {
+    let mut index = write(index);
+    match index.teams.get(&record.team_id) {
+        Some((rev, _)) if *rev > revision => {}
+        _ => {
+            index
+                .teams
+                .insert(record.team_id.clone(), (revision, record));
+        }
+    }
+}
+
 fn apply_key_entry(index: &SharedIndex, entry: kv::Entry) {
-    let Some(hash) = entry.key.strip_prefix(RECORD_PREFIX) else {
+    apply_keys_value(
+        index,
+        &entry.key,
+        entry.operation,
+        entry.revision,
+        &entry.value,
+    );
+}
+
+/// Applies one change of the keys bucket: a key record (`k.…`) or a team record (`t.…`).
+fn apply_keys_value(
+    index: &RwLock<Index>,
+    kv_key: &str,
+    op: kv::Operation,
+    revision: u64,
+    value: &[u8],
+) {
+    if let Some(team_id) = kv_key.strip_prefix(TEAM_PREFIX) {
+        match op {
+            kv::Operation::Put => match serde_json::from_slice::<TeamRecord>(value) {
+                Ok(record) if record.team_id == team_id => upsert_team(index, revision, record),
+                Ok(_) => {
+                    tracing::error!(kv.key = %kv_key, "team record's id does not match its KV key; ignored")
+                }
+                Err(e) => {
+                    tracing::error!(kv.key = %kv_key, error.message = %e, "unreadable team record; ignored")
+                }
+            },
+            kv::Operation::Delete | kv::Operation::Purge => {
+                let mut index = write(index);
+                if index
+                    .teams
+                    .get(team_id)
+                    .is_some_and(|(rev, _)| *rev < revision)
+                {
+                    index.teams.remove(team_id);
+                }
+            }
+        }
+        return;
+    }
+    let Some(hash) = kv_key.strip_prefix(RECORD_PREFIX) else {
         return;
     };
-    match entry.operation {
-        kv::Operation::Put => match serde_json::from_slice::<KeyRecord>(&entry.value) {
-            Ok(record) if record.hash == hash => upsert(index, entry.revision, record),
+    match op {
+        kv::Operation::Put => match serde_json::from_slice::<KeyRecord>(value) {
+            Ok(record) if record.hash == hash => upsert(index, revision, record),
             Ok(_) => {
-                tracing::error!(kv.key = %entry.key, "key record's hash does not match its KV key; ignored")
+                tracing::error!(kv.key = %kv_key, "key record's hash does not match its KV key; ignored")
             }
             Err(e) => {
-                tracing::error!(kv.key = %entry.key, error.message = %e, "unreadable key record; ignored")
+                tracing::error!(kv.key = %kv_key, error.message = %e, "unreadable key record; ignored")
             }
         },
         kv::Operation::Delete | kv::Operation::Purge => {
@@ -330,4 +434,107 @@ async fn browser_secret(auth: &kv::Store, keys: &kv::Store) -> Result<Vec<u8>, S
             .map_err(kv_err("purge"))?;
     }
     Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn team_json(team_id: &str, budget: &str) -> Vec<u8> {
+        let mut r = TeamRecord::new(team_id);
+        r.max_budget_usd = Some(budget.parse().unwrap());
+        serde_json::to_vec(&r).unwrap()
+    }
+
+    fn budget_of(index: &RwLock<Index>, team_id: &str) -> Option<Decimal> {
+        read(index)
+            .teams
+            .get(team_id)
+            .and_then(|(_, r)| r.max_budget_usd)
+    }
+
+    #[test]
+    fn team_records_are_mirrored_from_the_keys_bucket() {
+        let index = RwLock::new(Index::default());
+        apply_keys_value(
+            &index,
+            "t.growth",
+            kv::Operation::Put,
+            3,
+            &team_json("growth", "100"),
+        );
+        assert_eq!(budget_of(&index, "growth"), Some(Decimal::from(100)));
+        // A replayed older revision does not go backwards.
+        apply_keys_value(
+            &index,
+            "t.growth",
+            kv::Operation::Put,
+            2,
+            &team_json("growth", "5"),
+        );
+        assert_eq!(budget_of(&index, "growth"), Some(Decimal::from(100)));
+        apply_keys_value(
+            &index,
+            "t.growth",
+            kv::Operation::Put,
+            4,
+            &team_json("growth", "50"),
+        );
+        assert_eq!(budget_of(&index, "growth"), Some(Decimal::from(50)));
+        // A record under another team's key, or unreadable, is ignored.
+        apply_keys_value(
+            &index,
+            "t.ops",
+            kv::Operation::Put,
+            5,
+            &team_json("growth", "1"),
+        );
+        apply_keys_value(&index, "t.ops", kv::Operation::Put, 6, b"{not json");
+        assert!(!read(&index).teams.contains_key("ops"));
+        assert_eq!(budget_of(&index, "growth"), Some(Decimal::from(50)));
+        // Team records never land among key records, and key records not among teams.
+        assert!(read(&index).records.is_empty());
+        // A delete older than the record (replayed) keeps it; a newer one clears it.
+        apply_keys_value(&index, "t.growth", kv::Operation::Delete, 4, b"");
+        assert_eq!(budget_of(&index, "growth"), Some(Decimal::from(50)));
+        apply_keys_value(&index, "t.growth", kv::Operation::Delete, 7, b"");
+        assert_eq!(budget_of(&index, "growth"), None);
+        assert!(read(&index).teams.is_empty());
+    }
+
+    #[test]
+    fn key_records_still_mirror_next_to_teams() {
+        let index = RwLock::new(Index::default());
+        let key = KeyRecord::new(
+            "abc".into(),
+            "key_1".into(),
+            &livegate_proto::auth::KeySettings {
+                team_id: "growth".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        apply_keys_value(
+            &index,
+            "k.abc",
+            kv::Operation::Put,
+            1,
+            &serde_json::to_vec(&key).unwrap(),
+        );
+        apply_keys_value(
+            &index,
+            "t.growth",
+            kv::Operation::Put,
+            2,
+            &team_json("growth", "1"),
+        );
+        assert_eq!(
+            read(&index).by_id.get("key_1").map(String::as_str),
+            Some("abc")
+        );
+        assert_eq!(read(&index).teams.len(), 1);
+        apply_keys_value(&index, "k.abc", kv::Operation::Delete, 3, b"");
+        assert!(read(&index).records.is_empty());
+        assert_eq!(read(&index).teams.len(), 1);
+    }
 }

@@ -84,6 +84,29 @@ pub struct SettingsArgs {
     /// Lifetime from now, e.g. 30d, 12h, 90m.
     #[arg(long, value_parser = humantime::parse_duration)]
     expires: Option<Duration>,
+    /// Most transparent resumptions per session (0 = none); "" uses the gateway's limit. The
+    /// gateway applies the smaller of this and GATEWAY_RESUME_MAX.
+    #[arg(long)]
+    max_resumptions: Option<String>,
+    /// No resumption once a session is this old, e.g. 30m, 2h; "" uses the gateway's limit.
+    /// The gateway applies the smaller of this and GATEWAY_RESUME_MAX_DURATION.
+    #[arg(long)]
+    max_resumption_duration: Option<String>,
+}
+
+/// A flag value that may be "" (back to the gateway's default): `None` then.
+fn optional_flag<T>(
+    flag: &str,
+    v: &str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> anyhow::Result<Option<T>> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    parse(v)
+        .map(Some)
+        .map_err(|e| anyhow!("--{flag} {v:?}: {e}"))
 }
 
 impl SettingsArgs {
@@ -135,6 +158,20 @@ impl SettingsArgs {
             s.expires_at = Some(prost_types::Timestamp::from(at));
             set("expires_at");
         }
+        if let Some(v) = &self.max_resumptions {
+            s.max_resumptions = optional_flag("max-resumptions", v, |v| {
+                v.parse::<u32>().map_err(|e| e.to_string())
+            })?;
+            set("max_resumptions");
+        }
+        if let Some(v) = &self.max_resumption_duration {
+            s.max_resumption_seconds = optional_flag("max-resumption-duration", v, |v| {
+                humantime::parse_duration(v)
+                    .map(|d| d.as_secs())
+                    .map_err(|e| e.to_string())
+            })?;
+            set("max_resumption_seconds");
+        }
         Ok((s, mask))
     }
 }
@@ -171,6 +208,9 @@ fn info_json(k: &KeyInfo) -> serde_json::Value {
         "max_budget_usd": k.max_budget_usd,
         "spend_usd": k.spend_usd,
         "team_spend_usd": k.team_spend_usd,
+        "team_max_budget_usd": k.team_max_budget_usd,
+        "max_resumptions": k.max_resumptions,
+        "max_resumption_seconds": k.max_resumption_seconds,
         "created_at": ts(&k.created_at),
         "expires_at": ts(&k.expires_at),
         "revoked": k.revoked,

@@ -1,6 +1,7 @@
 //! The `livegate` admin CLI.
 //!
 //! - `keys create|list|update|revoke`: API key administration (master key required).
+//! - `teams set|show|list|clear`: team budgets (master key required).
 //! - `token`: mint a short-lived browser token from an API key.
 //! - `spend`: spend by key, team, model or day from ClickHouse.
 //! - `doctor`: one line per wiring check, with a fix for each failure.
@@ -13,6 +14,7 @@ mod doctor;
 mod keys;
 mod reprice;
 mod spend;
+mod teams;
 
 use clap::{Parser, Subcommand};
 
@@ -42,6 +44,9 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Manage teams (team budgets).
+    #[command(subcommand)]
+    Teams(teams::TeamsCommand),
     /// Mint a short-lived browser token (for `?access_token=` or the subprotocol).
     Token(keys::TokenArgs),
     /// Spend reports from ClickHouse.
@@ -58,6 +63,7 @@ pub async fn run(args: Args, out: &mut dyn std::io::Write) -> anyhow::Result<()>
     let auth = || auth_client::AuthClient::new(&args.auth_url, args.master_key.as_deref());
     match args.command {
         Command::Keys(cmd) => keys::run_keys(cmd, &auth()?, out).await,
+        Command::Teams(cmd) => teams::run_teams(cmd, &auth()?, out).await,
         Command::Token(t) => keys::run_token(t, &auth()?, out).await,
         Command::Spend(s) => spend::run_spend(s, out).await,
         Command::Doctor(d) => Box::pin(doctor::run_doctor(d, &auth()?, out)).await,

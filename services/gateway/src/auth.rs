@@ -188,6 +188,32 @@ impl AuthClient {
         self.cache().retain(|_, c| c.grant.key.key_id != key_id);
     }
 
+    /// Forgets cached answers for every key of a team (its team record changed: the team
+    /// budget each `KeyInfo` carries).
+    pub fn invalidate_team(&self, team_id: &str) {
+        self.cache().retain(|_, c| c.grant.key.team_id != team_id);
+    }
+
+    /// Caches `grant` for `credential` as a successful check would.
+    #[cfg(test)]
+    pub(crate) fn insert_for_test(&self, credential: &str, grant: Grant) {
+        let id: [u8; 32] = Sha256::digest(credential.as_bytes()).into();
+        self.cache().insert(
+            id,
+            Cached {
+                grant: Arc::new(grant),
+                at: Instant::now(),
+            },
+        );
+    }
+
+    /// Whether a check of `credential` would be answered from the cache.
+    #[cfg(test)]
+    pub(crate) fn cached_for_test(&self, credential: &str) -> bool {
+        let id: [u8; 32] = Sha256::digest(credential.as_bytes()).into();
+        self.cache().contains_key(&id)
+    }
+
     /// A Google access token for the upstream.
     ///
     /// # Errors

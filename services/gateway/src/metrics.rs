@@ -306,12 +306,12 @@ impl Metrics {
         );
         r.register(
             "upstream_closes",
-            "Upstream connections that ended a session, by the upstream's close code (none: no close frame; other: outside 1000-1015 and 3000-4999)",
+            "Upstream connections closed, by the upstream's close code: the one that ended a session, and each one a resumption replaced (none: no close frame; other: outside 1000-1015 and 3000-4999)",
             m.upstream_closes.clone(),
         );
         r.register(
             "turns_refused_budget",
-            "Client turns refused before reaching the upstream because their predicted cost exceeds the key's remaining budget (close 4402)",
+            "Client turns refused before reaching the upstream because their predicted cost exceeds the remaining budget of the key or its team (close 4402)",
             m.turns_refused.clone(),
         );
         Self {

@@ -1,14 +1,14 @@
 //! The gateway's mirrors of two NATS KV buckets, kept current by KV watches: [`Spend`], the
 //! running spend per key and per team from `livegate_spend` (budgets are checked against it),
 //! with what this replica priced but the mirror does not show yet (in flight), and the key
-//! records in `livegate_keys`, whose changes drop cached key checks at once. [`start`] runs
-//! both in the background, retrying until NATS answers.
+//! and team records in `livegate_keys` (`k.…`, `t.<team_id>`), whose changes drop cached key
+//! checks at once (a team record's, those of every key of the team). [`start`] runs both in
+//! the background, retrying until NATS answers.
 
 use crate::auth::AuthClient;
 use async_nats::jetstream::{self, kv};
 use livegate_common::kv as kv_mirror;
 use livegate_common::stream::StreamLayout;
-use livegate_common::subjects::spend_key_for_key;
 use rust_decimal::Decimal;
 use std::collections::{HashMap, VecDeque};
 use std::str::FromStr;
@@ -98,11 +98,12 @@ impl Spend {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The key's spend in USD as mirrored (0 when metering has written none).
-    pub fn of_key(&self, key_id: &str) -> Decimal {
+    /// A spend key's (`key.{id}`, `team.{id}`) spend in USD as mirrored (0 when metering has
+    /// written none).
+    pub fn mirrored(&self, spend_key: &str) -> Decimal {
         self.read()
             .mirrored
-            .get(&spend_key_for_key(key_id))
+            .get(spend_key)
             .copied()
             .unwrap_or_default()
     }
@@ -144,10 +145,11 @@ impl Spend {
         }
     }
 
-    /// True when a budget is set and spend has reached it.
-    pub fn budget_spent(&self, key_id: &str, max_budget_usd: &str) -> bool {
+    /// True when a budget is set (`max_budget_usd` as auth sends it: empty is none) and the
+    /// mirrored spend of `spend_key` has reached it.
+    pub fn budget_spent(&self, spend_key: &str, max_budget_usd: &str) -> bool {
         match Decimal::from_str(max_budget_usd.trim()) {
-            Ok(budget) => self.of_key(key_id) >= budget,
+            Ok(budget) => self.mirrored(spend_key) >= budget,
             Err(_) => false,
         }
     }
@@ -184,6 +186,19 @@ struct KeyRecordId {
     key_id: String,
 }
 
+/// KV key prefix of team records in `livegate_keys` (auth's `teams::TEAM_PREFIX`).
+const TEAM_PREFIX: &str = "t.";
+
+/// Drops the cached key checks a change of the keys bucket makes stale: a key record's (by
+/// its id), or, for a team record (set or cleared), every key of that team.
+fn invalidate(auth: &AuthClient, kv_key: &str, value: &[u8]) {
+    if let Some(team_id) = kv_key.strip_prefix(TEAM_PREFIX) {
+        auth.invalidate_team(team_id);
+    } else if let Ok(r) = serde_json::from_slice::<KeyRecordId>(value) {
+        auth.invalidate_key(&r.key_id);
+    }
+}
+
 /// Starts both mirrors. Failures to reach NATS are retried in the background, so the gateway
 /// starts (and relays) even while NATS is down.
 pub fn start(
@@ -209,11 +224,7 @@ pub fn start(
         layout,
         keys_bucket,
         livegate_common::subjects::KEYS_HISTORY,
-        move |e| {
-            if let Ok(r) = serde_json::from_slice::<KeyRecordId>(&e.value) {
-                auth.invalidate_key(&r.key_id);
-            }
-        },
+        move |e| invalidate(&auth, &e.key, &e.value),
         stop,
     );
     spend
@@ -288,7 +299,50 @@ mod tests {
         spend.add_in_flight(&["key.k"], usd("0.1"));
         spend.apply_value("key.k".into(), kv::Operation::Put, b"0");
         assert_eq!(spend.committed("key.k").total(), usd("0.1"));
-        assert_eq!(spend.of_key("k"), Decimal::ZERO);
+        assert_eq!(spend.mirrored("key.k"), Decimal::ZERO);
+    }
+
+    #[test]
+    fn budget_spent_reads_the_mirror_of_a_key_or_a_team() {
+        let spend = Spend::default();
+        spend.apply_value("team.t".into(), kv::Operation::Put, b"10");
+        assert!(spend.budget_spent("team.t", "10"));
+        assert!(!spend.budget_spent("team.t", "10.01"));
+        assert!(!spend.budget_spent("team.t", ""), "no budget");
+        assert!(!spend.budget_spent("key.k", "1"), "nothing spent yet");
+    }
+
+    #[tokio::test]
+    async fn a_team_record_change_drops_the_cached_checks_of_its_keys() {
+        let auth = AuthClient::new(
+            "http://127.0.0.1:1",
+            None,
+            Duration::from_secs(60),
+            crate::metrics::Metrics::new(),
+        )
+        .unwrap();
+        let grant = |key_id: &str, team_id: &str| crate::auth::Grant {
+            key: livegate_proto::auth::KeyInfo {
+                key_id: key_id.into(),
+                team_id: team_id.into(),
+                ..Default::default()
+            },
+            bound_model: String::new(),
+            browser_token: false,
+        };
+        auth.insert_for_test("lg-a", grant("key_a", "growth"));
+        auth.insert_for_test("lg-b", grant("key_b", "ops"));
+        invalidate(&auth, "t.growth", b"");
+        assert!(
+            !auth.cached_for_test("lg-a"),
+            "the team's key is checked again"
+        );
+        assert!(
+            auth.cached_for_test("lg-b"),
+            "another team's key stays cached"
+        );
+        invalidate(&auth, "k.hash", br#"{"key_id":"key_b"}"#);
+        assert!(!auth.cached_for_test("lg-b"));
     }
 
     #[test]

@@ -13,3 +13,4 @@ mod helpers;
 mod google_tokens;
 mod keys;
 mod logs;
+mod teams;

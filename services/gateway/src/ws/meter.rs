@@ -8,7 +8,7 @@ use super::close::Close;
 use super::inspect::{Media, ServerFrame};
 use super::observe::Observer;
 use super::relay::{Counters, End, UsageSink};
-use super::turns::TurnBudget;
+use super::turns::{Budgets, TurnBudget};
 use crate::publisher::Outgoing;
 use crate::state::App;
 use livegate_proto::usage::{
@@ -26,10 +26,11 @@ pub struct Meter<'a> {
     started_at: SystemTime,
     /// Reports published so far; the last one's `seq`.
     seq: AtomicU64,
-    /// The key's budget, and what this session's turns are predicted to cost.
+    /// The key's and team's budgets, and what this session's turns are predicted to cost.
     budget: TurnBudget,
-    /// Metrics and spans.
-    observer: Observer,
+    /// Metrics and spans (the session tells it about each upstream connection it opens and
+    /// closes at a resumption).
+    pub observer: Observer,
     /// Frames and payload bytes relayed each way (the relay adds to them).
     pub counters: Counters,
     /// Client measurements not yet reported (the client→upstream direction adds, the
@@ -53,7 +54,7 @@ impl<'a> Meter<'a> {
     pub fn start(
         app: &'a App,
         context: SessionContext,
-        max_budget: String,
+        budgets: Budgets,
         setup_bytes: usize,
     ) -> Self {
         let started_at = SystemTime::now();
@@ -73,7 +74,7 @@ impl<'a> Meter<'a> {
             app,
             &context.key_id,
             &context.team_id,
-            &max_budget,
+            budgets,
             &context.model,
         );
         let priced_as = app
@@ -184,11 +185,12 @@ impl UsageSink for Meter<'_> {
         if let Err(refusal) = self.budget.admit() {
             self.app.metrics.turns_refused.inc();
             tracing::info!(
+                budget.scope = refusal.scope.as_str(),
                 budget_usd = %refusal.budget,
                 spent_usd = %refusal.committed.mirrored,
                 in_flight_usd = %refusal.committed.in_flight,
                 next_turn_usd = %refusal.next_turn,
-                "turn refused: over the key's budget"
+                "turn refused: over the key's or team's budget"
             );
             return Err(refusal.close());
         }

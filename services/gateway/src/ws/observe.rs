@@ -235,8 +235,10 @@ impl Observer {
         }
     }
 
-    /// The upstream connection ended the session: with its close code, or `None` when it
-    /// dropped without a close frame.
+    /// The current upstream connection ended: it ended the session, or a resumption replaced
+    /// it (the session calls this before [`Self::upstream_connected`] for the new one). With
+    /// its close code, or `None` when it dropped without a close frame. Counted in
+    /// `upstream_closes` and recorded on the connection's span.
     pub fn upstream_closed(&self, code: Option<u16>) {
         self.metrics
             .upstream_closes

@@ -1,6 +1,6 @@
 //! The checks a session must pass before it relays, each refusal as the close the client
-//! gets: a credential auth accepts (4401, or 1011 when auth cannot be asked), a budget not
-//! yet spent (4402), a free concurrent-session slot for the key (4429), and a project and
+//! gets: a credential auth accepts (4401, or 1011 when auth cannot be asked), a key and team
+//! budget not yet spent (4402), a free concurrent-session slot for the key (4429), and a project and
 //! model the key, and a browser token's model binding, allow (4403).
 
 use super::close::{self, Close};
@@ -41,24 +41,40 @@ pub async fn authenticate(app: &App, credential: &Credential) -> Result<Arc<Gran
         })
 }
 
-/// Refuses a key whose budget is spent.
+/// Refuses a key whose budget, or whose team's budget, is spent.
 ///
 /// # Errors
-/// 4402 when the key has a budget and its spend has reached it.
+/// 4402 when the key (or its team) has a budget and its spend has reached it.
 pub fn check_budget(app: &App, key: &KeyInfo) -> Result<(), Close> {
+    use livegate_common::subjects::{spend_key_for_key, spend_key_for_team};
     // Either view may be ahead: the gateway's KV mirror or the spend auth just reported.
-    let spent_per_auth = !key.max_budget_usd.is_empty()
-        && matches!(
-            (key.spend_usd.parse::<rust_decimal::Decimal>(), key.max_budget_usd.parse::<rust_decimal::Decimal>()),
+    let spent = |spend_usd: &str, budget: &str, spend_key: &str| {
+        let per_auth = matches!(
+            (spend_usd.parse::<rust_decimal::Decimal>(), budget.parse::<rust_decimal::Decimal>()),
             (Ok(spend), Ok(budget)) if spend >= budget
         );
-    if spent_per_auth
-        || (!key.max_budget_usd.is_empty()
-            && app.spend.budget_spent(&key.key_id, &key.max_budget_usd))
-    {
+        per_auth || app.spend.budget_spent(spend_key, budget)
+    };
+    if spent(
+        &key.spend_usd,
+        &key.max_budget_usd,
+        &spend_key_for_key(&key.key_id),
+    ) {
         return Err(Close::new(
             close::BUDGET_SPENT,
             "budget spent for this API key",
+        ));
+    }
+    if !key.team_id.is_empty()
+        && spent(
+            &key.team_spend_usd,
+            &key.team_max_budget_usd,
+            &spend_key_for_team(&key.team_id),
+        )
+    {
+        return Err(Close::new(
+            close::BUDGET_SPENT,
+            "budget spent for this API key's team",
         ));
     }
     Ok(())

@@ -405,7 +405,7 @@ impl<U: UsageSink> Relay<'_, U> {
                     }
                     return End::Gateway(Close::new(
                         close::BUDGET_SPENT,
-                        "budget spent for this API key",
+                        "budget spent for this API key or its team",
                     ));
                 }
             }

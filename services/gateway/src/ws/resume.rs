@@ -91,6 +91,23 @@ impl Default for ResumeConfig {
     }
 }
 
+impl ResumeConfig {
+    /// These settings bounded by a key's own (`KeyInfo.max_resumptions`,
+    /// `max_resumption_seconds`): the smaller of the key's and the gateway's applies, so a key
+    /// can resume less than the gateway allows, never more; a key without its own bound gets
+    /// the gateway's.
+    pub fn for_key(&self, max_resumptions: Option<u32>, max_seconds: Option<u64>) -> Self {
+        let mut c = self.clone();
+        if let Some(n) = max_resumptions {
+            c.max_resumptions = c.max_resumptions.min(n);
+        }
+        if let Some(s) = max_seconds {
+            c.max_duration = c.max_duration.min(Duration::from_secs(s));
+        }
+        c
+    }
+}
+
 /// How long the gateway waits for upstream's `setupComplete` on a resume.
 const SETUP_COMPLETE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the old upstream gets to finish its close handshake before a resume.
@@ -466,12 +483,15 @@ pub async fn reconnect(
 
 /// Closes the old upstream before a resume (Google refuses a resume while it is open) and
 /// waits, bounded, for its close handshake; server frames still arriving are handed to
-/// `on_frame` (their usage is billed: Google counts it) but not sent to the client.
-pub async fn close_old<S, R>(tx: &mut S, rx: &mut R, mut on_frame: impl FnMut(&[u8]))
+/// `on_frame` (their usage is billed: Google counts it) but not sent to the client. Returns
+/// the code of the close frame the upstream answered with (1005 for one without a code;
+/// `None` when none came: already closed, dropped, or too slow).
+pub async fn close_old<S, R>(tx: &mut S, rx: &mut R, mut on_frame: impl FnMut(&[u8])) -> Option<u16>
 where
     S: futures_util::Sink<Message> + Unpin,
     R: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
+    let mut answered = None;
     let _ = tokio::time::timeout(OLD_CLOSE_TIMEOUT, async {
         let _ = tx
             .send(Message::Close(Some(
@@ -485,12 +505,16 @@ where
             match &m {
                 Message::Text(t) => on_frame(t.as_bytes()),
                 Message::Binary(b) => on_frame(b),
-                Message::Close(_) => break,
+                Message::Close(f) => {
+                    answered = Some(f.as_ref().map_or(1005, |f| u16::from(f.code)));
+                    break;
+                }
                 _ => {}
             }
         }
     })
     .await;
+    answered
 }
 
 pub(crate) fn lock(m: &std::sync::Mutex<Resume>) -> std::sync::MutexGuard<'_, Resume> {

@@ -118,7 +118,7 @@ async fn serve<S>(
         model: setup.model_id.clone(),
         gateway_id: app.config.gateway_id.clone(),
     };
-    let meter = Meter::start(&app, context, key.max_budget_usd.clone(), setup_bytes);
+    let meter = Meter::start(&app, context, super::turns::Budgets::of(key), setup_bytes);
     tracing::info!(model = %setup.model_id, project = %setup.project, location = %setup.location, "session started");
     app.metrics.sessions_active.inc();
 
@@ -126,6 +126,9 @@ async fn serve<S>(
     let (mut client_tx, mut client_rx) = client.split();
     let resume = resume.map(std::sync::Mutex::new);
     let activity = Activity::default();
+    // Whether the end's upstream close (if any) is still to be counted: false once a failed
+    // resume already counted the connection it was about.
+    let mut count_upstream_end = true;
     let end = {
         let mut relay = Relay {
             max_frame_bytes: app.config.max_frame_bytes,
@@ -156,6 +159,8 @@ async fn serve<S>(
             let cause = match decision {
                 Decision::End => break end,
                 Decision::Fail(c) => {
+                    // The old upstream's own close, if it closed, is counted.
+                    meter.observe_end(&end);
                     app.metrics
                         .resumptions
                         .get_or_create(&crate::metrics::ResultLabel { result: "failed" })
@@ -167,7 +172,13 @@ async fn serve<S>(
             tracing::info!(cause = %cause, "resuming on a new upstream connection");
             // Google refuses a resume while the old connection is open: close it first. What
             // it still sends is billed (Google counts it) but not shown to the client.
-            resume::close_old(&mut up_tx, &mut up_rx, |p| bill_unsent(&meter, p)).await;
+            let answered =
+                resume::close_old(&mut up_tx, &mut up_rx, |p| bill_unsent(&meter, p)).await;
+            // Telemetry: the old connection ends here (its span gets its close code, the close
+            // is counted), whoever closed it.
+            meter
+                .observer
+                .upstream_closed(old_close_code(&end, answered));
             let mut connected = false;
             // Boxed: the connect's state is large and only alive during a resume.
             let opened = Box::pin(resume::reconnect(
@@ -184,6 +195,8 @@ async fn serve<S>(
                 meter
                     .upstream_connections
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // A span and a count per upstream connection, resumed ones included.
+                meter.observer.upstream_connected();
             }
             match opened {
                 Ok(up) => {
@@ -203,6 +216,9 @@ async fn serve<S>(
                         .get_or_create(&crate::metrics::ResultLabel { result: "failed" })
                         .inc();
                     tracing::warn!(close.code = c.code, close.reason = %c.reason, "resumption failed");
+                    // Without a new connection there is no upstream close left to count: the
+                    // old one's was counted above.
+                    count_upstream_end = connected;
                     // The client gets the upstream's close code and reason.
                     break End::UpstreamClosed(Some(CloseFrame {
                         code: CloseCode::from(c.code),
@@ -213,7 +229,9 @@ async fn serve<S>(
         }
     };
 
-    meter.observe_end(&end);
+    if count_upstream_end {
+        meter.observe_end(&end);
+    }
     let (code, reason, closed_by) = close_both(&end, &mut client_tx, &mut up_tx).await;
     app.metrics.sessions_active.dec();
     app.metrics
@@ -222,6 +240,17 @@ async fn serve<S>(
         .inc();
     let (duration, reports) = meter.end(code, &reason, closed_by);
     tracing::info!(close.code = code, close.reason = %reason, closed_by = ?closed_by, duration_s = duration, reports, "session ended");
+}
+
+/// The close code of the upstream connection a resumption replaces: its own close when it
+/// closed (1005 without a code; `None` when it dropped), else (a switch after `goAway`) the
+/// code it answered the gateway's close with, if it answered.
+fn old_close_code(end: &End, answered: Option<u16>) -> Option<u16> {
+    match end {
+        End::UpstreamClosed(f) => Some(f.as_ref().map_or(1005, |f| u16::from(f.code))),
+        End::UpstreamGone(_) => None,
+        _ => answered,
+    }
 }
 
 /// Closes both sides as `end` requires and returns what the session records: the close code
@@ -340,7 +369,12 @@ where
     drop(first);
     policy::check_setup(&grant, &setup)?;
 
-    let resume = match Resume::new(&app.config.resumption, &setup.frame) {
+    // The key's own resumption bounds, within the gateway's.
+    let bounds = app
+        .config
+        .resumption
+        .for_key(key.max_resumptions, key.max_resumption_seconds);
+    let resume = match Resume::new(&bounds, &setup.frame) {
         Some((state, frame)) => {
             setup.frame = frame;
             Some(state)

@@ -1,32 +1,85 @@
 //! Per-turn predictive budgets. Context is re-billed every turn, so the next turn costs at
 //! least the last usage report's prompt at the model's input price. Before the client frame
 //! that ends a turn is forwarded, [`TurnBudget::admit`] checks that this floor still fits in
-//! the key's remaining budget: budget − (spend mirrored from `livegate_spend` + what this
-//! replica has priced but the mirror does not show yet). Every usage report is priced here
-//! with `livegate_common::pricing` (metering's rules and table) and counted as in flight
-//! until the mirror catches up ([`Spend`]). How exact this is across replicas: README,
-//! "Budgets".
+//! the key's remaining budget and in its team's: budget − (spend mirrored from
+//! `livegate_spend` + what this replica has priced but the mirror does not show yet). Every
+//! usage report of a session with a key or team budget is priced here with
+//! `livegate_common::pricing` (metering's rules and table) and counted in flight, for the key
+//! and its team, until the mirror catches up ([`Spend`]). How exact this is across replicas:
+//! README, "Budgets".
 
 use super::close::{self, Close};
 use crate::mirrors::{Committed, Spend};
 use crate::state::App;
 use livegate_common::pricing::{ByModality, Pricing, Usage};
 use livegate_common::subjects::{spend_key_for_key, spend_key_for_team};
+use livegate_proto::auth::KeyInfo;
 use livegate_proto::usage::{MediaMeasurements, Modality, ModalityTokens, TokenUsage};
 use rust_decimal::Decimal;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
+
+/// Whose budget: the API key's own, or its team's (auth's team record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Key,
+    Team,
+}
+
+impl Scope {
+    /// `budget.scope` in the notice.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Key => "key",
+            Self::Team => "team",
+        }
+    }
+
+    /// Whose budget, in words for the client.
+    fn whose(self) -> &'static str {
+        match self {
+            Self::Key => "this API key",
+            Self::Team => "this API key's team",
+        }
+    }
+}
+
+/// A session's budgets as auth reported them at its start: the key's `max_budget_usd` and
+/// its team's `team_max_budget_usd` (empty, or not a number, is no budget).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Budgets {
+    pub key: Option<Decimal>,
+    pub team: Option<Decimal>,
+}
+
+impl Budgets {
+    /// The budgets of `key`.
+    pub fn of(key: &KeyInfo) -> Self {
+        Self {
+            key: parse_budget(&key.max_budget_usd),
+            team: if key.team_id.is_empty() {
+                None
+            } else {
+                parse_budget(&key.team_max_budget_usd)
+            },
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.key.is_some() || self.team.is_some()
+    }
+}
 
 /// One session's budget state, shared by both relay directions.
 pub struct TurnBudget {
     spend: Spend,
     pricing: Arc<Pricing>,
     model: String,
-    /// `key.{id}`, and `team.{id}` when the key has a team: where in-flight spend is counted.
+    /// `key.{id}`, and `team.{id}` when the key has a team: where in-flight spend is counted
+    /// (both, whichever of the two has a budget, so every session of a team with a budget
+    /// counts towards it).
     spend_keys: Vec<String>,
-    /// The key's budget, if it has one. (Auth's `KeyInfo` carries no team budget; team spend
-    /// is mirrored, and counted in flight for the sessions of keys with a budget.)
-    key_budget: Option<Decimal>,
+    budgets: Budgets,
     /// The least the next turn costs: the last report's prompt at the input price.
     next_turn: Mutex<Decimal>,
 }
@@ -34,6 +87,7 @@ pub struct TurnBudget {
 /// Why a turn was refused: the numbers the client is shown.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
+    pub scope: Scope,
     pub budget: Decimal,
     pub committed: Committed,
     pub next_turn: Decimal,
@@ -42,15 +96,17 @@ pub struct Refusal {
 impl Refusal {
     /// The close the client gets: 4402, preceded by a JSON text frame (shape in the README,
     /// "Budgets"):
-    /// `{"error":{"code":4402,"status":"BUDGET_EXCEEDED","message":…,"budget":{…}}}`.
+    /// `{"error":{"code":4402,"status":"BUDGET_EXCEEDED","message":…,"budget":{…}}}`, with
+    /// `budget.scope` `key` or `team`.
     pub fn close(&self) -> Close {
+        let whose = self.scope.whose();
         let notice = serde_json::json!({
             "error": {
                 "code": close::BUDGET_SPENT,
                 "status": "BUDGET_EXCEEDED",
-                "message": "turn refused before reaching the model: its predicted cost exceeds the remaining budget of this API key",
+                "message": format!("turn refused before reaching the model: its predicted cost exceeds the remaining budget of {whose}"),
                 "budget": {
-                    "scope": "key",
+                    "scope": self.scope.as_str(),
                     "limitUsd": self.budget.normalize().to_string(),
                     "spentUsd": self.committed.mirrored.normalize().to_string(),
                     "inFlightUsd": self.committed.in_flight.normalize().to_string(),
@@ -60,39 +116,57 @@ impl Refusal {
         });
         Close::new(
             close::BUDGET_SPENT,
-            "turn refused: its predicted cost exceeds the remaining budget of this API key",
+            format!("turn refused: its predicted cost exceeds the remaining budget of {whose}"),
         )
         .with_notice(notice.to_string())
     }
 }
 
-/// `max_budget_usd` as auth sends it: empty (or not a number) is no budget.
+/// A budget as auth sends it: empty (or not a number) is no budget.
 fn parse_budget(text: &str) -> Option<Decimal> {
     Decimal::from_str(text.trim()).ok()
 }
 
 impl TurnBudget {
     /// The budget state of a session of `key_id` (in `team_id`, may be empty) on `model`.
-    pub fn new(app: &App, key_id: &str, team_id: &str, max_budget_usd: &str, model: &str) -> Self {
+    pub fn new(app: &App, key_id: &str, team_id: &str, budgets: Budgets, model: &str) -> Self {
+        Self::with(
+            app.spend.clone(),
+            app.pricing.clone(),
+            key_id,
+            team_id,
+            budgets,
+            model,
+        )
+    }
+
+    fn with(
+        spend: Spend,
+        pricing: Arc<Pricing>,
+        key_id: &str,
+        team_id: &str,
+        budgets: Budgets,
+        model: &str,
+    ) -> Self {
         let mut spend_keys = vec![spend_key_for_key(key_id)];
         if !team_id.is_empty() {
             spend_keys.push(spend_key_for_team(team_id));
         }
         Self {
-            spend: app.spend.clone(),
-            pricing: app.pricing.clone(),
+            spend,
+            pricing,
             model: model.to_string(),
             spend_keys,
-            key_budget: parse_budget(max_budget_usd),
+            budgets,
             next_turn: Mutex::new(Decimal::ZERO),
         }
     }
 
     /// Prices a usage report as metering will, counts it in flight, and keeps its prompt's
     /// price as the floor of the next turn.
-    /// Without a budget there is nothing to check: nothing is priced or kept.
+    /// Without a key or team budget there is nothing to check: nothing is priced or kept.
     pub fn priced(&self, tokens: &TokenUsage, media: &MediaMeasurements) {
-        if self.key_budget.is_none() {
+        if !self.budgets.any() {
             return;
         }
         let usage = usage_of(tokens, media);
@@ -106,42 +180,50 @@ impl TurnBudget {
             .unwrap_or_else(PoisonError::into_inner) = next.input();
     }
 
-    /// The key's committed spend (mirrored + in flight), or `None` without a budget.
-    fn committed(&self) -> Option<(Decimal, Committed)> {
-        let budget = self.key_budget?;
-        let key = self.spend_keys.first()?;
-        Some((budget, self.spend.committed(key)))
+    /// Each budget this session has, with its committed spend (mirrored + in flight): the
+    /// key's first, then the team's.
+    fn committed(&self) -> Vec<(Scope, Decimal, Committed)> {
+        let mut out = Vec::with_capacity(2);
+        if let (Some(budget), Some(key)) = (self.budgets.key, self.spend_keys.first()) {
+            out.push((Scope::Key, budget, self.spend.committed(key)));
+        }
+        if let (Some(budget), Some(team)) = (self.budgets.team, self.spend_keys.get(1)) {
+            out.push((Scope::Team, budget, self.spend.committed(team)));
+        }
+        out
     }
 
-    /// Whether the next turn fits: committed spend plus the next turn's floor within the
-    /// budget (and, with no floor yet, committed spend below it).
+    /// Whether the next turn fits: for the key's budget and the team's, committed spend plus
+    /// the next turn's floor within the budget (and, with no floor yet, committed spend below
+    /// it).
     ///
     /// # Errors
-    /// [`Refusal`] when it does not.
+    /// [`Refusal`] naming the first budget (key, then team) it does not fit in.
     pub fn admit(&self) -> Result<(), Refusal> {
-        let Some((budget, committed)) = self.committed() else {
-            return Ok(());
-        };
         let next_turn = *self
             .next_turn
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let total = committed.total();
-        if total >= budget || total + next_turn > budget {
-            return Err(Refusal {
-                budget,
-                committed,
-                next_turn,
-            });
+        for (scope, budget, committed) in self.committed() {
+            let total = committed.total();
+            if total >= budget || total + next_turn > budget {
+                return Err(Refusal {
+                    scope,
+                    budget,
+                    committed,
+                    next_turn,
+                });
+            }
         }
         Ok(())
     }
 
-    /// Whether the budget is spent (mirrored + in flight reached it): checked after each
-    /// model turn.
+    /// Whether the key's or the team's budget is spent (mirrored + in flight reached it):
+    /// checked after each model turn.
     pub fn spent(&self) -> bool {
         self.committed()
-            .is_some_and(|(budget, committed)| committed.total() >= budget)
+            .iter()
+            .any(|(_, budget, committed)| committed.total() >= *budget)
     }
 }
 
@@ -201,20 +283,27 @@ mod tests {
     use super::*;
     use livegate_common::pricing::PriceTable;
 
-    fn budget(spend: &Spend, max: &str) -> TurnBudget {
+    fn budgets(spend: &Spend, key: &str, team: &str) -> TurnBudget {
         let table = PriceTable::parse(
             r#"{"m": {"input_cost_per_token": 0.001, "output_cost_per_token": 0.002,
                       "input_cost_per_audio_token": 0.01}}"#,
         )
         .unwrap();
-        TurnBudget {
-            spend: spend.clone(),
-            pricing: Arc::new(Pricing::with_tables(table, PriceTable::default())),
-            model: "m".into(),
-            spend_keys: vec!["key.k".into(), "team.t".into()],
-            key_budget: parse_budget(max),
-            next_turn: Mutex::new(Decimal::ZERO),
-        }
+        TurnBudget::with(
+            spend.clone(),
+            Arc::new(Pricing::with_tables(table, PriceTable::default())),
+            "k",
+            "t",
+            Budgets {
+                key: parse_budget(key),
+                team: parse_budget(team),
+            },
+            "m",
+        )
+    }
+
+    fn budget(spend: &Spend, max: &str) -> TurnBudget {
+        budgets(spend, max, "")
     }
 
     fn tokens(prompt: u64, response: u64) -> TokenUsage {
@@ -253,7 +342,83 @@ mod tests {
         assert_eq!(notice["error"]["status"], "BUDGET_EXCEEDED");
         assert_eq!(notice["error"]["budget"]["nextTurnUsd"], "0.3");
         assert_eq!(notice["error"]["budget"]["inFlightUsd"], "1");
+        assert_eq!(notice["error"]["budget"]["scope"], "key");
         assert!(b.spent());
+    }
+
+    #[test]
+    fn a_team_budget_refuses_like_a_key_budget_and_counts_every_session_of_the_team() {
+        let spend = Spend::default();
+        // Two keys of team t, neither with a budget of its own; the team has 1.
+        let a = budgets(&spend, "", "1");
+        let b = TurnBudget::with(
+            spend.clone(),
+            a.pricing.clone(),
+            "k2",
+            "t",
+            Budgets {
+                key: None,
+                team: Some(usd("1")),
+            },
+            "m",
+        );
+        // 0.5 in flight on team t from a, and on key k (priced for the team's sake).
+        a.priced(&tokens(300, 100), &MediaMeasurements::default());
+        assert_eq!(spend.committed("team.t").in_flight, usd("0.5"));
+        // b has no floor of its own yet: 0.5 < 1, admitted.
+        assert!(b.admit().is_ok());
+        b.priced(&tokens(300, 100), &MediaMeasurements::default());
+        // Team: 1.0 in flight ≥ 1: both sessions refused, scope team, and spent.
+        for s in [&a, &b] {
+            let r = s.admit().unwrap_err();
+            assert_eq!((r.scope, r.budget), (Scope::Team, usd("1")));
+            assert_eq!(r.committed.total(), usd("1.0"));
+            let close = r.close();
+            assert!(
+                close.reason.ends_with("of this API key's team"),
+                "{}",
+                close.reason
+            );
+            let notice: serde_json::Value =
+                serde_json::from_str(close.notice.as_deref().unwrap()).unwrap();
+            assert_eq!(notice["error"]["budget"]["scope"], "team");
+            assert_eq!(notice["error"]["budget"]["limitUsd"], "1");
+            assert!(s.spent());
+        }
+    }
+
+    #[test]
+    fn the_key_budget_is_named_first_and_the_team_refuses_what_the_key_admits() {
+        let spend = Spend::default();
+        let b = budgets(&spend, "10", "0.6");
+        b.priced(&tokens(300, 100), &MediaMeasurements::default());
+        // Key: 0.5 + 0.3 ≤ 10; team: 0.5 + 0.3 > 0.6.
+        assert_eq!(b.admit().unwrap_err().scope, Scope::Team);
+        assert!(!b.spent());
+        let b = budgets(&spend, "0.5", "0.6");
+        assert_eq!(
+            b.admit().unwrap_err().scope,
+            Scope::Key,
+            "both refuse: key named"
+        );
+        // A team budget without a team (no team id) does not exist.
+        let key = KeyInfo {
+            team_max_budget_usd: "5".into(),
+            max_budget_usd: "2".into(),
+            ..KeyInfo::default()
+        };
+        assert_eq!(
+            Budgets::of(&key),
+            Budgets {
+                key: Some(usd("2")),
+                team: None
+            }
+        );
+        let key = KeyInfo {
+            team_id: "t".into(),
+            ..key
+        };
+        assert_eq!(Budgets::of(&key).team, Some(usd("5")));
     }
 
     #[test]

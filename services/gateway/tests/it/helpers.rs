@@ -12,6 +12,10 @@ use livegate_proto::auth::{
     GetAccessTokenResponse, KeyInfo, ListKeysRequest, ListKeysResponse, MintBrowserTokenRequest,
     MintBrowserTokenResponse, RevokeKeyRequest, RevokeKeyResponse, UpdateKeyRequest,
 };
+use livegate_proto::auth::{
+    ClearTeamRequest, ClearTeamResponse, GetTeamRequest, ListTeamsRequest, ListTeamsResponse,
+    SetTeamRequest, TeamInfo,
+};
 use livegate_proto::usage::{SessionEvent, UsageReport, session_event};
 use livegate_test_support::NatsServer;
 use prost::Message as _;
@@ -133,6 +137,28 @@ impl Auth for FakeAuth {
     }
 
     async fn update_key(&self, _: Request<UpdateKeyRequest>) -> Result<Response<KeyInfo>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn set_team(&self, _: Request<SetTeamRequest>) -> Result<Response<TeamInfo>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn get_team(&self, _: Request<GetTeamRequest>) -> Result<Response<TeamInfo>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn list_teams(
+        &self,
+        _: Request<ListTeamsRequest>,
+    ) -> Result<Response<ListTeamsResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn clear_team(
+        &self,
+        _: Request<ClearTeamRequest>,
+    ) -> Result<Response<ClearTeamResponse>, Status> {
         Err(Status::unimplemented("not in the fake"))
     }
 

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// A long prompt: 1,000 TEXT tokens by the emulator's count, so the next turn's floor is
 /// well above rounding.
-fn long_turn() -> Message {
+pub(crate) fn long_turn() -> Message {
     text_turn(&"word ".repeat(800))
 }
 
@@ -62,7 +62,7 @@ async fn key_with_budget(stack: &Stack, budget: Decimal) -> String {
 
 /// What one long turn costs and what the next is predicted to cost, from a session of a
 /// key without a budget (the emulator answers the same turn the same way every time).
-async fn one_turn_costs(stack: &Stack) -> (Decimal, Decimal) {
+pub(crate) async fn one_turn_costs(stack: &Stack) -> (Decimal, Decimal) {
     let key = stack.key().await;
     let mut ws = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
     open_session(&mut ws, setup(MODEL)).await;

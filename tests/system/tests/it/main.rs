@@ -10,6 +10,7 @@
 
 mod browser;
 mod budgets;
+mod budgets_teams;
 mod bus_permissions;
 mod cli;
 mod clients;

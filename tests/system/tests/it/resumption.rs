@@ -383,3 +383,100 @@ async fn slow_upstream_pongs_keep_the_connection_or_are_cured_by_a_resume() {
         closed(&mut ws).await;
     }
 }
+
+/// What a client saw until its session ended or `turns` turns were answered: the `goAway`s it
+/// was shown and the close, if any.
+async fn turns_until_close(ws: &mut Ws, turns: usize) -> (usize, Option<(u16, String)>) {
+    let mut go_aways = 0;
+    for i in 1..=turns {
+        if ws.send(text_turn(&format!("bounded {i}"))).await.is_err() {
+            break;
+        }
+        loop {
+            let m = next_frame(ws).await;
+            match &m {
+                Message::Close(f) => {
+                    let c = f.as_ref().map_or((1005, String::new()), |f| {
+                        (u16::from(f.code), f.reason.to_string())
+                    });
+                    return (go_aways, Some(c));
+                }
+                Message::Text(_) | Message::Binary(_) => {
+                    let v = json_of(&m);
+                    if v.get("goAway").is_some() {
+                        go_aways += 1;
+                    }
+                    if v.pointer("/serverContent/turnComplete") == Some(&Value::Bool(true)) {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    (go_aways, None)
+}
+
+/// A key's own bound (`max_resumptions` = 1) applies within the gateway's: its session is
+/// resumed at the first upstream `goAway`, and at the second it sees the `goAway` and then the
+/// upstream's close (1011 `Deadline expired.`), as without resumption; a key without a bound
+/// of its own, on the same gateway at the same time, keeps resuming.
+#[tokio::test]
+async fn a_key_allowed_one_resumption_ends_at_the_second_go_away_while_another_resumes() {
+    let stack = Stack::start().await;
+    stack.emulator.set_behaviour(aging(1000));
+    // Created the way an operator would: `livegate keys create --max-resumptions 1`.
+    let created: Value = serde_json::from_str(
+        &crate::budgets_teams::cli(
+            &stack,
+            &["keys", "create", "--max-resumptions", "1", "--json"],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(created["info"]["max_resumptions"], 1, "{created}");
+    let bounded = created["key"].as_str().unwrap().to_string();
+    let bounded_id = created["info"]["key_id"].as_str().unwrap().to_string();
+    let (free, free_id) = stack.create_key(Default::default()).await;
+    let setup = json!({"setup": {"model": MODEL, "sessionResumption": {}}});
+    let mut wb = stack.connect("/v1/vertex-ai/live", Some(&bounded)).await;
+    open_session(&mut wb, Message::text(setup.to_string())).await;
+    let mut wf = stack.connect("/v1/vertex-ai/live", Some(&free)).await;
+    open_session(&mut wf, Message::text(setup.to_string())).await;
+    let ((b_go_aways, b_close), (f_go_aways, f_close)) = tokio::join!(
+        turns_until_close(&mut wb, 40),
+        turns_until_close(&mut wf, 20)
+    );
+    assert_eq!(
+        b_close,
+        Some((1011, "Deadline expired.".to_string())),
+        "the bounded key's session ends with the upstream's close"
+    );
+    assert_eq!(
+        b_go_aways, 1,
+        "only the goAway it could not resume reached the client"
+    );
+    assert_eq!(
+        (f_go_aways, f_close),
+        (0, None),
+        "the other key resumed throughout"
+    );
+    wf.close(None).await.unwrap();
+    closed(&mut wf).await;
+
+    let events = stack
+        .events_until(Duration::from_secs(10), |e| e.ended().len() == 2)
+        .await;
+    let ended = |key_id: &str| {
+        events
+            .ended()
+            .into_iter()
+            .find(|e| e.context.as_ref().unwrap().key_id == key_id)
+            .unwrap()
+    };
+    let b = ended(&bounded_id);
+    assert_eq!((b.resumptions, b.close_code), (1, 1011));
+    let f = ended(&free_id);
+    assert!(f.resumptions >= 2, "only {} resumptions", f.resumptions);
+}

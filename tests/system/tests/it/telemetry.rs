@@ -222,6 +222,144 @@ fn int(span: &Span, key: &str) -> i64 {
     }
 }
 
+/// A gateway process exporting its spans to an OTLP receiver on loopback (the receiver, the
+/// process, its address and the receiver's task).
+async fn otlp_gateway(
+    stack: &Stack,
+    dir: &std::path::Path,
+) -> (
+    Receiver,
+    Binary,
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+) {
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let otlp = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(receiver.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let mut gateway = Binary::spawn(
+        "livegate-gateway",
+        dir,
+        &[],
+        &[
+            ("LIVEGATE_LOG", "info".into()),
+            ("NATS_URL", stack.nats.url()),
+            ("GATEWAY_LISTEN", "127.0.0.1:0".into()),
+            ("AUTH_URL", format!("http://{}", stack.auth.addr)),
+            ("LIVEGATE_INTERNAL_TOKEN", INTERNAL.into()),
+            ("VERTEX_LIVE_URL", stack.emulator.url()),
+            ("DEFAULT_VERTEXAI_PROJECT", PROJECT.into()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}")),
+            ("OTEL_SERVICE_NAME", "gw-otel-test".into()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+        ],
+    );
+    let addr = gateway.addr().await;
+    (receiver, gateway, addr.parse().unwrap(), server)
+}
+
+async fn connect_to(addr: std::net::SocketAddr, key: &str) -> Ws {
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{addr}/v1/vertex-ai/live"),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    tokio_tungstenite::connect_async(req).await.unwrap().0
+}
+
+/// Waits (bounded) until the receiver has a `live session` span; returns every span then.
+async fn spans_with_session(receiver: &Receiver) -> Vec<Span> {
+    let mut spans = Vec::new();
+    for _ in 0..150 {
+        spans = receiver.spans.lock().unwrap().clone();
+        if spans.iter().any(|s| s.name == "live session") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    spans
+}
+
+/// A session resumed on new upstream connections: a child span per upstream connection
+/// (indexed from 1, each replaced one with its close code), and every replaced connection's
+/// close counted in `livegate_gateway_upstream_closes_total`.
+#[tokio::test]
+async fn each_upstream_connection_of_a_resumed_session_gets_a_span_and_its_close_counted() {
+    let stack = Stack::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (receiver, mut gateway, addr, server) = otlp_gateway(&stack, dir.path()).await;
+    stack.emulator.set_behaviour(Behaviour {
+        connection_age: Some(livegate_emulator::ConnectionAge::new(
+            Duration::from_millis(1000),
+            Duration::from_millis(300),
+        )),
+        ..Behaviour::default()
+    });
+    let key = stack.key().await;
+    let mut ws = connect_to(addr, &key).await;
+    let setup = serde_json::json!({"setup": {"model": MODEL, "sessionResumption": {}}});
+    open_session(&mut ws, Message::text(setup.to_string())).await;
+    for i in 1..=15 {
+        ws.send(text_turn(&format!("turn {i}"))).await.unwrap();
+        read_turn(&mut ws).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    ws.close(None).await.unwrap();
+    let resumed = stack.emulator.stats().resumed_sessions;
+    assert!(
+        resumed >= 2,
+        "only {resumed} resumptions: the test did not test"
+    );
+
+    // Metrics: each replaced connection's close is counted (the last one was ended by the
+    // client's close, not by the upstream).
+    let (status, _, m) = http(addr, "GET", "/metrics", &[], "").await;
+    assert_eq!(status, 200);
+    let closes: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("livegate_gateway_upstream_closes_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(closes, resumed as f64, "{m}");
+
+    let spans = spans_with_session(&receiver).await;
+    let session = spans
+        .iter()
+        .find(|s| s.name == "live session")
+        .unwrap_or_else(|| panic!("no session span in {spans:#?}\n{}", gateway.output()));
+    let mut upstream: Vec<&Span> = spans
+        .iter()
+        .filter(|s| {
+            s.parent_span_id == session.span_id
+                && s.trace_id == session.trace_id
+                && s.name == "upstream connection"
+        })
+        .collect();
+    upstream.sort_by_key(|s| int(s, "livegate.upstream.index"));
+    let indexes: Vec<i64> = upstream
+        .iter()
+        .map(|s| int(s, "livegate.upstream.index"))
+        .collect();
+    assert_eq!(
+        indexes,
+        (1..=resumed as i64 + 1).collect::<Vec<_>>(),
+        "one span per upstream connection"
+    );
+    for replaced in &upstream[..upstream.len() - 1] {
+        assert!(
+            attr(replaced, "livegate.close.code").is_some(),
+            "a replaced connection's span has its close code: {replaced:#?}"
+        );
+    }
+    gateway.stop().await;
+    server.abort();
+}
+
 #[tokio::test]
 async fn an_otlp_receiver_gets_the_session_span_with_its_turns_and_upstream_connection() {
     let stack = Stack::start().await;

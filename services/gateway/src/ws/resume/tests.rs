@@ -204,3 +204,46 @@ fn an_overflowing_replay_buffer_fails_the_resume_clearly() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_key_bounds_resumption_within_the_gateway_limits() {
+    let gateway = ResumeConfig {
+        max_resumptions: 5,
+        max_duration: Duration::from_secs(3600),
+        ..ResumeConfig::default()
+    };
+    assert_eq!(
+        gateway.for_key(None, None),
+        gateway,
+        "no key bound: the gateway's"
+    );
+    let key = gateway.for_key(Some(1), Some(600));
+    assert_eq!(key.max_resumptions, 1);
+    assert_eq!(key.max_duration, Duration::from_secs(600));
+    let greedy = gateway.for_key(Some(100), Some(86_400));
+    assert_eq!(
+        (greedy.max_resumptions, greedy.max_duration),
+        (5, Duration::from_secs(3600)),
+        "a key never gets more than the gateway allows"
+    );
+    assert_eq!(gateway.for_key(Some(0), None).max_resumptions, 0);
+
+    // A key allowed one resumption: the first goAway is cured, the second reaches the
+    // client and the upstream's close ends the session as without resumption.
+    let (mut state, _) = Resume::new(
+        &gateway.for_key(Some(1), None),
+        br#"{"setup":{"model":"m","sessionResumption":{}}}"#,
+    )
+    .unwrap();
+    state.on_server(&update("h1", 0));
+    let go_away = frame(r#"{"goAway":{"timeLeft":"10s"}}"#);
+    assert_eq!(state.on_server(&go_away).0, Seen::Swallow);
+    assert_eq!(
+        state.decide(&End::Switch),
+        Decision::Resume("goAway".into())
+    );
+    state.reconnected();
+    state.on_server(&update("h2", 0));
+    assert_eq!(state.on_server(&go_away).0, Seen::Forward);
+    assert_eq!(state.decide(&closed(1011)), Decision::End);
+}
