@@ -587,7 +587,34 @@ async fn killing_a_nats_node_and_clickhouse_replicas_loses_and_duplicates_no_usa
         let js = async_nats::jetstream::new(stack.nats.client().await.unwrap());
         let kv = js.get_key_value(subjects::SPEND_BUCKET).await.unwrap();
         let spent = kv.get(subjects::spend_key_for_key(&capped_id)).await;
-        panic!("the spent budget was never enforced; livegate_spend holds {spent:?}");
+        // Where the spend stopped, replica by replica (for the failure message).
+        let mut seen = Vec::new();
+        for r in 0..2 {
+            for table in [
+                "usage_events_local",
+                "spend_daily_local",
+                "spend_totals_local",
+            ] {
+                let sql = format!(
+                    "SELECT count() FROM {{db}}.{table} FINAL WHERE key_id = '{capped_id}'"
+                );
+                let sql = sql.replace("{db}", &stack.db);
+                let out = stack.ch.replica(r).query(&sql).await;
+                seen.push(format!("replica {r} {table}: {out:?}"));
+            }
+        }
+        let (_, _, metrics) =
+            livegate_system_tests::http(stack.metering.addr, "GET", "/metrics", &[], "").await;
+        seen.extend(
+            metrics
+                .lines()
+                .filter(|l| l.contains("spend") && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+        panic!(
+            "the spent budget was never enforced; livegate_spend holds {spent:?}; {}",
+            seen.join("; ")
+        );
     }
     stack.assert_running().await;
 }
