@@ -317,6 +317,19 @@ impl Stack {
         async_nats::jetstream::new(self.nats.client().await.unwrap())
     }
 
+    /// The spend bucket (`livegate_spend`) as metering opens it: where tests read or write
+    /// key and team spend.
+    pub async fn spend_bucket(&self) -> async_nats::jetstream::kv::Store {
+        livegate_common::kv::open_bucket(
+            &self.jetstream().await,
+            livegate_common::subjects::SPEND_BUCKET,
+            livegate_common::subjects::SPEND_HISTORY,
+            &livegate_common::stream::StreamLayout::default(),
+        )
+        .await
+        .unwrap()
+    }
+
     /// Every event on the usage stream so far, waiting until `done` holds (bounded).
     pub async fn events_until(&self, limit: Duration, done: impl Fn(&Events) -> bool) -> Events {
         let js = self.jetstream().await;

@@ -159,15 +159,7 @@ async fn metered_spend_is_counted_once_between_the_mirror_and_in_flight() {
     ws.send(long_turn()).await.unwrap();
     read_turn(&mut ws).await;
     // Metering bills the turn and writes the key's spend (bounded wait).
-    let js = stack.jetstream().await;
-    let bucket = livegate_common::kv::open_bucket(
-        &js,
-        livegate_common::subjects::SPEND_BUCKET,
-        livegate_common::subjects::SPEND_HISTORY,
-        &livegate_common::stream::StreamLayout::default(),
-    )
-    .await
-    .unwrap();
+    let bucket = stack.spend_bucket().await;
     let spend_key = livegate_common::subjects::spend_key_for_key(&key_id);
     let mut mirrored = Decimal::ZERO;
     for _ in 0..200 {

@@ -87,15 +87,7 @@ async fn a_spent_team_budget_refuses_new_sessions_of_every_key_of_the_team() {
     let (b, _) = key_in_team(&stack, "growth").await;
     let (other, _) = key_in_team(&stack, "ops").await;
     // Metering has billed the team 1.5 (written as metering writes it).
-    let js = stack.jetstream().await;
-    let spend = livegate_common::kv::open_bucket(
-        &js,
-        livegate_common::subjects::SPEND_BUCKET,
-        livegate_common::subjects::SPEND_HISTORY,
-        &livegate_common::stream::StreamLayout::default(),
-    )
-    .await
-    .unwrap();
+    let spend = stack.spend_bucket().await;
     spend
         .put(
             livegate_common::subjects::spend_key_for_team("growth"),

@@ -178,15 +178,7 @@ async fn spent_budget_gets_4402_at_start_and_after_the_turn() {
     let mut running = stack.connect("/v1/vertex-ai/live", Some(&key)).await;
     open_session(&mut running, litellm_setup(MODEL, "TEXT")).await;
     // Metering reports the budget spent.
-    let js = stack.jetstream().await;
-    let spend = livegate_common::kv::open_bucket(
-        &js,
-        livegate_common::subjects::SPEND_BUCKET,
-        livegate_common::subjects::SPEND_HISTORY,
-        &livegate_common::stream::StreamLayout::default(),
-    )
-    .await
-    .unwrap();
+    let spend = stack.spend_bucket().await;
     spend
         .put(
             livegate_common::subjects::spend_key_for_key(&key_id),
