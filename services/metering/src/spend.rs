@@ -15,17 +15,28 @@
 //! Several replicas may refresh the same key concurrently and finish out of order. Spend only
 //! grows, so a write is a compare-and-set that only ever raises the stored value: a slower
 //! replica holding an older, smaller total cannot overwrite a newer one.
+//!
+//! On a ClickHouse cluster a read may still miss rows another replica holds and this one has
+//! not fetched yet (metering's statements go to the first healthy replica, see
+//! [`Store::new`], but a replica back from an outage serves reads while it catches up). A total
+//! computed then is too small; raising only, it changes nothing, yet nothing would mark that
+//! key-day again until its key spends more. So in cluster mode every refreshed key-day is
+//! refreshed again after each of [`SETTLE_AFTER`] ("settling"): once replication catches up,
+//! the stored spend is exact without any new usage. Settling is kept in memory: a metering
+//! stopped within a minute of a refresh leaves its remaining rounds undone (the key-day's next
+//! usage, on any replica, refreshes it again).
 
 use crate::metrics::Metrics;
 use crate::store::{KeyDay, Store};
 use async_nats::jetstream::kv;
 use livegate_common::subjects::{spend_key_for_key, spend_key_for_team};
 use rust_decimal::Decimal;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Compare-and-set attempts per KV key before giving up until the next refresh.
@@ -37,15 +48,76 @@ const REFRESH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Upper bound for the last refresh at shutdown.
 const FINAL_REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Key-days whose totals must be recomputed (and with them their keys' and teams' totals).
+/// In cluster mode, how long after a refresh each of its key-days is refreshed again: the
+/// first catches ordinary replication lag, the later ones a replica catching up after an
+/// outage (ClickHouse retries a postponed fetch with a growing pause).
+pub(crate) const SETTLE_AFTER: [Duration; 3] = [
+    Duration::from_secs(5),
+    Duration::from_secs(20),
+    Duration::from_secs(60),
+];
+
+/// Key-days whose totals must be recomputed (and with them their keys' and teams' totals),
+/// each with its settling round: 0 for new usage, `n` for the `n`-th re-refresh.
 #[derive(Default)]
 struct Dirty {
-    key_days: HashSet<KeyDay>,
+    key_days: HashMap<KeyDay, usize>,
 }
 
 impl Dirty {
     fn is_empty(&self) -> bool {
         self.key_days.is_empty()
+    }
+
+    /// Adds `kd` at `round`; a key-day already dirty keeps the lower round (new usage restarts
+    /// its settling).
+    fn add(&mut self, kd: KeyDay, round: usize) {
+        self.key_days
+            .entry(kd)
+            .and_modify(|r| *r = (*r).min(round))
+            .or_insert(round);
+    }
+}
+
+/// Refreshed key-days waiting for their next settling refresh. Holds at most the key-days
+/// refreshed within the last `SETTLE_AFTER` span, one entry each.
+#[derive(Default)]
+struct Settling {
+    /// Key-day → (when, round it will be refreshed as).
+    due: HashMap<KeyDay, (Instant, usize)>,
+}
+
+impl Settling {
+    /// Schedules the next round of each key-day refreshed at `now` (none after the last).
+    fn refreshed(&mut self, dirty: &Dirty, now: Instant, after: &[Duration]) {
+        for (kd, &round) in &dirty.key_days {
+            match after.get(round) {
+                Some(wait) => {
+                    self.due.insert(kd.clone(), (now + *wait, round + 1));
+                }
+                None => {
+                    self.due.remove(kd);
+                }
+            }
+        }
+    }
+
+    /// The earliest time a key-day is due.
+    fn next(&self) -> Option<Instant> {
+        self.due.values().map(|(at, _)| *at).min()
+    }
+
+    /// Removes and returns the key-days due at `now`, with their rounds.
+    fn take_due(&mut self, now: Instant) -> Vec<(KeyDay, usize)> {
+        let due: Vec<KeyDay> = self
+            .due
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(kd, _)| kd.clone())
+            .collect();
+        due.into_iter()
+            .filter_map(|kd| self.due.remove(&kd).map(|(_, round)| (kd, round)))
+            .collect()
     }
 }
 
@@ -63,11 +135,12 @@ impl SpendFeed {
     pub(crate) fn mark(&self, key_days: impl IntoIterator<Item = KeyDay>) {
         {
             let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
-            dirty.key_days.extend(
-                key_days
-                    .into_iter()
-                    .filter(|kd| !kd.key_id.is_empty() || !kd.team_id.is_empty()),
-            );
+            for kd in key_days
+                .into_iter()
+                .filter(|kd| !kd.key_id.is_empty() || !kd.team_id.is_empty())
+            {
+                dirty.add(kd, 0);
+            }
         }
         // Stores a permit if the task is busy, so no wake-up is lost.
         self.notify.notify_one();
@@ -77,15 +150,29 @@ impl SpendFeed {
         std::mem::take(&mut *self.dirty.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    fn put_back(&self, d: Dirty) {
-        self.mark(d.key_days);
+    /// Marks key-days dirty again at their rounds (a failed refresh, or settling ones due).
+    /// Wakes the refresh task only when something was added (an empty put-back must not spin
+    /// the loop).
+    fn put_back(&self, key_days: impl IntoIterator<Item = (KeyDay, usize)>) {
+        let mut added = false;
+        {
+            let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
+            for (kd, round) in key_days {
+                dirty.add(kd, round);
+                added = true;
+            }
+        }
+        if added {
+            self.notify.notify_one();
+        }
     }
 }
 
 /// Least time between two refreshes (keys touched meanwhile are refreshed together).
 const MIN_REFRESH_GAP: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Refreshes dirty totals until `stop`, then once more (bounded) for what is left.
+/// Refreshes dirty totals until `stop`, then once more (bounded) for what is left. In cluster
+/// mode refreshed key-days settle (see the module's documentation).
 pub(crate) async fn run(
     feed: std::sync::Arc<SpendFeed>,
     store: Store,
@@ -93,11 +180,20 @@ pub(crate) async fn run(
     metrics: Metrics,
     stop: CancellationToken,
 ) {
+    let settle_after: &[Duration] = if store.reads_may_lag() {
+        &SETTLE_AFTER
+    } else {
+        &[]
+    };
+    let mut settling = Settling::default();
     loop {
+        let next_settle = settling.next();
         tokio::select! {
             () = stop.cancelled() => break,
             () = feed.notify.notified() => {}
+            () = sleep_until(next_settle) => {}
         }
+        feed.put_back(settling.take_due(Instant::now()));
         let dirty = feed.take();
         if dirty.is_empty() {
             continue;
@@ -105,7 +201,7 @@ pub(crate) async fn run(
         let outcome = tokio::select! {
             () = stop.cancelled() => {
                 // Shutting down mid-refresh: the final refresh below redoes it, bounded.
-                feed.put_back(dirty);
+                feed.put_back(dirty.key_days);
                 break;
             }
             r = tokio::time::timeout(REFRESH_TIMEOUT, refresh(&store, &bucket, &dirty, &metrics)) => {
@@ -115,12 +211,13 @@ pub(crate) async fn run(
         if let Err(e) = outcome {
             metrics.spend_failures.inc();
             tracing::warn!(error.message = %e, "spend refresh failed; will retry");
-            feed.put_back(dirty);
+            feed.put_back(dirty.key_days);
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(RETRY_PAUSE) => {}
             }
         } else {
+            settling.refreshed(&dirty, Instant::now(), settle_after);
             // Under heavy traffic one refresh per gap is plenty for budgets and keeps
             // ClickHouse's CPU for inserts.
             tokio::select! {
@@ -146,6 +243,14 @@ pub(crate) async fn run(
     }
 }
 
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn refresh(
     store: &Store,
     bucket: &kv::Store,
@@ -153,7 +258,7 @@ async fn refresh(
     metrics: &Metrics,
 ) -> Result<(), async_nats::Error> {
     let started = std::time::Instant::now();
-    let key_days: Vec<KeyDay> = dirty.key_days.iter().cloned().collect();
+    let key_days: Vec<KeyDay> = dirty.key_days.keys().cloned().collect();
     store.recompute_key_days(&key_days).await?;
     let keys: Vec<String> = unique(key_days.iter().map(|kd| kd.key_id.as_str()));
     let teams: Vec<String> = unique(key_days.iter().map(|kd| kd.team_id.as_str()));
@@ -216,4 +321,71 @@ async fn raise(bucket: &kv::Store, key: &str, usd: Decimal) -> Result<bool, asyn
         }
     }
     Err(format!("could not update spend {key} after {CAS_ATTEMPTS} attempts").into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kd(key: &str) -> KeyDay {
+        KeyDay::of("team", key, 1_796_515_200)
+    }
+
+    fn dirty(rounds: &[(&str, usize)]) -> Dirty {
+        let mut d = Dirty::default();
+        for (k, r) in rounds {
+            d.add(kd(k), *r);
+        }
+        d
+    }
+
+    #[test]
+    fn refreshed_key_days_settle_once_per_round_then_stop() {
+        let after = [Duration::from_secs(5), Duration::from_secs(60)];
+        let t0 = Instant::now();
+        let mut s = Settling::default();
+        s.refreshed(&dirty(&[("a", 0)]), t0, &after);
+        assert_eq!(s.next(), Some(t0 + Duration::from_secs(5)));
+        assert!(s.take_due(t0 + Duration::from_secs(4)).is_empty());
+        let due = s.take_due(t0 + Duration::from_secs(5));
+        assert_eq!(due, vec![(kd("a"), 1)]);
+        assert_eq!(s.next(), None);
+        // Refreshed as round 1: due again 60 s later, as round 2, the last.
+        let t1 = t0 + Duration::from_secs(5);
+        s.refreshed(&dirty(&[("a", 1)]), t1, &after);
+        assert_eq!(s.take_due(t1 + Duration::from_secs(60)), vec![(kd("a"), 2)]);
+        s.refreshed(&dirty(&[("a", 2)]), t1 + Duration::from_secs(60), &after);
+        assert_eq!(s.next(), None, "settled: nothing more to do");
+    }
+
+    #[test]
+    fn new_usage_restarts_settling_and_single_node_never_settles() {
+        // A key-day marked by new usage while due as round 1 is refreshed as round 0.
+        let mut d = dirty(&[("a", 1), ("b", 2)]);
+        d.add(kd("a"), 0);
+        d.add(kd("b"), 3);
+        assert_eq!(d.key_days[&kd("a")], 0);
+        assert_eq!(d.key_days[&kd("b")], 2);
+        let t0 = Instant::now();
+        let mut s = Settling::default();
+        s.refreshed(&d, t0, &[]);
+        assert_eq!(s.next(), None, "no settling without a schedule");
+        // A key-day refreshed again before its settle time moves to its new schedule.
+        let after = [Duration::from_secs(5), Duration::from_secs(60)];
+        s.refreshed(&dirty(&[("a", 0)]), t0, &after);
+        s.refreshed(&dirty(&[("a", 0)]), t0 + Duration::from_secs(3), &after);
+        assert!(s.take_due(t0 + Duration::from_secs(5)).is_empty());
+        assert_eq!(s.take_due(t0 + Duration::from_secs(8)), vec![(kd("a"), 1)]);
+    }
+
+    #[test]
+    fn a_failed_refresh_puts_its_key_days_back_at_their_rounds() {
+        let feed = SpendFeed::default();
+        feed.mark([kd("a")]);
+        feed.put_back([(kd("a"), 1), (kd("b"), 1)]);
+        let d = feed.take();
+        assert_eq!(d.key_days.len(), 2);
+        assert_eq!((d.key_days[&kd("a")], d.key_days[&kd("b")]), (0, 1));
+        assert!(feed.take().is_empty());
+    }
 }

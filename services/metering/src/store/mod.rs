@@ -119,9 +119,14 @@ impl Store {
     ///
     /// In cluster mode (`config.cluster`) every query runs with `insert_distributed_sync = 1`
     /// (an insert into a `Distributed` table returns once a replica of each shard holds it, so
-    /// metering still acknowledges only what is stored) and `distributed_product_mode =
-    /// local` (an `IN (SELECT …)` over another table reads the shard's own rows: every table
-    /// is sharded by session, so a session's rows are all there).
+    /// metering still acknowledges only what is stored), `distributed_product_mode = local`
+    /// (an `IN (SELECT …)` over another table reads the shard's own rows: every table is
+    /// sharded by session, so a session's rows are all there). Reads and writes go to the
+    /// replica the statement entered through when it holds the shard (ClickHouse's default,
+    /// and 18.16 writes locally whatever the settings), so metering reads its own writes while
+    /// its statements reach one server; through a load balancer that spreads them, or on a
+    /// replica catching up after an outage, a read may miss rows just written: the spend
+    /// feedback settles for that ([`Store::reads_may_lag`]).
     pub fn new(config: &ClickHouseConfig) -> Self {
         let client = livegate_common::clickhouse::client(
             &config.url,
@@ -142,6 +147,12 @@ impl Store {
             db: config.database.clone(),
             layout,
         }
+    }
+
+    /// Whether a read may miss rows just written (a cluster: a replica catching up after an
+    /// outage serves reads before it holds every part).
+    pub fn reads_may_lag(&self) -> bool {
+        matches!(self.layout, migrations::Layout::Cluster(_))
     }
 
     /// The database name.

@@ -218,22 +218,7 @@ impl ClusterStack {
 
         // Metering writes through replica 0, as through a load balancer's choice.
         let db = names::unique("t_cluster");
-        let mut m = livegate_metering::Config::for_servers(
-            options(),
-            ch.replicas()[0].http_url(),
-            db.clone(),
-        );
-        m.clickhouse.cluster = Some(ch.name().to_string());
-        m.flush_interval = Duration::from_millis(100);
-        // Short enough that a batch lost with a killed server is redelivered within the test.
-        m.ack_wait = Duration::from_secs(5);
-        m.insert_retries = 2;
-        let metering = Service::spawn(|l, rx| {
-            livegate_metering::run(m, l, async {
-                let _ = rx.await;
-            })
-        })
-        .await;
+        let metering = spawn_metering(&nats, &ch, 0, &db).await;
         // Metering alone creates the leases bucket with the configured replicas (the gateway,
         // which would also create it, is not running yet), once it has migrated the schema.
         let js = async_nats::jetstream::new(nats.client().await.unwrap());
@@ -332,6 +317,26 @@ impl ClusterStack {
             }
         }
     }
+}
+
+/// A metering on the clusters that enters ClickHouse through replica `r`.
+async fn spawn_metering(nats: &NatsCluster, ch: &ClickHouseCluster, r: usize, db: &str) -> Service {
+    let mut m = livegate_metering::Config::for_servers(
+        NatsOptions::from(nats.url()).with_layout(R3),
+        ch.replicas()[r].http_url(),
+        db.to_string(),
+    );
+    m.clickhouse.cluster = Some(ch.name().to_string());
+    m.flush_interval = Duration::from_millis(100);
+    // Short enough that a batch lost with a killed server is redelivered within the test.
+    m.ack_wait = Duration::from_secs(5);
+    m.insert_retries = 2;
+    Service::spawn(|l, rx| {
+        livegate_metering::run(m, l, async {
+            let _ = rx.await;
+        })
+    })
+    .await
 }
 
 async fn connect(addr: std::net::SocketAddr, key: &str) -> Ws {
@@ -615,6 +620,114 @@ async fn killing_a_nats_node_and_clickhouse_replicas_loses_and_duplicates_no_usa
             "the spent budget was never enforced; livegate_spend holds {spent:?}; {}",
             seen.join("; ")
         );
+    }
+    stack.assert_running().await;
+}
+
+/// One session with one text turn on `key`, closed.
+async fn one_turn(stack: &ClusterStack, key: &str) {
+    let mut ws = stack.connect(key).await;
+    open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
+    ws.send(litellm_text_turn("spend a little")).await.unwrap();
+    let _ = read_turn(&mut ws).await;
+    let _ = ws.close(None).await;
+}
+
+/// What `livegate_spend` holds for `key_id`, as a number (zero when absent).
+async fn spend_in_kv(stack: &ClusterStack, key_id: &str) -> rust_decimal::Decimal {
+    let js = async_nats::jetstream::new(stack.nats.client().await.unwrap());
+    let kv = js.get_key_value(subjects::SPEND_BUCKET).await.unwrap();
+    kv.get(subjects::spend_key_for_key(key_id))
+        .await
+        .unwrap()
+        .map(|v| String::from_utf8_lossy(&v).parse().unwrap())
+        .unwrap_or_default()
+}
+
+/// Two metering replicas enter ClickHouse through different replicas (as behind a load
+/// balancer). The second refreshes a key's spend on a replica that has not fetched the
+/// first's rows yet (its fetches stopped, as while it catches up after an outage): its total
+/// is short, and with no further usage nothing would mark that key-day again. Settling
+/// refreshes it once the replica has caught up, so the stored spend ends exact.
+#[tokio::test]
+async fn a_spend_read_short_on_a_lagging_replica_settles_without_new_usage() {
+    let mut stack = ClusterStack::start().await;
+    stack.wait_ready().await;
+    let (key, key_id) = stack.create_key(KeySettings::default()).await;
+    let db = stack.db.clone();
+
+    // Replica 1 stops fetching; turn 1 is metered through replica 0.
+    stack
+        .ch
+        .replica(1)
+        .query("SYSTEM STOP FETCHES")
+        .await
+        .unwrap();
+    one_turn(&stack, &key).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        let spent = spend_in_kv(&stack, &key_id).await;
+        if spent > rust_decimal::Decimal::ZERO {
+            break spent;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "turn 1 never reached livegate_spend"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    stack.metering.stop().await;
+
+    // A metering entering through replica 1 meters turn 2.
+    stack.metering = spawn_metering(&stack.nats, &stack.ch, 1, &db).await;
+    stack.wait_ready().await;
+    one_turn(&stack, &key).await;
+    let rows_of_key =
+        format!("SELECT count() FROM {{db}}.usage_events_local FINAL WHERE key_id = '{key_id}'");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while stack.count(1, &rows_of_key).await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "turn 2 never stored on replica 1"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Its refresh (within a refresh gap) reads replica 1, which lacks turn 1.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let short = spend_in_kv(&stack, &key_id).await;
+
+    // Replica 1 catches up; no more usage arrives.
+    stack
+        .ch
+        .replica(1)
+        .query("SYSTEM START FETCHES")
+        .await
+        .unwrap();
+    let total_sql = format!(
+        "SELECT toString(sum(cost_usd)) FROM {db}.usage_events_local FINAL WHERE key_id = '{key_id}'"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let total: rust_decimal::Decimal = stack
+            .ch
+            .replica(0)
+            .query(&total_sql)
+            .await
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let spent = spend_in_kv(&stack, &key_id).await;
+        if total > first && spent == total {
+            println!("spend: turn 1 {first}, read short {short}, settled {spent}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "livegate_spend holds {spent} after turn 1 ({first}) and a short read ({short}); \
+             ClickHouse holds {total}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     stack.assert_running().await;
 }
