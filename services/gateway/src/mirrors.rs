@@ -356,7 +356,7 @@ mod tests {
             auth.cached_for_test("lg-b"),
             "another team's key stays cached"
         );
-        change("k.hash", br#"{"key_id":"key_b"}"#);
+        change("k.hash", br#"{"hash":"hash","key_id":"key_b"}"#);
         assert!(!auth.cached_for_test("lg-b"));
         // A deleted record names its key by its hash only: the mirror remembers whose it was.
         auth.insert_for_test("lg-b", grant("key_b", "ops"));

@@ -69,6 +69,8 @@ pub struct KeyLimits {
 /// The part of a key record a gateway reads; unknown fields are ignored, like auth does.
 #[derive(Debug, serde::Deserialize)]
 struct KeyRecordView {
+    /// Must be the record's KV key (`k.<hash>`), as auth requires.
+    hash: String,
     key_id: String,
     #[serde(default)]
     revoked: bool,
@@ -105,7 +107,7 @@ pub enum Change {
 }
 
 /// Reads one entry of the keys bucket. Anything else in the bucket, and records that cannot
-/// be read or whose id does not match their KV key, give `None` (logged at debug level with
+/// be read or whose id (team) or hash (key) does not match their KV key, give `None` (logged at debug level with
 /// the parser's position only: never the value, never the KV key of a key record).
 pub fn classify(kv_key: &str, deleted: bool, value: &[u8]) -> Option<Change> {
     if let Some(team_id) = kv_key.strip_prefix(TEAM_PREFIX) {
@@ -137,6 +139,10 @@ pub fn classify(kv_key: &str, deleted: bool, value: &[u8]) -> Option<Change> {
         });
     }
     match serde_json::from_slice::<KeyRecordView>(value) {
+        Ok(r) if r.hash != hash => {
+            tracing::debug!("key record's hash does not match its KV key; ignored");
+            None
+        }
         Ok(r) => Some(Change::Key {
             hash: hash.to_string(),
             key_id: r.key_id,
@@ -278,7 +284,7 @@ impl Records {
         Limits {
             key,
             team,
-            release: Some(Release {
+            _release: Some(Release {
                 records: self.clone(),
                 key_id: key_id.to_string(),
                 team_id: team_id.to_string(),
@@ -323,10 +329,19 @@ fn replace<T: PartialEq>(held: &mut T, new: T) -> bool {
     }
 }
 
+/// Releases a session's channels when it ends. The last field of [`Limits`]: fields drop in
+/// declaration order, so the session's receivers are gone when this runs and the counts are
+/// those of the other sessions.
 struct Release {
     records: Records,
     key_id: String,
     team_id: String,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.records.release(&self.key_id, &self.team_id);
+    }
 }
 
 /// One live session's view of its key's and team's current limits. Dropping it releases the
@@ -334,19 +349,8 @@ struct Release {
 pub struct Limits {
     key: watch::Receiver<KeyLimits>,
     team: Option<watch::Receiver<Option<Decimal>>>,
-    release: Option<Release>,
-}
-
-impl Drop for Limits {
-    fn drop(&mut self) {
-        if let Some(r) = self.release.take() {
-            // The receivers go first, so the counts no longer include this session's.
-            let (tx, _) = watch::channel(KeyLimits::default());
-            drop(std::mem::replace(&mut self.key, tx.subscribe()));
-            drop(self.team.take());
-            r.records.release(&r.key_id, &r.team_id);
-        }
-    }
+    /// Last: see [`Release`].
+    _release: Option<Release>,
 }
 
 impl Limits {
@@ -356,7 +360,7 @@ impl Limits {
         Self {
             key: watch::channel(key).1,
             team: Some(watch::channel(team).1),
-            release: None,
+            _release: None,
         }
     }
 

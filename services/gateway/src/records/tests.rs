@@ -71,9 +71,14 @@ fn changes_of_the_keys_bucket_are_classified() {
     // Malformed records and foreign entries are ignored, never a panic.
     for (kv_key, value) in [
         ("k.h1", &b"{not json"[..]),
-        ("k.h1", br#"{"key_id":5}"#),
-        ("k.h1", br#"{"key_id":"k","max_budget_usd":"lots"}"#),
-        ("k.h1", br#"{"key_id":"k","revoked":"yes"}"#),
+        ("k.h1", br#"{"hash":"h1","key_id":5}"#),
+        (
+            "k.h1",
+            br#"{"hash":"h1","key_id":"k","max_budget_usd":"lots"}"#,
+        ),
+        ("k.h1", br#"{"hash":"h1","key_id":"k","revoked":"yes"}"#),
+        ("k.h1", br#"{"key_id":"k"}"#),
+        ("k.h2", &key_json("key_1", true, None, None)),
         ("t.growth", br#"{"team_id":"ops","max_budget_usd":"1"}"#),
         ("t.growth", b"\xff\xfe"),
         ("secret.browser-token", b"whatever"),
