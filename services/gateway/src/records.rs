@@ -3,9 +3,9 @@
 //! deleted or expiring key ends its sessions (4401), and a changed key or team budget is the
 //! one their next budget check uses (README, "Keys" and "Budgets").
 //!
-//! [`Records`] keeps a small view of every record (id, team, revoked, expiry, budget: never
-//! the key hash's secret counterpart, which the bucket does not hold) and one `watch` channel
-//! per key and per team that has a live session here. The mirror ([`Records::apply`]) updates
+//! [`Records`] keeps a small view of every record (key id, revoked, expiry, budget; a team's
+//! budget), about a hundred bytes a key, and one `watch` channel per key and per team that has
+//! a live session here. The mirror ([`Records::apply`]) updates
 //! the view and sends on the channel when something a session obeys changed: one send per
 //! change per gateway, however many sessions share the key. A session holds a [`Limits`],
 //! whose drop releases the channel when it was the last one.
