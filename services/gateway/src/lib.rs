@@ -11,6 +11,7 @@
 //! - `publisher`: usage and session events to JetStream through a bounded, retrying queue,
 //!   and this process's lease heartbeat (`livegate_leases`).
 //! - `mirrors`: spend totals and key-record changes mirrored from NATS KV.
+//! - `records`: key and team records as live sessions watch them (revocation, expiry, budgets).
 //! - `limits`: concurrent sessions per key, and open client connections (total and per IP).
 //! - `metrics`: Prometheus metrics.
 //! - `state`: what every connection shares.
@@ -25,6 +26,7 @@ mod limits;
 mod metrics;
 mod mirrors;
 mod publisher;
+mod records;
 mod server;
 mod state;
 mod workers;
@@ -95,7 +97,7 @@ pub async fn run(
         config.auth_cache_ttl,
         metrics.clone(),
     )?);
-    let spend = mirrors::start(
+    let (spend, records) = mirrors::start(
         js.clone(),
         *config.nats.layout(),
         config.spend_bucket.clone(),
@@ -136,6 +138,7 @@ pub async fn run(
         auth,
         bus,
         spend,
+        records,
         pricing,
         sessions: limits::Sessions::default(),
         metrics,

@@ -147,6 +147,9 @@ pub struct Metrics {
     pub interruptions: Family<ModelLabel, Counter>,
     pub upstream_closes: Family<UpstreamCodeLabel, Counter>,
     pub turns_refused: Counter,
+    /// Live sessions ended because their key's record changed or expired, by `reason`
+    /// (`revoked`, `deleted`, `expired`); also counted in `sessions_total` under 4401.
+    pub sessions_key_ended: Family<ReasonLabel, Counter>,
     pub key_labels: KeyLabels,
     pub registry: std::sync::Arc<Registry>,
 }
@@ -186,6 +189,7 @@ impl Metrics {
             interruptions: Family::default(),
             upstream_closes: Family::default(),
             turns_refused: Counter::default(),
+            sessions_key_ended: Family::default(),
             key_labels: KeyLabels::new(max_keys),
             registry: std::sync::Arc::new(Registry::default()),
         };
@@ -313,6 +317,11 @@ impl Metrics {
             "turns_refused_budget",
             "Client turns refused before reaching the upstream because their predicted cost exceeds the remaining budget of the key or its team (close 4402)",
             m.turns_refused.clone(),
+        );
+        r.register(
+            "sessions_key_ended",
+            "Live sessions closed with 4401 because their API key was revoked, deleted or expired while they ran, by reason (revoked, deleted, expired); also counted in livegate_gateway_sessions_total",
+            m.sessions_key_ended.clone(),
         );
         Self {
             registry: std::sync::Arc::new(r),

@@ -2,10 +2,12 @@
 //! running spend per key and per team from `livegate_spend` (budgets are checked against it),
 //! with what this replica priced but the mirror does not show yet (in flight), and the key
 //! and team records in `livegate_keys` (`k.…`, `t.<team_id>`), whose changes drop cached key
-//! checks at once (a team record's, those of every key of the team). [`start`] runs both in
+//! checks at once (a team record's, those of every key of the team) and reach live sessions
+//! through [`Records`] (revocation, expiry, budgets). [`start`] runs both in
 //! the background, retrying until NATS answers.
 
 use crate::auth::AuthClient;
+use crate::records::{Records, Stale};
 use async_nats::jetstream::{self, kv};
 use livegate_common::kv as kv_mirror;
 use livegate_common::stream::StreamLayout;
@@ -181,26 +183,31 @@ impl Spend {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct KeyRecordId {
-    key_id: String,
+/// Applies a change of the keys bucket: to the records live sessions watch ([`Records`]:
+/// revocation, expiry, budgets), and by dropping the cached key checks it makes stale (a key
+/// record's, or for a team record, set or cleared, every key of that team).
+fn keys_changed(records: &Records, auth: &AuthClient, entry: &kv::Entry) {
+    let deleted = matches!(
+        entry.operation,
+        kv::Operation::Delete | kv::Operation::Purge
+    );
+    let Some(change) = crate::records::classify(&entry.key, deleted, &entry.value) else {
+        return;
+    };
+    invalidate(auth, records.apply(entry.revision, change));
 }
 
-/// KV key prefix of team records in `livegate_keys` (auth's `teams::TEAM_PREFIX`).
-const TEAM_PREFIX: &str = "t.";
-
-/// Drops the cached key checks a change of the keys bucket makes stale: a key record's (by
-/// its id), or, for a team record (set or cleared), every key of that team.
-fn invalidate(auth: &AuthClient, kv_key: &str, value: &[u8]) {
-    if let Some(team_id) = kv_key.strip_prefix(TEAM_PREFIX) {
-        auth.invalidate_team(team_id);
-    } else if let Ok(r) = serde_json::from_slice::<KeyRecordId>(value) {
-        auth.invalidate_key(&r.key_id);
+fn invalidate(auth: &AuthClient, stale: Option<Stale>) {
+    match stale {
+        Some(Stale::Key(key_id)) => auth.invalidate_key(&key_id),
+        Some(Stale::Team(team_id)) => auth.invalidate_team(&team_id),
+        None => {}
     }
 }
 
 /// Starts both mirrors. Failures to reach NATS are retried in the background, so the gateway
-/// starts (and relays) even while NATS is down.
+/// starts (and relays) even while NATS is down; while the keys mirror is not connected,
+/// record changes do not reach live sessions (they keep the limits they have).
 pub fn start(
     js: jetstream::Context,
     layout: StreamLayout,
@@ -208,9 +215,11 @@ pub fn start(
     keys_bucket: String,
     auth: Arc<AuthClient>,
     stop: CancellationToken,
-) -> Spend {
+) -> (Spend, Records) {
     let spend = Spend::default();
     let view = spend.clone();
+    let records = Records::default();
+    let watched = records.clone();
     spawn_mirror(
         js.clone(),
         layout,
@@ -224,10 +233,10 @@ pub fn start(
         layout,
         keys_bucket,
         livegate_common::subjects::KEYS_HISTORY,
-        move |e| invalidate(&auth, &e.key, &e.value),
+        move |e| keys_changed(&watched, &auth, &e),
         stop,
     );
-    spend
+    (spend, records)
 }
 
 /// Opens and mirrors one bucket, retrying with backoff until it works or `stop`.
@@ -332,7 +341,13 @@ mod tests {
         };
         auth.insert_for_test("lg-a", grant("key_a", "growth"));
         auth.insert_for_test("lg-b", grant("key_b", "ops"));
-        invalidate(&auth, "t.growth", b"");
+        let records = Records::default();
+        let change = |kv_key: &str, value: &[u8]| {
+            let deleted = value.is_empty();
+            let c = crate::records::classify(kv_key, deleted, value).unwrap();
+            invalidate(&auth, records.apply(1, c));
+        };
+        change("t.growth", b"");
         assert!(
             !auth.cached_for_test("lg-a"),
             "the team's key is checked again"
@@ -341,8 +356,15 @@ mod tests {
             auth.cached_for_test("lg-b"),
             "another team's key stays cached"
         );
-        invalidate(&auth, "k.hash", br#"{"key_id":"key_b"}"#);
+        change("k.hash", br#"{"hash":"hash","key_id":"key_b"}"#);
         assert!(!auth.cached_for_test("lg-b"));
+        // A deleted record names its key by its hash only: the mirror remembers whose it was.
+        auth.insert_for_test("lg-b", grant("key_b", "ops"));
+        change("k.hash", b"");
+        assert!(
+            !auth.cached_for_test("lg-b"),
+            "a deleted key is checked again"
+        );
     }
 
     #[test]

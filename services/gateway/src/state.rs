@@ -6,6 +6,7 @@ use crate::limits::Sessions;
 use crate::metrics::Metrics;
 use crate::mirrors::Spend;
 use crate::publisher::Bus;
+use crate::records::Records;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use tokio::sync::watch;
@@ -17,6 +18,8 @@ pub struct App {
     pub auth: Arc<AuthClient>,
     pub bus: Bus,
     pub spend: Spend,
+    /// Key and team records, which live sessions watch (revocation, expiry, budgets).
+    pub records: Records,
     /// The price table, for per-turn budget checks (metering's rules and prices).
     pub pricing: Arc<livegate_common::pricing::Pricing>,
     pub sessions: Sessions,

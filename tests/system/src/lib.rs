@@ -189,20 +189,9 @@ impl Stack {
         .await;
 
         wait_for_auth(auth.addr).await;
-        let mut gw = GatewayConfig::defaults(nats.url());
-        gw.auth_url = format!("http://{}", auth.addr);
-        gw.internal_token = Some(SecretString::from(INTERNAL));
-        gw.vertex_live_url = Some(emulator.url());
-        gw.default_project = Some(PROJECT.to_string());
-        gw.drain_grace = Duration::from_secs(1);
-        gw.gateway_id = "gw-test".into();
+        let mut gw = gateway_config(&nats, &auth, &emulator, "gw-test");
         (options.gateway)(&mut gw);
-        let gateway = Service::spawn(|l, rx| {
-            livegate_gateway::run(gw, l, async {
-                let _ = rx.await;
-            })
-        })
-        .await;
+        let gateway = spawn_gateway(gw).await;
         let (metering, clickhouse) = if options.metering {
             let ch = livegate_test_support::clickhouse::ClickHouseServer::shared()
                 .await
@@ -240,6 +229,18 @@ impl Stack {
             clickhouse,
             _dir: dir,
         }
+    }
+
+    /// Another gateway replica (`gateway_id`) on the stack's NATS, auth and emulator,
+    /// configured like [`Stack::gateway`] with its defaults (stopped when dropped).
+    pub async fn another_gateway(&self, gateway_id: &str) -> Service {
+        spawn_gateway(gateway_config(
+            &self.nats,
+            &self.auth,
+            &self.emulator,
+            gateway_id,
+        ))
+        .await
     }
 
     /// Runs SQL on the stack's ClickHouse (`{db}` stands for its database) and returns the
@@ -301,15 +302,7 @@ impl Stack {
 
     /// Opens a WebSocket to the gateway with `Authorization: Bearer key`.
     pub async fn connect(&self, path: &str, key: Option<&str>) -> Ws {
-        let mut req = self.url(path).into_client_request().unwrap();
-        if let Some(k) = key {
-            req.headers_mut()
-                .insert("authorization", format!("Bearer {k}").parse().unwrap());
-        }
-        let (ws, _) = tokio_tungstenite::connect_async(req)
-            .await
-            .expect("gateway handshake");
-        ws
+        connect_at(self.gateway.addr, path, key).await
     }
 
     /// A JetStream context on the stack's NATS.
@@ -423,6 +416,46 @@ async fn read_all(js: &async_nats::jetstream::Context) -> Events {
         }
     }
     events
+}
+
+/// The gateway config of a stack's replica: its NATS, auth and emulator, the test project,
+/// a short drain.
+fn gateway_config(
+    nats: &NatsServer,
+    auth: &Service,
+    emulator: &Emulator,
+    gateway_id: &str,
+) -> GatewayConfig {
+    let mut gw = GatewayConfig::defaults(nats.url());
+    gw.auth_url = format!("http://{}", auth.addr);
+    gw.internal_token = Some(SecretString::from(INTERNAL));
+    gw.vertex_live_url = Some(emulator.url());
+    gw.default_project = Some(PROJECT.to_string());
+    gw.drain_grace = Duration::from_secs(1);
+    gw.gateway_id = gateway_id.into();
+    gw
+}
+
+/// Opens a WebSocket to the gateway at `addr` with `Authorization: Bearer key`.
+pub async fn connect_at(addr: SocketAddr, path: &str, key: Option<&str>) -> Ws {
+    let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
+    if let Some(k) = key {
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {k}").parse().unwrap());
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("gateway handshake");
+    ws
+}
+
+async fn spawn_gateway(gw: GatewayConfig) -> Service {
+    Service::spawn(|l, rx| {
+        livegate_gateway::run(gw, l, async {
+            let _ = rx.await;
+        })
+    })
+    .await
 }
 
 /// A minimal HTTP/1.1 exchange with the gateway (one request, `Connection: close`); returns

@@ -19,7 +19,8 @@ pub const TRY_AGAIN_LATER: u16 = 1013;
 pub const NO_CREDENTIALS: u16 = 4001;
 /// No project id could be resolved.
 pub const NO_PROJECT: u16 = 4002;
-/// Missing, unknown, expired or revoked API key.
+/// Missing, unknown, expired or revoked API key; also a live session whose key is revoked,
+/// deleted or expires while it runs (`crate::records`).
 pub const UNAUTHORIZED: u16 = 4401;
 /// The key's budget is spent.
 pub const BUDGET_SPENT: u16 = 4402;

@@ -2,14 +2,16 @@
 //! upstream frame carrying `usageMetadata`, with the client and output media measured since
 //! the previous report; and `SessionEnded` with the frame and byte totals and the media left
 //! unreported. Also answers the relay's budget questions (before a client turn is forwarded,
-//! [`TurnBudget`]; after each model turn) and feeds the session's telemetry ([`Observer`]).
+//! [`TurnBudget`]; after each model turn), ends the session when its key is revoked, deleted
+//! or expires (`key_ended`), and feeds the session's telemetry ([`Observer`]).
 
 use super::close::Close;
 use super::inspect::{Media, ServerFrame};
 use super::observe::Observer;
 use super::relay::{Counters, End, UsageSink};
-use super::turns::{Budgets, TurnBudget};
+use super::turns::TurnBudget;
 use crate::publisher::Outgoing;
+use crate::records::Limits;
 use crate::state::App;
 use livegate_proto::usage::{
     ClosedBy, SessionContext, SessionEnded, SessionEvent, SessionStarted, TokenUsage, UsageReport,
@@ -50,11 +52,12 @@ fn take(m: &Mutex<Media>) -> Media {
 
 impl<'a> Meter<'a> {
     /// Publishes `SessionStarted` for `context` and starts counting, the setup frame of
-    /// `setup_bytes` (already sent upstream) counted as the first frame in.
+    /// `setup_bytes` (already sent upstream) counted as the first frame in. `limits` are the
+    /// key's and team's, watched for budget changes, revocation and expiry.
     pub fn start(
         app: &'a App,
         context: SessionContext,
-        budgets: Budgets,
+        limits: Limits,
         setup_bytes: usize,
     ) -> Self {
         let started_at = SystemTime::now();
@@ -74,7 +77,7 @@ impl<'a> Meter<'a> {
             app,
             &context.key_id,
             &context.team_id,
-            budgets,
+            limits,
             &context.model,
         );
         let priced_as = app
@@ -200,5 +203,21 @@ impl UsageSink for Meter<'_> {
 
     fn server_frame(&self, frame: &ServerFrame) {
         self.observer.server_frame(frame);
+    }
+
+    async fn key_ended(&self) -> Close {
+        let ended = self.budget.limits().ended().await;
+        self.app
+            .metrics
+            .sessions_key_ended
+            .get_or_create(&crate::metrics::ReasonLabel {
+                reason: ended.label(),
+            })
+            .inc();
+        tracing::info!(
+            reason = ended.label(),
+            "ending the session: its API key was revoked, deleted or expired"
+        );
+        Close::new(super::close::UNAUTHORIZED, ended.reason())
     }
 }

@@ -8,6 +8,7 @@ use super::request::{Credential, Presented};
 use super::setup::Setup;
 use crate::auth::{CheckError, Grant};
 use crate::limits::Slot;
+use crate::records::{KeyLimits, Limits};
 use crate::state::App;
 use livegate_proto::auth::KeyInfo;
 use std::sync::Arc;
@@ -78,6 +79,20 @@ pub fn check_budget(app: &App, key: &KeyInfo) -> Result<(), Close> {
         ));
     }
     Ok(())
+}
+
+/// Subscribes the session to its key's and team's records, starting from what auth granted
+/// (or what the gateway's keys mirror shows, when newer): a revocation, a deletion or the
+/// key's expiry ends the session (4401), and budget changes apply from its next check.
+pub fn watch_limits(app: &App, key: &KeyInfo) -> Limits {
+    let budgets = super::turns::Budgets::of(key);
+    let granted = KeyLimits {
+        ended: None,
+        expires_at: key.expires_at.as_ref().map(|t| t.seconds),
+        max_budget_usd: budgets.key,
+    };
+    app.records
+        .subscribe(&key.key_id, &key.team_id, granted, budgets.team)
 }
 
 /// Takes one of the key's concurrent-session slots on this replica.

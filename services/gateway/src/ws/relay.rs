@@ -8,7 +8,8 @@
 //! peer each, and nothing waits in a buffer while the relay waits for input. A slow reader
 //! still slows its writer (back-pressure): `feed` waits for the socket once tungstenite's
 //! write buffer is full, so nothing is buffered beyond it. A third branch watches the idle
-//! timer, the session deadline and the drain signal. Whichever branch finishes first decides
+//! timer, the session deadline and the drain signal, and a fourth the session's key (revoked,
+//! deleted or expired: `UsageSink::key_ended`). Whichever branch finishes first decides
 //! how the session ends ([`End`]); the caller then sends the closes, which flush anything fed
 //! before them.
 
@@ -116,6 +117,12 @@ pub trait UsageSink {
     /// Called for every upstream data frame once inspected, before it is forwarded
     /// (telemetry, `ws::observe`).
     fn server_frame(&self, _frame: &inspect::ServerFrame) {}
+    /// Resolves when the session's key may no longer be used (revoked, deleted, expired:
+    /// `crate::records`), with the close the client gets; the relay ends then, whatever it
+    /// was doing. Never resolves by default.
+    fn key_ended(&self) -> impl std::future::Future<Output = Close> {
+        std::future::pending()
+    }
 }
 
 /// Settings and shared state for one relay.
@@ -446,6 +453,7 @@ impl<U: UsageSink> Relay<'_, U> {
             e = client_to_upstream => e,
             e = upstream_to_client => e,
             e = watchdog => e,
+            c = usage.key_ended() => End::Gateway(c),
         }
     }
 }

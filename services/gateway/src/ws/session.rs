@@ -94,6 +94,7 @@ async fn serve<S>(
         setup_bytes,
         upstream,
         resume,
+        limits,
         slot: _slot,
     } = match prepared {
         Ok(p) => p,
@@ -118,7 +119,7 @@ async fn serve<S>(
         model: setup.model_id.clone(),
         gateway_id: app.config.gateway_id.clone(),
     };
-    let meter = Meter::start(&app, context, super::turns::Budgets::of(key), setup_bytes);
+    let meter = Meter::start(&app, context, limits, setup_bytes);
     tracing::info!(model = %setup.model_id, project = %setup.project, location = %setup.location, "session started");
     app.metrics.sessions_active.inc();
 
@@ -324,6 +325,8 @@ struct Prepared {
     upstream: Upstream,
     /// Transparent resumption, when this session has it.
     resume: Option<Resume>,
+    /// The key's and team's records as they change (revocation, expiry, budgets).
+    limits: crate::records::Limits,
     /// The key's concurrent-session slot, released when the session ends.
     slot: crate::limits::Slot,
 }
@@ -349,6 +352,8 @@ where
         "credential accepted"
     );
     policy::check_budget(app, key)?;
+    // Watched from here: a revocation while the upstream opens still reaches the relay.
+    let limits = policy::watch_limits(app, key);
     let slot = policy::acquire_slot(app, key)?;
 
     let first = first_frame(client, app.config.setup_timeout).await?;
@@ -406,6 +411,7 @@ where
         setup_bytes,
         upstream,
         resume,
+        limits,
         slot,
     })
 }

@@ -10,6 +10,7 @@
 
 use super::close::{self, Close};
 use crate::mirrors::{Committed, Spend};
+use crate::records::Limits;
 use crate::state::App;
 use livegate_common::pricing::{ByModality, Pricing, Usage};
 use livegate_common::subjects::{spend_key_for_key, spend_key_for_team};
@@ -44,8 +45,10 @@ impl Scope {
     }
 }
 
-/// A session's budgets as auth reported them at its start: the key's `max_budget_usd` and
-/// its team's `team_max_budget_usd` (empty, or not a number, is no budget).
+/// A session's budgets: the key's `max_budget_usd` and its team's `team_max_budget_usd`
+/// (empty, or not a number, is no budget), as auth reported them at its start ([`Budgets::of`])
+/// and then as the key's and team's records say ([`Limits`]: an operator's change applies from
+/// the session's next check).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Budgets {
     pub key: Option<Decimal>,
@@ -79,7 +82,8 @@ pub struct TurnBudget {
     /// (both, whichever of the two has a budget, so every session of a team with a budget
     /// counts towards it).
     spend_keys: Vec<String>,
-    budgets: Budgets,
+    /// The key's and team's budgets now (read at every check).
+    limits: Limits,
     /// The least the next turn costs: the last report's prompt at the input price.
     next_turn: Mutex<Decimal>,
 }
@@ -129,13 +133,13 @@ fn parse_budget(text: &str) -> Option<Decimal> {
 
 impl TurnBudget {
     /// The budget state of a session of `key_id` (in `team_id`, may be empty) on `model`.
-    pub fn new(app: &App, key_id: &str, team_id: &str, budgets: Budgets, model: &str) -> Self {
+    pub fn new(app: &App, key_id: &str, team_id: &str, limits: Limits, model: &str) -> Self {
         Self::with(
             app.spend.clone(),
             app.pricing.clone(),
             key_id,
             team_id,
-            budgets,
+            limits,
             model,
         )
     }
@@ -145,7 +149,7 @@ impl TurnBudget {
         pricing: Arc<Pricing>,
         key_id: &str,
         team_id: &str,
-        budgets: Budgets,
+        limits: Limits,
         model: &str,
     ) -> Self {
         let mut spend_keys = vec![spend_key_for_key(key_id)];
@@ -157,7 +161,7 @@ impl TurnBudget {
             pricing,
             model: model.to_string(),
             spend_keys,
-            budgets,
+            limits,
             next_turn: Mutex::new(Decimal::ZERO),
         }
     }
@@ -166,7 +170,7 @@ impl TurnBudget {
     /// price as the floor of the next turn.
     /// Without a key or team budget there is nothing to check: nothing is priced or kept.
     pub fn priced(&self, tokens: &TokenUsage, media: &MediaMeasurements) {
-        if !self.budgets.any() {
+        if !self.budgets().any() {
             return;
         }
         let usage = usage_of(tokens, media);
@@ -180,14 +184,29 @@ impl TurnBudget {
             .unwrap_or_else(PoisonError::into_inner) = next.input();
     }
 
+    /// The key's and team's budgets now, as their records last said.
+    fn budgets(&self) -> Budgets {
+        Budgets {
+            key: self.limits.key_budget(),
+            team: self.limits.team_budget(),
+        }
+    }
+
+    /// The key's and team's current limits (the session also watches them for revocation
+    /// and expiry).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// Each budget this session has, with its committed spend (mirrored + in flight): the
     /// key's first, then the team's.
     fn committed(&self) -> Vec<(Scope, Decimal, Committed)> {
         let mut out = Vec::with_capacity(2);
-        if let (Some(budget), Some(key)) = (self.budgets.key, self.spend_keys.first()) {
+        let budgets = self.budgets();
+        if let (Some(budget), Some(key)) = (budgets.key, self.spend_keys.first()) {
             out.push((Scope::Key, budget, self.spend.committed(key)));
         }
-        if let (Some(budget), Some(team)) = (self.budgets.team, self.spend_keys.get(1)) {
+        if let (Some(budget), Some(team)) = (budgets.team, self.spend_keys.get(1)) {
             out.push((Scope::Team, budget, self.spend.committed(team)));
         }
         out
@@ -283,6 +302,16 @@ mod tests {
     use super::*;
     use livegate_common::pricing::PriceTable;
 
+    fn fixed(key: Option<Decimal>, team: Option<Decimal>) -> Limits {
+        Limits::fixed(
+            crate::records::KeyLimits {
+                max_budget_usd: key,
+                ..Default::default()
+            },
+            team,
+        )
+    }
+
     fn budgets(spend: &Spend, key: &str, team: &str) -> TurnBudget {
         let table = PriceTable::parse(
             r#"{"m": {"input_cost_per_token": 0.001, "output_cost_per_token": 0.002,
@@ -294,10 +323,7 @@ mod tests {
             Arc::new(Pricing::with_tables(table, PriceTable::default())),
             "k",
             "t",
-            Budgets {
-                key: parse_budget(key),
-                team: parse_budget(team),
-            },
+            fixed(parse_budget(key), parse_budget(team)),
             "m",
         )
     }
@@ -356,10 +382,7 @@ mod tests {
             a.pricing.clone(),
             "k2",
             "t",
-            Budgets {
-                key: None,
-                team: Some(usd("1")),
-            },
+            fixed(None, Some(usd("1"))),
             "m",
         );
         // 0.5 in flight on team t from a, and on key k (priced for the team's sake).
@@ -459,5 +482,76 @@ mod tests {
         b.priced(&t, &MediaMeasurements::default());
         assert!(b.admit().is_ok());
         assert_eq!(spend.committed("key.k").total(), Decimal::ZERO);
+    }
+
+    #[test]
+    fn budgets_changed_by_the_operator_apply_from_the_next_check() {
+        use crate::records::{Change, KeyLimits, Records};
+        let spend = Spend::default();
+        let records = Records::default();
+        let pricing = budgets(&spend, "", "").pricing.clone();
+        let granted = KeyLimits {
+            max_budget_usd: Some(usd("10")),
+            ..KeyLimits::default()
+        };
+        let b = TurnBudget::with(
+            spend.clone(),
+            pricing,
+            "k",
+            "t",
+            records.subscribe("k", "t", granted, Some(usd("100"))),
+            "m",
+        );
+        // 0.3 + 0.2 in flight; 0.3 predicted: fits both budgets.
+        b.priced(&tokens(300, 100), &MediaMeasurements::default());
+        assert!(b.admit().is_ok() && !b.spent());
+        // The operator lowers the key's budget to 0.6: the next turn no longer fits.
+        let lowered = KeyLimits {
+            max_budget_usd: Some(usd("0.6")),
+            ..KeyLimits::default()
+        };
+        records.apply(
+            1,
+            Change::Key {
+                hash: "h".into(),
+                key_id: "k".into(),
+                limits: lowered,
+            },
+        );
+        let r = b.admit().unwrap_err();
+        assert_eq!((r.scope, r.budget), (Scope::Key, usd("0.6")));
+        assert!(!b.spent());
+        // Lowered to what is spent: the session ends after its turn.
+        records.apply(
+            2,
+            Change::Key {
+                hash: "h".into(),
+                key_id: "k".into(),
+                limits: KeyLimits {
+                    max_budget_usd: Some(usd("0.5")),
+                    ..KeyLimits::default()
+                },
+            },
+        );
+        assert!(b.spent());
+        // Removing the key's budget and lowering the team's: the team's applies.
+        records.apply(
+            3,
+            Change::Key {
+                hash: "h".into(),
+                key_id: "k".into(),
+                limits: KeyLimits::default(),
+            },
+        );
+        assert!(b.admit().is_ok() && !b.spent());
+        records.apply(
+            4,
+            Change::Team {
+                team_id: "t".into(),
+                budget: Some(usd("0.5")),
+            },
+        );
+        assert_eq!(b.admit().unwrap_err().scope, Scope::Team);
+        assert!(b.spent());
     }
 }

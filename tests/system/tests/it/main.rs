@@ -22,6 +22,7 @@ mod front_door;
 mod http;
 mod leases;
 mod live38;
+mod live_policy;
 mod metering;
 mod model_list;
 mod relay;

@@ -1,0 +1,261 @@
+//! A key record's change reaches the sessions already open on it: revoking a key (CLI or
+//! gRPC) closes every live session of the key on every gateway replica with 4401 at once,
+//! billed like any close; so does a browser token's session of that key, and a key whose
+//! expiry passes mid-session. Lowering a key's or a team's budget applies to live sessions
+//! from their next budget check.
+
+use crate::budgets::{long_turn, one_turn_costs};
+use crate::budgets_teams::cli;
+use futures_util::SinkExt;
+use livegate_proto::auth::{KeySettings, MintBrowserTokenRequest, RevokeKeyRequest};
+use livegate_system_tests::*;
+use rust_decimal::Decimal;
+use std::time::{Duration, Instant};
+
+/// How long a live session may take to close after its key's record changed: the KV watch
+/// delivers within milliseconds (about 3 ms after a gRPC revoke, 8 ms after the CLI's, on a
+/// dev machine); a second leaves room for a loaded CI machine.
+const PROMPT: Duration = Duration::from_secs(1);
+
+/// A session of `key` on the gateway at `addr` that has had one turn answered (so it has
+/// usage to bill).
+async fn session_with_a_turn(addr: std::net::SocketAddr, key: &str) -> Ws {
+    let mut ws = connect_at(addr, "/v1/vertex-ai/live", Some(key)).await;
+    open_session(&mut ws, setup(MODEL)).await;
+    ws.send(text_turn("Hello")).await.unwrap();
+    read_turn(&mut ws).await;
+    ws
+}
+
+/// The close `ws` gets, and how long after `since` it came.
+async fn closed_after(ws: &mut Ws, since: Instant) -> (u16, String, Duration) {
+    let (code, reason) = close_of(ws).await;
+    (code, reason, since.elapsed())
+}
+
+/// `name{labels} value` from the gateway at `addr`'s `/metrics`, if present.
+async fn metric(addr: std::net::SocketAddr, sample: &str) -> bool {
+    let (_, _, body) = http(addr, "GET", "/metrics", &[], "").await;
+    body.lines().any(|l| l == sample)
+}
+
+#[tokio::test]
+async fn revoking_a_key_closes_its_sessions_on_every_gateway_at_once_and_bills_them() {
+    let stack = Stack::start_with(Options {
+        metering: true,
+        // A long key-check cache: only the KV watch can reach the live sessions in time.
+        gateway: Box::new(|g| g.auth_cache_ttl = Duration::from_secs(120)),
+        ..Options::default()
+    })
+    .await;
+    let second = stack.another_gateway("gw-second").await;
+    let (key, key_id) = stack.create_key(KeySettings::default()).await;
+    let other = stack.key().await;
+    let mut a = session_with_a_turn(stack.gateway.addr, &key).await;
+    let mut b = session_with_a_turn(second.addr, &key).await;
+    let mut bystander = session_with_a_turn(stack.gateway.addr, &other).await;
+
+    // Timed from the revoke call: auth writes the record, every gateway's watch sees it.
+    let revoked_at = Instant::now();
+    let out = cli(&stack, &["keys", "revoke", &key_id]).await;
+    assert!(out.starts_with("revoked key_"), "{out}");
+    for (ws, gateway) in [(&mut a, "first"), (&mut b, "second")] {
+        let (code, reason, after) = closed_after(ws, revoked_at).await;
+        assert_eq!(
+            (code, reason.as_str()),
+            (4401, "API key revoked"),
+            "{gateway} gateway"
+        );
+        assert!(
+            after < PROMPT,
+            "the {gateway} gateway closed the session {after:?} after the revocation"
+        );
+    }
+    // Another key's session goes on.
+    bystander.send(text_turn("Still there?")).await.unwrap();
+    read_turn(&mut bystander).await;
+    let _ = bystander.close(None).await;
+
+    // Both sessions are billed and recorded as closed by the gateway with 4401.
+    let sessions = stack
+        .sql_until(
+            Duration::from_secs(30),
+            &format!(
+                "SELECT count() FROM {{db}}.sessions FINAL WHERE key_id = '{key_id}' \
+                 AND close_code = 4401 AND closed_by = 'gateway' HAVING count() = 2"
+            ),
+        )
+        .await;
+    assert_eq!(
+        sessions.trim(),
+        "2",
+        "both sessions' ends are in ClickHouse"
+    );
+    let billed = stack
+        .sql_until(
+            Duration::from_secs(30),
+            &format!(
+                "SELECT count() FROM {{db}}.usage_events FINAL WHERE key_id = '{key_id}' \
+                 AND cost_usd > 0 HAVING count() >= 2"
+            ),
+        )
+        .await;
+    assert!(
+        billed.trim().parse::<u64>().unwrap_or(0) >= 2,
+        "each session's turn is billed: {billed:?}"
+    );
+    for addr in [stack.gateway.addr, second.addr] {
+        assert!(
+            metric(
+                addr,
+                "livegate_gateway_sessions_key_ended_total{reason=\"revoked\"} 1"
+            )
+            .await,
+            "counted under its reason"
+        );
+        assert!(metric(addr, "livegate_gateway_sessions_total{code=\"4401\"} 1").await);
+    }
+}
+
+#[tokio::test]
+async fn a_browser_token_session_ends_when_its_key_is_revoked() {
+    let stack = Stack::start_with_gateway(|g| g.auth_cache_ttl = Duration::from_secs(120)).await;
+    let (key, key_id) = stack.create_key(KeySettings::default()).await;
+    let token = stack
+        .auth_client()
+        .await
+        .mint_browser_token(MintBrowserTokenRequest {
+            credential: key,
+            ttl_seconds: 600,
+            model: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let mut ws = session_with_a_turn(stack.gateway.addr, &token).await;
+
+    let mut req = tonic::Request::new(RevokeKeyRequest { key: key_id });
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {MASTER}").parse().unwrap());
+    let revoked_at = Instant::now();
+    stack.auth_client().await.revoke_key(req).await.unwrap();
+    let (code, reason, after) = closed_after(&mut ws, revoked_at).await;
+    assert_eq!((code, reason.as_str()), (4401, "API key revoked"));
+    assert!(after < PROMPT, "closed {after:?} after the revocation");
+}
+
+#[tokio::test]
+async fn a_key_that_expires_mid_session_ends_the_session_at_its_expiry() {
+    let stack = Stack::start().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expires_at = i64::try_from(now).unwrap() + 3;
+    let (key, _) = stack
+        .create_key(KeySettings {
+            expires_at: Some(livegate_proto::prost_types::Timestamp {
+                seconds: expires_at,
+                nanos: 0,
+            }),
+            ..KeySettings::default()
+        })
+        .await;
+    let mut ws = session_with_a_turn(stack.gateway.addr, &key).await;
+    let (code, reason) = close_of(&mut ws).await;
+    assert_eq!((code, reason.as_str()), (4401, "API key expired"));
+    let ended = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let expiry = Duration::from_secs(u64::try_from(expires_at).unwrap());
+    assert!(ended >= expiry, "not before the expiry");
+    assert!(
+        ended < expiry + PROMPT,
+        "{:?} after the expiry",
+        ended - expiry
+    );
+}
+
+/// Sends a long turn and expects it answered, then the session closed with 4402 after it.
+async fn answered_then_closed_for_budget(ws: &mut Ws) -> String {
+    ws.send(long_turn()).await.unwrap();
+    let turn = read_turn(ws).await;
+    assert!(
+        json_of(turn.last().unwrap())["usageMetadata"].is_object(),
+        "the turn within the new budget was answered: {turn:?}"
+    );
+    let (code, reason) = close_of(ws).await;
+    assert_eq!(code, 4402, "{reason}");
+    reason
+}
+
+#[tokio::test]
+async fn a_key_budget_lowered_mid_session_closes_the_session_after_its_next_turn() {
+    let stack = Stack::start().await;
+    let (first, next) = one_turn_costs(&stack).await;
+    let (key, key_id) = stack
+        .create_key(KeySettings {
+            max_budget_usd: "100".into(),
+            ..KeySettings::default()
+        })
+        .await;
+    let mut ws = connect_at(stack.gateway.addr, "/v1/vertex-ai/live", Some(&key)).await;
+    open_session(&mut ws, setup(MODEL)).await;
+    ws.send(long_turn()).await.unwrap();
+    read_turn(&mut ws).await;
+
+    // Exactly enough for the next turn's floor: it is admitted, and its output spends the rest.
+    let lowered = (first + next).normalize().to_string();
+    cli(
+        &stack,
+        &["keys", "update", &key_id, "--max-budget", &lowered],
+    )
+    .await;
+    // The KV watch delivers within milliseconds.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reason = answered_then_closed_for_budget(&mut ws).await;
+    assert!(reason.contains("budget spent"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_team_budget_lowered_mid_session_applies_to_the_next_turn_check() {
+    let stack = Stack::start().await;
+    let (first, next) = one_turn_costs(&stack).await;
+    cli(
+        &stack,
+        &["teams", "set", "growth", "--max-budget-usd", "100"],
+    )
+    .await;
+    let (key, _) = stack
+        .create_key(KeySettings {
+            team_id: "growth".into(),
+            ..KeySettings::default()
+        })
+        .await;
+    let mut ws = connect_at(stack.gateway.addr, "/v1/vertex-ai/live", Some(&key)).await;
+    open_session(&mut ws, setup(MODEL)).await;
+    ws.send(long_turn()).await.unwrap();
+    read_turn(&mut ws).await;
+
+    // The next turn's floor no longer fits: refused before the upstream sees it, scope team.
+    let lowered = (first + next - Decimal::new(1, 12)).normalize().to_string();
+    cli(
+        &stack,
+        &["teams", "set", "growth", "--max-budget-usd", &lowered],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let upstream_frames = stack.emulator.stats().frames_in;
+    ws.send(long_turn()).await.unwrap();
+    let notice = json_of(&next_frame(&mut ws).await);
+    assert_eq!(notice["error"]["budget"]["scope"], "team", "{notice}");
+    assert_eq!(
+        notice["error"]["budget"]["limitUsd"].as_str(),
+        Some(lowered.as_str()),
+        "{notice}"
+    );
+    let (code, reason) = close_of(&mut ws).await;
+    assert_eq!(code, 4402, "{reason}");
+    assert_eq!(stack.emulator.stats().frames_in, upstream_frames);
+}
