@@ -27,6 +27,12 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+/// How a `PRICING_FILE` reload went: `ok` or `error` (`ReloadOutcome::as_str`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: &'static str,
@@ -147,6 +153,8 @@ pub struct Metrics {
     pub interruptions: Family<ModelLabel, Counter>,
     pub upstream_closes: Family<UpstreamCodeLabel, Counter>,
     pub turns_refused: Counter,
+    /// `PRICING_FILE` reloads on SIGHUP, by outcome.
+    pub pricing_reloads: Family<OutcomeLabel, Counter>,
     pub key_labels: KeyLabels,
     pub registry: std::sync::Arc<Registry>,
 }
@@ -186,6 +194,7 @@ impl Metrics {
             interruptions: Family::default(),
             upstream_closes: Family::default(),
             turns_refused: Counter::default(),
+            pricing_reloads: Family::default(),
             key_labels: KeyLabels::new(max_keys),
             registry: std::sync::Arc::new(Registry::default()),
         };
@@ -313,6 +322,11 @@ impl Metrics {
             "turns_refused_budget",
             "Client turns refused before reaching the upstream because their predicted cost exceeds the remaining budget of the key or its team (close 4402)",
             m.turns_refused.clone(),
+        );
+        r.register(
+            "pricing_reloads",
+            "PRICING_FILE reloads on SIGHUP: ok (new prices in force for the next turn and session) or error (unreadable or invalid file, previous prices kept)",
+            m.pricing_reloads.clone(),
         );
         Self {
             registry: std::sync::Arc::new(r),

@@ -24,6 +24,7 @@ mod leases;
 mod live38;
 mod metering;
 mod model_list;
+mod pricing_reload;
 mod relay;
 mod resumption;
 mod sdk_matrix;
