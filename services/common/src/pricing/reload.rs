@@ -140,7 +140,8 @@ mod tests {
             );
         let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
         let stop = CancellationToken::new();
-        let task = tokio::spawn(reload_on(pricing.clone(), hups, stop.clone(), move |o| {
+        let mut task = tokio::task::JoinSet::new();
+        task.spawn(reload_on(pricing.clone(), hups, stop.clone(), move |o| {
             let _ = seen_tx.send(o);
         }));
 
@@ -168,9 +169,10 @@ mod tests {
         assert_eq!(cost(&pricing), Decimal::new(2, 3));
 
         stop.cancel();
-        tokio::time::timeout(std::time::Duration::from_secs(5), task)
+        tokio::time::timeout(std::time::Duration::from_secs(5), task.join_next())
             .await
             .expect("the loop stops on the token")
+            .expect("the loop was spawned")
             .unwrap();
     }
 
