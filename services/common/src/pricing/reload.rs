@@ -36,6 +36,24 @@ impl ReloadOutcome {
 /// run on the built-in prices alone. Without a file a SIGHUP is logged and not counted.
 ///
 /// Spawn it once per process, on a runtime that lives as long as the service.
+///
+/// ```no_run
+/// # async fn serve() -> Result<(), livegate_common::pricing::PricingError> {
+/// use livegate_common::pricing::{Pricing, reload_on_sighup};
+/// use std::sync::Arc;
+/// use tokio_util::sync::CancellationToken;
+///
+/// let pricing = Arc::new(Pricing::load(Some("prices.json".as_ref()))?);
+/// let stop = CancellationToken::new();
+/// let reloads = tokio::spawn(reload_on_sighup(pricing.clone(), stop.clone(), |outcome| {
+///     tracing::info!(outcome = outcome.as_str(), "a service counts this in its metrics");
+/// }));
+/// // … serve, pricing every event with `pricing.price(…)`: the table in force each time …
+/// stop.cancel();
+/// let _ = reloads.await;
+/// # Ok(())
+/// # }
+/// ```
 pub async fn reload_on_sighup(
     pricing: Arc<Pricing>,
     stop: CancellationToken,

@@ -88,6 +88,13 @@ async fn metric(addr: std::net::SocketAddr, series: &str) -> Option<f64> {
 async fn wait_metric(addr: std::net::SocketAddr, series: &str, want: f64, who: &Binary) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            panic!(
+                "{} no longer answers (did the signal end it?):\n{}",
+                who.name(),
+                who.output()
+            );
+        }
         let got = metric(addr, series).await;
         if got == Some(want) {
             return;
