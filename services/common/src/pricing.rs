@@ -1,6 +1,7 @@
 //! The pricing engine: a price table in LiteLLM's `model_prices_and_context_window.json`
 //! format (the compiled-in `pricing/builtin_prices.json`, with `PRICING_FILE` layered on top and
-//! re-read on SIGHUP), and the rules that turn one usage event into an exact, per-modality cost.
+//! re-read on SIGHUP by [`reload_on_sighup`], which metering and the gateway both run), and the
+//! rules that turn one usage event into an exact, per-modality cost.
 //!
 //! The table keys read, the model-name lookup and every pricing rule are documented once, for
 //! users and for this code alike, in the metering README's "Pricing" section
@@ -14,10 +15,12 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 mod metadata;
+mod reload;
 #[cfg(test)]
 mod tests;
 
 pub use metadata::usage_from_metadata;
+pub use reload::{ReloadOutcome, reload_on_sighup};
 
 /// The built-in table, compiled in.
 const BUILTIN: &str = include_str!("pricing/builtin_prices.json");

@@ -78,6 +78,25 @@ pub async fn run(
         livegate_common::pricing::Pricing::load(config.pricing_file.as_deref())
             .context("loading PRICING_FILE")?,
     );
+    // One table for the whole process, shared by every session and reloaded in place on
+    // SIGHUP: the next priced report and the next turn's check use the new prices.
+    let stop_reload = CancellationToken::new();
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "owned by this future: awaited after the drain, aborted if it is dropped"
+    )]
+    let reload = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+        livegate_common::pricing::reload_on_sighup(pricing.clone(), stop_reload.clone(), {
+            let reloads = metrics.pricing_reloads.clone();
+            move |outcome| {
+                reloads
+                    .get_or_create(&metrics::OutcomeLabel {
+                        outcome: outcome.as_str(),
+                    })
+                    .inc();
+            }
+        }),
+    ));
     // Credentials, TLS and the gateway's inbox prefix come from `config.nats` (one parser for
     // every service); the publisher gets a connection of its own with the same settings.
     let nats_base = || {
@@ -180,7 +199,9 @@ pub async fn run(
         );
     }
     stop.cancel();
+    stop_reload.cancel();
     flush.cancel();
+    let _ = reload.await;
     drop(app);
     if let Some(workers) = workers {
         // Joining threads blocks: not on this runtime's own threads.

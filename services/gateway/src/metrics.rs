@@ -27,6 +27,12 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+/// How a `PRICING_FILE` reload went: `ok` or `error` (`ReloadOutcome::as_str`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: &'static str,
@@ -150,6 +156,8 @@ pub struct Metrics {
     /// Live sessions ended because their key's record changed or expired, by `reason`
     /// (`revoked`, `deleted`, `expired`); also counted in `sessions_total` under 4401.
     pub sessions_key_ended: Family<ReasonLabel, Counter>,
+    /// `PRICING_FILE` reloads on SIGHUP, by outcome.
+    pub pricing_reloads: Family<OutcomeLabel, Counter>,
     pub key_labels: KeyLabels,
     pub registry: std::sync::Arc<Registry>,
 }
@@ -190,6 +198,7 @@ impl Metrics {
             upstream_closes: Family::default(),
             turns_refused: Counter::default(),
             sessions_key_ended: Family::default(),
+            pricing_reloads: Family::default(),
             key_labels: KeyLabels::new(max_keys),
             registry: std::sync::Arc::new(Registry::default()),
         };
@@ -322,6 +331,11 @@ impl Metrics {
             "sessions_key_ended",
             "Live sessions closed with 4401 because their API key was revoked, deleted or expired while they ran, by reason (revoked, deleted, expired); also counted in livegate_gateway_sessions_total",
             m.sessions_key_ended.clone(),
+        );
+        r.register(
+            "pricing_reloads",
+            "PRICING_FILE reloads on SIGHUP: ok (new prices in force for the next turn and session) or error (unreadable or invalid file, previous prices kept)",
+            m.pricing_reloads.clone(),
         );
         Self {
             registry: std::sync::Arc::new(r),

@@ -20,7 +20,8 @@ pub struct App {
     pub spend: Spend,
     /// Key and team records, which live sessions watch (revocation, expiry, budgets).
     pub records: Records,
-    /// The price table, for per-turn budget checks (metering's rules and prices).
+    /// The price table, for per-turn budget checks (metering's rules and prices): one for the
+    /// process, reloaded in place on SIGHUP, so every session prices with the table in force.
     pub pricing: Arc<livegate_common::pricing::Pricing>,
     pub sessions: Sessions,
     pub metrics: Metrics,

@@ -137,6 +137,20 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     let stop_http = CancellationToken::new();
     tasks.spawn(http::serve(listener, state.clone(), stop_http.clone()));
+    // From the start: a SIGHUP while ClickHouse is still being waited for must not end the
+    // process (SIGHUP's default action).
+    let reloads = metrics.pricing_reloads.clone();
+    tasks.spawn(livegate_common::pricing::reload_on_sighup(
+        pricing.clone(),
+        stop_http.clone(),
+        move |outcome| {
+            reloads
+                .get_or_create(&metrics::OutcomeLabel {
+                    outcome: outcome.as_str(),
+                })
+                .inc();
+        },
+    ));
     tracing::info!(%addr, "livegate-metering listening on {addr}");
 
     tokio::pin!(shutdown);
@@ -158,11 +172,6 @@ pub async fn run(
             return Err(e);
         }
     };
-
-    if let Some(path) = pricing.file() {
-        tracing::info!(pricing.file = %path.display(), "pricing file loaded; SIGHUP reloads it");
-        tasks.spawn(reload_on_sighup(pricing.clone(), stop_http.clone()));
-    }
 
     let spend_feed = Arc::new(spend::SpendFeed::default());
     let stop_spend = CancellationToken::new();
@@ -325,33 +334,6 @@ async fn start(
     .await
     .with_context(|| format!("opening KV bucket {}", config.spend_bucket))?;
     Ok((client, consumer, bucket))
-}
-
-/// Reloads the pricing file on every SIGHUP, until `stop`.
-async fn reload_on_sighup(
-    pricing: Arc<livegate_common::pricing::Pricing>,
-    stop: CancellationToken,
-) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error.message = %e, "cannot install SIGHUP handler; pricing reload disabled");
-            return;
-        }
-    };
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            got = hup.recv() => if got.is_none() { return },
-        }
-        match pricing.reload() {
-            Ok(n) => tracing::info!(entries = n, "pricing file reloaded"),
-            Err(e) => {
-                tracing::error!(error.message = %e, "pricing file reload failed; keeping the previous prices")
-            }
-        }
-    }
 }
 
 /// Aborts a spawned task when dropped.

@@ -23,6 +23,7 @@
 //! | `livegate_metering_spend_update_failures_total` | counter | failed spend refreshes (retried) |
 //! | `livegate_metering_spend_refresh_seconds` | histogram | one spend refresh: the touched key-days recomputed, the totals read and written |
 //! | `livegate_metering_sessions_lost_total` | counter | sessions the lease reconciler closed as `lost` (their gateway's lease expired) |
+//! | `livegate_metering_pricing_reloads_total{outcome}` | counter | `PRICING_FILE` reloads on SIGHUP: `ok` (new prices in force) or `error` (unreadable or invalid file, previous prices kept) |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -75,6 +76,7 @@ pub(crate) struct Metrics {
     pub(crate) spend_failures: Counter,
     pub(crate) spend_refresh: Histogram,
     pub(crate) sessions_lost: Counter,
+    pub(crate) pricing_reloads: Family<OutcomeLabel, Counter>,
 }
 
 impl Metrics {
@@ -196,6 +198,12 @@ impl Metrics {
             "Sessions the lease reconciler closed as lost (their gateway's lease expired)",
             sessions_lost.clone(),
         );
+        let pricing_reloads = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "pricing_reloads",
+            "PRICING_FILE reloads on SIGHUP: ok (new prices in force) or error (unreadable or invalid file, previous prices kept)",
+            pricing_reloads.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             consumed,
@@ -218,6 +226,7 @@ impl Metrics {
             spend_failures,
             spend_refresh,
             sessions_lost,
+            pricing_reloads,
         }
     }
 

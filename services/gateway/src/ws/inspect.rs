@@ -137,18 +137,26 @@ fn pcm_seconds(mime: &str, data: &str, default_rate: u32) -> f64 {
     base64_len(data) as f64 / 2.0 / f64::from(pcm_rate(mime, default_rate))
 }
 
-fn is_pcm(mime: &str) -> bool {
+/// Whether `mime` (leading whitespace ignored) starts with the lower-case ASCII `prefix`,
+/// in any case. Compares bytes in place: measured on every media part of every frame, so no
+/// lower-cased copy is made; a prefix ending inside a multi-byte character simply differs.
+fn mime_starts_with(mime: &str, prefix: &str) -> bool {
     mime.trim_start()
-        .to_ascii_lowercase()
-        .starts_with("audio/pcm")
+        .as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
+}
+
+fn is_pcm(mime: &str) -> bool {
+    mime_starts_with(mime, "audio/pcm")
 }
 
 fn is_image(mime: &str) -> bool {
-    mime.trim_start().to_ascii_lowercase().starts_with("image/")
+    mime_starts_with(mime, "image/")
 }
 
 fn is_video(mime: &str) -> bool {
-    mime.trim_start().to_ascii_lowercase().starts_with("video/")
+    mime_starts_with(mime, "video/")
 }
 
 #[derive(Deserialize)]

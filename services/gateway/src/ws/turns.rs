@@ -84,8 +84,9 @@ pub struct TurnBudget {
     spend_keys: Vec<String>,
     /// The key's and team's budgets now (read at every check).
     limits: Limits,
-    /// The least the next turn costs: the last report's prompt at the input price.
-    next_turn: Mutex<Decimal>,
+    /// The last report's prompt: the least the next turn is billed again. Priced when the
+    /// turn is checked, so prices reloaded on SIGHUP apply from the next turn.
+    next_prompt: Mutex<Option<Usage>>,
 }
 
 /// Why a turn was refused: the numbers the client is shown.
@@ -162,12 +163,12 @@ impl TurnBudget {
             model: model.to_string(),
             spend_keys,
             limits,
-            next_turn: Mutex::new(Decimal::ZERO),
+            next_prompt: Mutex::new(None),
         }
     }
 
-    /// Prices a usage report as metering will, counts it in flight, and keeps its prompt's
-    /// price as the floor of the next turn.
+    /// Prices a usage report as metering will, counts it in flight, and keeps its prompt as
+    /// the floor of the next turn.
     /// Without a key or team budget there is nothing to check: nothing is priced or kept.
     pub fn priced(&self, tokens: &TokenUsage, media: &MediaMeasurements) {
         if !self.budgets().any() {
@@ -177,11 +178,10 @@ impl TurnBudget {
         let cost = self.pricing.price(&self.model, &usage).cost.total();
         let keys: Vec<&str> = self.spend_keys.iter().map(String::as_str).collect();
         self.spend.add_in_flight(&keys, cost);
-        let next = self.pricing.price(&self.model, &prompt_only(&usage)).cost;
         *self
-            .next_turn
+            .next_prompt
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = next.input();
+            .unwrap_or_else(PoisonError::into_inner) = Some(prompt_only(&usage));
     }
 
     /// The key's and team's budgets now, as their records last said.
@@ -219,10 +219,14 @@ impl TurnBudget {
     /// # Errors
     /// [`Refusal`] naming the first budget (key, then team) it does not fit in.
     pub fn admit(&self) -> Result<(), Refusal> {
-        let next_turn = *self
-            .next_turn
+        let next_turn = self
+            .next_prompt
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map_or(Decimal::ZERO, |prompt| {
+                self.pricing.price(&self.model, prompt).cost.input()
+            });
         for (scope, budget, committed) in self.committed() {
             let total = committed.total();
             if total >= budget || total + next_turn > budget {
@@ -466,6 +470,33 @@ mod tests {
         assert!(b2.admit().is_ok());
         b2.priced(&t, &MediaMeasurements::default());
         assert!(b2.admit().is_err());
+    }
+
+    #[test]
+    fn prices_reloaded_between_turns_price_the_next_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("prices.json");
+        std::fs::write(&file, r#"{"m": {"input_cost_per_token": 0.001}}"#).unwrap();
+        let pricing = Arc::new(Pricing::load(Some(&file)).unwrap());
+        let spend = Spend::default();
+        let b = TurnBudget::with(
+            spend.clone(),
+            pricing.clone(),
+            "k",
+            "",
+            fixed(Some(usd("1")), None),
+            "m",
+        );
+        // 300 prompt tokens: 0.3 in flight, 0.3 predicted: admitted.
+        b.priced(&tokens(300, 0), &MediaMeasurements::default());
+        assert!(b.admit().is_ok());
+        // Ten times the price (SIGHUP): the same prompt now predicts 3, refused at once,
+        // before another report is priced.
+        std::fs::write(&file, r#"{"m": {"input_cost_per_token": 0.01}}"#).unwrap();
+        pricing.reload().unwrap();
+        let r = b.admit().unwrap_err();
+        assert_eq!(r.next_turn, usd("3"));
+        assert_eq!(r.committed.total(), usd("0.3"), "spent at the old price");
     }
 
     #[test]

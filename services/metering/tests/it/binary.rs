@@ -1,5 +1,6 @@
 //! Process-level: the `livegate-metering` binary logs each ended session's cost in the exact
-//! documented form, reloads `PRICING_FILE` on SIGHUP, serves health and metrics, and exits
+//! documented form, reloads `PRICING_FILE` on SIGHUP (a broken file keeps the prices, both
+//! counted in `livegate_metering_pricing_reloads_total`), serves health and metrics, and exits
 //! cleanly on SIGTERM.
 
 use crate::helpers::*;
@@ -127,15 +128,33 @@ async fn the_binary_logs_session_costs_reloads_prices_and_stops_on_sigterm() {
     log.wait_for("the second session cost line", |l| l.contains(line))
         .await;
 
+    // A broken file on SIGHUP: logged at error, counted, and the prices in force stay.
+    std::fs::write(&prices, r#"{"test-model": {"input_cost_per_token": "#).unwrap();
+    signal(pid, "-HUP");
+    log.wait_for("the failed reload", |l| {
+        l.contains("ERROR") && l.contains("pricing file reload failed; keeping the previous prices")
+    })
+    .await;
+    let s = context("bin3", "kb", "tb", "test-model");
+    w.publish_report(&text_report(&s, 1, 1000, 0)).await;
+    w.publish_session(&ended(&s, 1, 3.0, MediaMeasurements::default()))
+        .await;
+    let line = "Vertex AI Live WebSocket session cost: $0.002000 (input: $0.002000, output: $0.000000) tokens: 1000, characters: 0, duration: 3.0s";
+    log.wait_for("the third session cost line", |l| l.contains(line))
+        .await;
+
     assert_eq!(http_get(addr, "/healthz").await.0, 200);
     assert_eq!(http_get(addr, "/readyz").await.0, 200);
     let (status, metrics) = http_get(addr, "/metrics").await;
     assert_eq!(status, 200);
-    assert!(
-        metrics.contains("livegate_metering_sessions_written_total 2"),
-        "{metrics}"
-    );
-    w.wait_spend("key.kb", "0.003").await;
+    for series in [
+        "livegate_metering_sessions_written_total 3",
+        "livegate_metering_pricing_reloads_total{outcome=\"ok\"} 1",
+        "livegate_metering_pricing_reloads_total{outcome=\"error\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == series), "{series}:\n{metrics}");
+    }
+    w.wait_spend("key.kb", "0.005").await;
 
     signal(pid, "-TERM");
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())

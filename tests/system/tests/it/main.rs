@@ -25,6 +25,7 @@ mod live38;
 mod live_policy;
 mod metering;
 mod model_list;
+mod pricing_reload;
 mod relay;
 mod resumption;
 mod sdk_matrix;

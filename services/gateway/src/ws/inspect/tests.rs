@@ -352,3 +352,46 @@ fn an_interruption_then_its_turn_end() {
     assert!(f.turn_complete && !f.interrupted);
     assert_eq!(f.usage.unwrap().prompt_tokens, 4);
 }
+
+#[test]
+fn mime_types_match_their_prefix_in_any_case_without_panicking_on_multibyte_text() {
+    for m in ["image/jpeg", "IMAGE/PNG", "Image/WebP", "  iMaGe/jpeg"] {
+        assert!(is_image(m), "{m}");
+        assert!(!is_video(m) && !is_pcm(m), "{m}");
+    }
+    for m in ["video/mp4", "VIDEO/MP4", "Video/webm", "\tvIdEo/x"] {
+        assert!(is_video(m), "{m}");
+        assert!(!is_image(m), "{m}");
+    }
+    for m in ["audio/pcm", "AUDIO/PCM;rate=24000", "Audio/Pcm;rate=16000"] {
+        assert!(is_pcm(m), "{m}");
+    }
+    // Too short, another type, or a multi-byte character across the prefix's end.
+    for m in [
+        "",
+        "image",
+        "imag/",
+        "images/x",
+        "audio/pc",
+        "audio/mpeg",
+        "imagé/x",
+        "vidéo/",
+        "ímage/",
+    ] {
+        assert!(!is_image(m) && !is_video(m) && !is_pcm(m), "{m}");
+    }
+    // Measured the same whatever the case: one image part and one video frame.
+    let mut m = Media::default();
+    let frame = format!(
+        r#"{{"realtimeInput":{{"video":{{"mimeType":"IMAGE/JPEG","data":"{}"}}}}}}"#,
+        b64(30)
+    );
+    measure_client(frame.as_bytes(), &mut m);
+    let lower = {
+        let mut l = Media::default();
+        measure_client(frame.replace("IMAGE/JPEG", "image/jpeg").as_bytes(), &mut l);
+        l
+    };
+    assert_eq!(m.input_video_frames, 1);
+    assert_eq!(m, lower);
+}
