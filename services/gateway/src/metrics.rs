@@ -337,6 +337,17 @@ impl Metrics {
             "PRICING_FILE reloads on SIGHUP: ok (new prices in force for the next turn and session) or error (unreadable or invalid file, previous prices kept)",
             m.pricing_reloads.clone(),
         );
+        // The closed label sets an operator alerts on exist at zero from the start, so
+        // `increase(…{outcome="error"})` and friends have a series before the first event.
+        for result in ["ok", "failed"] {
+            let _ = m.resumptions.get_or_create(&ResultLabel { result });
+        }
+        for reason in ["revoked", "deleted", "expired"] {
+            let _ = m.sessions_key_ended.get_or_create(&ReasonLabel { reason });
+        }
+        for outcome in ["ok", "error"] {
+            let _ = m.pricing_reloads.get_or_create(&OutcomeLabel { outcome });
+        }
         Self {
             registry: std::sync::Arc::new(r),
             ..m

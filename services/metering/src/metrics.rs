@@ -204,6 +204,11 @@ impl Metrics {
             "PRICING_FILE reloads on SIGHUP: ok (new prices in force) or error (unreadable or invalid file, previous prices kept)",
             pricing_reloads.clone(),
         );
+        // Both outcomes exist at zero from the start, so an alert on `outcome="error"` has a
+        // series before the first reload.
+        for outcome in ["ok", "error"] {
+            let _ = pricing_reloads.get_or_create(&OutcomeLabel { outcome });
+        }
         Self {
             registry: Arc::new(registry),
             consumed,

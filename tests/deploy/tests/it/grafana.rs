@@ -541,6 +541,9 @@ fn sessions_dashboard_is_well_formed_and_covers_the_issue() -> Result<()> {
         "interruptions",
         "upstream closes",
         "refused by budget",
+        "resumptions",
+        "ended by key",
+        "price reloads",
     ] {
         assert!(
             titles.iter().any(|t| t.contains(wanted)),
@@ -556,6 +559,10 @@ fn sessions_dashboard_is_well_formed_and_covers_the_issue() -> Result<()> {
         "livegate_gateway_interruptions_total",
         "livegate_gateway_upstream_closes_total",
         "livegate_gateway_turns_refused_budget_total",
+        "livegate_gateway_resumptions_total",
+        "livegate_gateway_upstream_go_aways_total",
+        "livegate_gateway_sessions_key_ended_total",
+        "livegate_gateway_pricing_reloads_total",
     ] {
         assert!(read_metrics.contains(metric), "no panel reads {metric}");
     }
