@@ -51,7 +51,8 @@ pub enum Command {
     Token(keys::TokenArgs),
     /// Spend reports from ClickHouse.
     Spend(spend::SpendArgs),
-    /// Check the deployment: NATS, JetStream, KV, ClickHouse schema, auth, Google credentials.
+    /// Check the deployment: NATS, JetStream, KV, cluster replicas, ClickHouse schema, auth,
+    /// Google credentials.
     Doctor(doctor::DoctorArgs),
 }
 

@@ -16,6 +16,7 @@ mod cli;
 mod clients;
 mod close_codes;
 mod cluster;
+mod cluster_doctor;
 mod credentials;
 mod developer_api;
 mod front_door;

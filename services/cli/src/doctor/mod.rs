@@ -1,5 +1,13 @@
 //! `livegate doctor`: checks a deployment's wiring and prints one line per check, with a fix
-//! for each failure. Exits non-zero when any check fails.
+//! for each failure. Exits non-zero when any check fails; warnings (a degraded cluster, dead
+//! letters, lost sessions) keep exit 0.
+//!
+//! The cluster checks (replicas of each stream, `CLICKHOUSE_CLUSTER`'s replicated tables) live
+//! in [`cluster`].
+
+mod cluster;
+#[cfg(test)]
+mod tests;
 
 use crate::auth_client::AuthClient;
 use crate::spend::ClickHouseArgs;
@@ -22,9 +30,14 @@ pub struct DoctorArgs {
     internal_token: Option<String>,
     #[command(flatten)]
     clickhouse: ClickHouseArgs,
+    /// ClickHouse cluster the schema is laid out on (as metering's CLICKHOUSE_CLUSTER): adds
+    /// the cluster's definition and its replicated tables' health to the checks.
+    #[arg(long, env = "CLICKHOUSE_CLUSTER")]
+    clickhouse_cluster: Option<String>,
 }
 
 /// The result of one check.
+#[derive(Debug, PartialEq, Eq)]
 enum Outcome {
     Ok(String),
     Warn(String, &'static str),
@@ -216,6 +229,7 @@ async fn check_nats(a: &DoctorArgs, r: &mut Report<'_>) -> anyhow::Result<()> {
             )?,
         }
     }
+    cluster::check_stream_replicas(&js, options.layout().replicas, r).await?;
     check_stream_capacity(&js, options.layout(), r).await
 }
 
@@ -306,6 +320,11 @@ async fn check_clickhouse(a: &DoctorArgs, r: &mut Report<'_>) -> anyhow::Result<
             )?;
             return Ok(());
         }
+    }
+    // An empty CLICKHOUSE_CLUSTER means one server, as for metering.
+    let cluster = a.clickhouse_cluster.as_deref().map(str::trim);
+    if let Some(cluster) = cluster.filter(|c| !c.is_empty()) {
+        cluster::check_clickhouse_cluster(&client, db, cluster, r).await?;
     }
     if !livegate_common::clickhouse::is_identifier(db) {
         r.line(
