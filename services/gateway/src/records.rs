@@ -374,6 +374,18 @@ impl Limits {
         self.team.as_ref().and_then(|t| *t.borrow())
     }
 
+    /// Why the key may not be used now (revoked, deleted, or its expiry passed), without
+    /// waiting: a session checks it before it opens an upstream connection, so a key that
+    /// ended before (a stale cached check, a resumption) costs no upstream connection.
+    pub fn ended_now(&self) -> Option<Ended> {
+        let l = self.key.borrow();
+        l.ended.or_else(|| {
+            l.expires_at
+                .is_some_and(|at| until_unix(at).is_zero())
+                .then_some(Ended::Expired)
+        })
+    }
+
     /// Resolves when the key's sessions must end: at once when it is revoked or deleted,
     /// else when that happens or its expiry passes. Never resolves for a usable key whose
     /// record can no longer change.

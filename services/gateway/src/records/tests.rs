@@ -125,6 +125,7 @@ async fn a_revoked_or_deleted_key_ends_its_sessions_and_only_those() {
     // A session that starts after the revocation reached the mirror ends at once, whatever
     // auth's (cached) answer said.
     let late = records.subscribe("key_1", "", KeyLimits::default(), None);
+    assert_eq!(late.ended_now(), Some(Ended::Revoked));
     assert_eq!(late.ended().await, Ended::Revoked);
     // A delete, known by its hash only.
     records.apply(3, change("key_2", KeyLimits::default()));
@@ -173,6 +174,7 @@ async fn expiry_ends_a_session_when_it_passes() {
             .await
             .is_err()
     );
+    assert_eq!(s.ended_now(), None);
     // The operator moves the expiry to the past second: the session ends at once.
     records.apply(
         1,
@@ -186,6 +188,31 @@ async fn expiry_ends_a_session_when_it_passes() {
     );
     let e = tokio::time::timeout(Duration::from_secs(1), s.ended()).await;
     assert_eq!(e.unwrap(), Ended::Expired);
+    assert_eq!(s.ended_now(), Some(Ended::Expired));
+    // The far future and the distant past (no overflow either way).
+    for (at, ended) in [
+        (i64::MAX, None),
+        (i64::MIN, Some(Ended::Expired)),
+        (-1, Some(Ended::Expired)),
+    ] {
+        let l = Limits::fixed(
+            KeyLimits {
+                expires_at: Some(at),
+                ..KeyLimits::default()
+            },
+            None,
+        );
+        assert_eq!(l.ended_now(), ended, "{at}");
+        if ended.is_some() {
+            assert_eq!(l.ended().await, Ended::Expired, "{at}");
+        } else {
+            assert!(
+                tokio::time::timeout(Duration::from_millis(20), l.ended())
+                    .await
+                    .is_err()
+            );
+        }
+    }
     // An expiry in the future ends it when it comes.
     let soon = Limits::fixed(
         KeyLimits {
