@@ -368,3 +368,55 @@ async fn a_cached_check_of_a_key_that_expired_since_opens_no_upstream_connection
         "the second check was the cached one"
     );
 }
+
+#[tokio::test]
+async fn an_expired_browser_token_starts_no_session_from_the_gateways_cache() {
+    // A long key-check cache: without the token's own expiry it would serve the token's
+    // answer for two minutes.
+    let stack = Stack::start_with_gateway(|g| g.auth_cache_ttl = Duration::from_secs(120)).await;
+    let (key, _) = stack.create_key(KeySettings::default()).await;
+    let minted = stack
+        .auth_client()
+        .await
+        .mint_browser_token(MintBrowserTokenRequest {
+            credential: key,
+            ttl_seconds: 2,
+            model: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let expires_at = minted.expires_at.unwrap().seconds;
+    // Let the key's creation reach the gateway's KV watch first (it drops cached checks).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ws = connect_at(
+        stack.gateway.addr,
+        "/v1/vertex-ai/live",
+        Some(&minted.token),
+    )
+    .await;
+    open_session(&mut ws, setup(MODEL)).await;
+    let _ = ws.close(None).await;
+
+    // Past the token's expiry (whole seconds: one more to be sure).
+    let expiry =
+        std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(expires_at).unwrap() + 1);
+    if let Ok(wait) = expiry.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(wait).await;
+    }
+    let upstream = stack.emulator.stats().sessions;
+    let mut late = connect_at(
+        stack.gateway.addr,
+        "/v1/vertex-ai/live",
+        Some(&minted.token),
+    )
+    .await;
+    late.send(setup(MODEL)).await.unwrap();
+    let (code, reason) = close_of(&mut late).await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (4401, "invalid, expired or revoked API key"),
+        "auth was asked again"
+    );
+    assert_eq!(stack.emulator.stats().sessions, upstream);
+}
