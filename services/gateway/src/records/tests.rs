@@ -303,3 +303,43 @@ fn channels_live_as_long_as_a_session_holds_them() {
     records.apply(1, change("key_1", KeyLimits::default()));
     assert_eq!(records.channels(), (0, 0));
 }
+
+#[tokio::test]
+async fn an_expiry_extended_mid_session_does_not_end_it() {
+    let records = Records::default();
+    let now = i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let expiring = |at| KeyLimits {
+        expires_at: Some(at),
+        ..KeyLimits::default()
+    };
+    let s = records.subscribe("key_1", "", expiring(now + 1), None);
+    let watching = s.ended();
+    tokio::pin!(watching);
+    // Watching (asleep until the old expiry) when the operator extends it.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(20), &mut watching)
+            .await
+            .is_err()
+    );
+    records.apply(1, change("key_1", expiring(now + 3600)));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(2500), &mut watching)
+            .await
+            .is_err(),
+        "the session outlives the old expiry"
+    );
+    assert_eq!(s.ended_now(), None);
+    // And an expiry removed altogether.
+    records.apply(2, change("key_1", KeyLimits::default()));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(20), &mut watching)
+            .await
+            .is_err()
+    );
+}

@@ -420,3 +420,35 @@ async fn an_expired_browser_token_starts_no_session_from_the_gateways_cache() {
     );
     assert_eq!(stack.emulator.stats().sessions, upstream);
 }
+
+#[tokio::test]
+async fn a_key_revoked_after_its_session_resumed_still_closes_it_at_once() {
+    let stack = Stack::start().await;
+    stack
+        .emulator
+        .set_behaviour(aging(Duration::from_millis(600)));
+    let (key, key_id) = stack.create_key(KeySettings::default()).await;
+    let mut ws = connect_at(stack.gateway.addr, "/v1/vertex-ai/live", Some(&key)).await;
+    let setup = serde_json::json!({"setup": {"model": MODEL, "sessionResumption": {}}});
+    open_session(
+        &mut ws,
+        tokio_tungstenite::tungstenite::Message::text(setup.to_string()),
+    )
+    .await;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while stack.emulator.stats().resumed_sessions < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the gateway resumes the session twice");
+    // Still the one session: a turn is answered on the resumed connection.
+    ws.send(text_turn("Hello")).await.unwrap();
+    read_turn(&mut ws).await;
+
+    let revoked_at = Instant::now();
+    revoke(&stack, &key_id).await;
+    let (code, reason, after) = closed_after(&mut ws, revoked_at).await;
+    assert_eq!((code, reason.as_str()), (4401, "API key revoked"));
+    assert!(after < PROMPT, "closed {after:?} after the revocation");
+}
