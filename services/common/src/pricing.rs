@@ -607,6 +607,17 @@ pub struct Priced {
     pub version: Arc<str>,
 }
 
+/// What a [`Pricing::reload`] changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Entries now loaded from the file.
+    pub entries: usize,
+    /// Entries the previous file had that no table prices now (neither the new file nor the
+    /// built-in table): their models are unknown from now on, billed at cost 0 (`priced = 0`)
+    /// and free for the gateway's budget checks.
+    pub unpriced: Vec<String>,
+}
+
 /// The file's table and the version of the tables in force, replaced together on reload.
 #[derive(Debug)]
 struct Current {
@@ -679,27 +690,38 @@ impl Pricing {
     }
 
     /// Re-reads the pricing file (SIGHUP). Without a file, does nothing. On error the previous
-    /// table stays in force. Returns the number of entries now loaded from the file.
+    /// table stays in force.
     ///
     /// # Errors
     /// [`PricingError`] when the file cannot be read or parsed.
-    pub fn reload(&self) -> Result<usize, PricingError> {
+    pub fn reload(&self) -> Result<Reloaded, PricingError> {
         let Some(path) = &self.file else {
-            return Ok(0);
+            return Ok(Reloaded::default());
         };
         let text = read(path)?;
-        let table = PriceTable::parse(&text)?;
-        let n = table.len();
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Current {
-            user: Arc::new(table),
-            version: version_of(&text),
-        };
+        let table = Arc::new(PriceTable::parse(&text)?);
+        let entries = table.len();
+        let old = std::mem::replace(
+            &mut *self.current.write().unwrap_or_else(PoisonError::into_inner),
+            Current {
+                user: table.clone(),
+                version: version_of(&text),
+            },
+        );
+        let mut unpriced: Vec<String> = old
+            .user
+            .entries
+            .keys()
+            .filter(|k| table.lookup(k).is_none() && self.builtin.lookup(k).is_none())
+            .cloned()
+            .collect();
+        unpriced.sort();
         // A model the new file prices should be warned about again if it disappears later.
         self.warned
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
-        Ok(n)
+        Ok(Reloaded { entries, unpriced })
     }
 
     /// Whether `name` is logged about for the first time (each unknown or deprecated model is

@@ -499,7 +499,7 @@ fn reload_replaces_the_file_table_and_keeps_it_on_error() {
     assert_eq!(p.price("m", &u).cost.input_text, d("0.001"));
 
     std::fs::write(&path, r#"{"m": {"input_cost_per_token": 2e-06}}"#).unwrap();
-    assert_eq!(p.reload().unwrap(), 1);
+    assert_eq!(p.reload().unwrap().entries, 1);
     assert_eq!(p.price("m", &u).cost.input_text, d("0.002"));
 
     std::fs::write(&path, "{ broken").unwrap();
@@ -619,4 +619,34 @@ fn a_pricing_file_that_is_huge_or_not_a_file_is_refused_without_reading_it_all()
         ..Usage::default()
     };
     assert_eq!(p.price("m", &u).cost.input_text, d("0.001"));
+}
+
+#[test]
+fn a_reload_names_the_entries_it_left_without_a_price() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prices.json");
+    std::fs::write(
+        &path,
+        r#"{"m": {"input_cost_per_token": 1e-06}, "gone": {"input_cost_per_token": 1e-06},
+            "gemini-live-2.5-flash": {"input_cost_per_token": 1e-06}}"#,
+    )
+    .unwrap();
+    let p = Pricing::load(Some(&path)).unwrap();
+    let u = Usage {
+        prompt_tokens: 1000,
+        ..Usage::default()
+    };
+    assert_eq!(p.price("gone", &u).cost.input_text, d("0.001"));
+    // "gone" disappears; the Live model falls back to its built-in price.
+    std::fs::write(&path, r#"{"m": {"input_cost_per_token": 2e-06}}"#).unwrap();
+    assert_eq!(
+        p.reload().unwrap(),
+        Reloaded {
+            entries: 1,
+            unpriced: vec!["gone".into()],
+        }
+    );
+    let gone = p.price("gone", &u);
+    assert_eq!((gone.entry, gone.cost.total()), (None, Decimal::ZERO));
+    assert!(p.price("gemini-live-2.5-flash", &u).entry.is_some());
 }
