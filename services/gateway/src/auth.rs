@@ -14,6 +14,8 @@ use tonic::transport::{Channel, Endpoint};
 
 /// Stop using a Google token this long before the expiry auth reported.
 const TOKEN_MARGIN: Duration = Duration::from_secs(30);
+/// Longest call to auth (connect included).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Prune the key cache when it grows past this many entries.
 const CACHE_PRUNE_AT: usize = 10_000;
 
@@ -100,7 +102,7 @@ impl AuthClient {
     ) -> anyhow::Result<Self> {
         let channel = Endpoint::from_shared(url.to_string())?
             .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(10))
+            .timeout(REQUEST_TIMEOUT)
             .tcp_nodelay(true)
             .connect_lazy();
         Ok(Self {
@@ -203,6 +205,13 @@ impl AuthClient {
             })
             .await
             .map(tonic::Response::into_inner)
+    }
+
+    /// How long after a key record changed a check answered before the change may still be
+    /// served from this cache: one asked just before the change, answered as late as a call
+    /// may take, then cached for the TTL.
+    pub fn answers_outlive_changes_by(&self) -> Duration {
+        REQUEST_TIMEOUT + self.ttl
     }
 
     /// Forgets cached answers for a key (its record changed: revoked, limits updated).

@@ -218,7 +218,9 @@ pub fn start(
 ) -> (Spend, Records) {
     let spend = Spend::default();
     let view = spend.clone();
-    let records = Records::default();
+    // A deleted key's record is kept as long as a check answered before the delete may be
+    // served (it ends the sessions such an answer lets in), then forgotten.
+    let records = Records::new(auth.answers_outlive_changes_by());
     let watched = records.clone();
     spawn_mirror(
         js.clone(),

@@ -343,3 +343,39 @@ async fn an_expiry_extended_mid_session_does_not_end_it() {
             .is_err()
     );
 }
+
+#[test]
+fn deleted_keys_are_forgotten_once_no_cached_check_can_let_them_in() {
+    let keep = Duration::from_millis(50);
+    let records = Records::new(keep);
+    let n = 1000u64;
+    for i in 0..n {
+        records.apply(i, change(&format!("key_{i}"), KeyLimits::default()));
+    }
+    for i in 0..n {
+        records.apply(
+            n + i,
+            Change::KeyGone {
+                hash: format!("h-key_{i}"),
+            },
+        );
+    }
+    // Within the window a late session of a deleted key still ends at once.
+    let late = records.subscribe("key_7", "", KeyLimits::default(), None);
+    assert_eq!(late.ended_now(), Some(Ended::Deleted));
+    drop(late);
+    assert_eq!(records.keys_held(), 1000);
+    std::thread::sleep(keep * 2);
+    // The next change forgets them; a key written again after its delete stays.
+    records.apply(3 * n, change("key_1", KeyLimits::default()));
+    assert_eq!(records.keys_held(), 1, "only the key written again");
+    assert_eq!(
+        records
+            .subscribe("key_1", "", KeyLimits::default(), None)
+            .ended_now(),
+        None
+    );
+    // A forgotten key's session starts from auth's answer (which refuses a deleted key).
+    let s = records.subscribe("key_7", "", KeyLimits::default(), None);
+    assert_eq!(s.ended_now(), None);
+}
