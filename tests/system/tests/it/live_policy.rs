@@ -323,6 +323,34 @@ async fn a_key_revoked_while_the_gateway_resumes_its_session_closes_it_at_once()
         2,
         "no further upstream connection for the revoked key"
     );
+    // Recorded once, as the gateway's 4401, with the resume that did not complete.
+    let events = stack
+        .events_until(Duration::from_secs(10), |e| !e.ended().is_empty())
+        .await;
+    let ended = events.ended();
+    assert_eq!((events.started().len(), ended.len()), (1, 1));
+    assert_eq!(
+        (ended[0].close_code, ended[0].closed_by()),
+        (4401, livegate_proto::usage::ClosedBy::Gateway)
+    );
+    assert_eq!(
+        (ended[0].upstream_connections, ended[0].resumptions),
+        (2, 0)
+    );
+    assert!(
+        metric(
+            stack.gateway.addr,
+            "livegate_gateway_sessions_key_ended_total{reason=\"revoked\"} 1"
+        )
+        .await
+    );
+    assert!(
+        metric(
+            stack.gateway.addr,
+            "livegate_gateway_sessions_total{code=\"4401\"} 1"
+        )
+        .await
+    );
 }
 
 #[tokio::test]
