@@ -107,6 +107,11 @@ pub enum Change {
     },
 }
 
+/// Whether `kv_key` names a key or team record (what [`classify`] reads).
+pub fn is_record(kv_key: &str) -> bool {
+    kv_key.starts_with(KEY_PREFIX) || kv_key.starts_with(TEAM_PREFIX)
+}
+
 /// Reads one entry of the keys bucket. Anything else in the bucket, and records that cannot
 /// be read or whose id (team) or hash (key) does not match their KV key, give `None` (logged at debug level with
 /// the parser's position only: never the value, never the KV key of a key record).

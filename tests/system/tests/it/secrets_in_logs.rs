@@ -286,6 +286,13 @@ async fn no_service_logs_a_secret_at_trace() {
     open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
     ws.close(None).await.unwrap();
     let _ = close_of(&mut ws).await;
+    // The gateway counted the three records it could not read (the delete it could).
+    let (_, _, body) = http(gateway_addr, "GET", "/metrics", &[], "").await;
+    assert!(
+        body.lines()
+            .any(|l| l == "livegate_gateway_key_records_ignored_total 3"),
+        "{body}"
+    );
 
     let mut procs = [gateway, metering, auth, emulator];
     for p in &mut procs {
