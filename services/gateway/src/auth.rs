@@ -14,7 +14,9 @@ use tonic::transport::{Channel, Endpoint};
 
 /// Stop using a Google token this long before the expiry auth reported.
 const TOKEN_MARGIN: Duration = Duration::from_secs(30);
-/// Longest call to auth (connect included).
+/// Longest wait for a connection to auth.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest call to auth.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Prune the key cache when it grows past this many entries.
 const CACHE_PRUNE_AT: usize = 10_000;
@@ -101,7 +103,7 @@ impl AuthClient {
         metrics: Metrics,
     ) -> anyhow::Result<Self> {
         let channel = Endpoint::from_shared(url.to_string())?
-            .connect_timeout(Duration::from_secs(3))
+            .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .tcp_nodelay(true)
             .connect_lazy();
@@ -211,7 +213,7 @@ impl AuthClient {
     /// served from this cache: one asked just before the change, answered as late as a call
     /// may take, then cached for the TTL.
     pub fn answers_outlive_changes_by(&self) -> Duration {
-        REQUEST_TIMEOUT + self.ttl
+        CONNECT_TIMEOUT + REQUEST_TIMEOUT + self.ttl
     }
 
     /// Forgets cached answers for a key (its record changed: revoked, limits updated).
