@@ -210,6 +210,11 @@ impl Auth for AuthService {
             key: Some(self.info(&record)),
             bound_model: claims.as_ref().map(|c| c.model.clone()).unwrap_or_default(),
             is_browser_token: claims.is_some(),
+            // The gateway caches answers: a token's cached answer must end with the token.
+            credential_expires_at: claims.as_ref().map(|c| prost_types::Timestamp {
+                seconds: c.exp,
+                nanos: 0,
+            }),
         }))
     }
 

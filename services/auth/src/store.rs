@@ -348,13 +348,20 @@ fn apply_keys_value(
         return;
     };
     match op {
+        // Logged without the KV key (the credential's hash) and without the parser's message,
+        // which quotes mistyped values: where the record is broken is enough to find it.
         kv::Operation::Put => match serde_json::from_slice::<KeyRecord>(value) {
             Ok(record) if record.hash == hash => upsert(index, revision, record),
-            Ok(_) => {
-                tracing::error!(kv.key = %kv_key, "key record's hash does not match its KV key; ignored")
+            Ok(record) => {
+                tracing::error!(key_id = %record.key_id, "key record's hash does not match its KV key; ignored")
             }
             Err(e) => {
-                tracing::error!(kv.key = %kv_key, error.message = %e, "unreadable key record; ignored")
+                tracing::error!(
+                    error.category = ?e.classify(),
+                    error.line = e.line(),
+                    error.column = e.column(),
+                    "unreadable key record; ignored"
+                )
             }
         },
         kv::Operation::Delete | kv::Operation::Purge => {

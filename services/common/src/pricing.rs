@@ -42,6 +42,18 @@ pub enum PricingError {
         #[source]
         source: std::io::Error,
     },
+    /// The path is not a regular file (a directory, a FIFO, a device).
+    #[error("pricing file {path} is not a regular file")]
+    NotAFile {
+        /// File path.
+        path: PathBuf,
+    },
+    /// The file is larger than [`MAX_FILE_BYTES`]; it is not read further.
+    #[error("pricing file {path} is larger than {MAX_FILE_BYTES} bytes")]
+    TooLarge {
+        /// File path.
+        path: PathBuf,
+    },
     /// The text is not JSON, or not an object of entries.
     #[error("pricing table is not a JSON object of model entries: {0}")]
     Json(#[from] serde_json::Error),
@@ -226,12 +238,36 @@ impl PriceTable {
     }
 }
 
-/// A pricing file's text.
+/// The largest pricing file read. LiteLLM's whole table (every provider, every model) is
+/// about 1.5 MB; a `PRICING_FILE` pointing at something else (a log, a device, a symlink an
+/// operator got wrong) must not read without end, in a process that serves sessions.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// A pricing file's text: a regular file (a FIFO would block the reader until something
+/// writes to it, a device may never end) of at most [`MAX_FILE_BYTES`]; symlinks followed.
 fn read(path: &Path) -> Result<String, PricingError> {
-    std::fs::read_to_string(path).map_err(|source| PricingError::Read {
+    use std::io::Read as _;
+    let read_error = |source| PricingError::Read {
         path: path.to_path_buf(),
         source,
-    })
+    };
+    if !std::fs::metadata(path).map_err(read_error)?.is_file() {
+        return Err(PricingError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(read_error)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(read_error)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(PricingError::TooLarge {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(text)
 }
 
 /// [`Pricing::version`] for the built-in table plus `file_text`.
@@ -566,6 +602,27 @@ pub struct Priced {
     pub cost: Cost,
     /// Prepaid usage (provisioned throughput): recorded at cost 0.
     pub prepaid: bool,
+    /// [`Pricing::version`] of the tables that priced it: read with them in one step, so a
+    /// reload at the same moment cannot give a bill one table's prices and the other's name.
+    pub version: Arc<str>,
+}
+
+/// What a [`Pricing::reload`] changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Entries now loaded from the file.
+    pub entries: usize,
+    /// Entries the previous file had that no table prices now (neither the new file nor the
+    /// built-in table): their models are unknown from now on, billed at cost 0 (`priced = 0`)
+    /// and free for the gateway's budget checks.
+    pub unpriced: Vec<String>,
+}
+
+/// The file's table and the version of the tables in force, replaced together on reload.
+#[derive(Debug)]
+struct Current {
+    user: Arc<PriceTable>,
+    version: Arc<str>,
 }
 
 /// The live pricing state: the built-in table, the user's file on top (reloadable), and the
@@ -574,10 +631,10 @@ pub struct Priced {
 pub struct Pricing {
     builtin: PriceTable,
     file: Option<PathBuf>,
-    /// Replaced whole on reload; readers clone the `Arc` and never wait on a reload.
-    user: RwLock<Arc<PriceTable>>,
-    /// The version of the tables in force (see [`Pricing::version`]); replaced on reload.
-    version: RwLock<Arc<str>>,
+    /// The file's table and the version of the tables in force (see [`Pricing::version`]),
+    /// replaced whole on reload, both at once; readers clone the `Arc`s and never wait on a
+    /// reload.
+    current: RwLock<Current>,
     /// Unknown and deprecated models (or entries) logged about once each. A std `Mutex`: the critical section is a set
     /// insert, never held across an await.
     warned: Mutex<HashSet<String>>,
@@ -599,19 +656,23 @@ impl Pricing {
         Ok(Self {
             builtin: PriceTable::builtin(),
             file: file.map(Path::to_path_buf),
-            user: RwLock::new(Arc::new(user)),
-            version: RwLock::new(version_of(&text)),
+            current: RwLock::new(Current {
+                user: Arc::new(user),
+                version: version_of(&text),
+            }),
             warned: Mutex::new(HashSet::new()),
         })
     }
 
     /// Names the tables in force: the first 16 hex digits of SHA-256 over the built-in table
     /// and the pricing file's text. Stored with every usage row, so a bill can be recomputed
-    /// with the very prices it was made with.
+    /// with the very prices it was made with. To record what priced an event, use
+    /// [`Priced::version`]: this is only what is in force now.
     pub fn version(&self) -> Arc<str> {
-        self.version
+        self.current
             .read()
             .unwrap_or_else(PoisonError::into_inner)
+            .version
             .clone()
     }
 
@@ -620,32 +681,47 @@ impl Pricing {
         Self {
             builtin,
             file: None,
-            user: RwLock::new(Arc::new(user)),
-            version: RwLock::new(version_of("")),
+            current: RwLock::new(Current {
+                user: Arc::new(user),
+                version: version_of(""),
+            }),
             warned: Mutex::new(HashSet::new()),
         }
     }
 
     /// Re-reads the pricing file (SIGHUP). Without a file, does nothing. On error the previous
-    /// table stays in force. Returns the number of entries now loaded from the file.
+    /// table stays in force.
     ///
     /// # Errors
     /// [`PricingError`] when the file cannot be read or parsed.
-    pub fn reload(&self) -> Result<usize, PricingError> {
+    pub fn reload(&self) -> Result<Reloaded, PricingError> {
         let Some(path) = &self.file else {
-            return Ok(0);
+            return Ok(Reloaded::default());
         };
         let text = read(path)?;
-        let table = PriceTable::parse(&text)?;
-        let n = table.len();
-        *self.user.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
-        *self.version.write().unwrap_or_else(PoisonError::into_inner) = version_of(&text);
+        let table = Arc::new(PriceTable::parse(&text)?);
+        let entries = table.len();
+        let old = std::mem::replace(
+            &mut *self.current.write().unwrap_or_else(PoisonError::into_inner),
+            Current {
+                user: table.clone(),
+                version: version_of(&text),
+            },
+        );
+        let mut unpriced: Vec<String> = old
+            .user
+            .entries
+            .keys()
+            .filter(|k| table.lookup(k).is_none() && self.builtin.lookup(k).is_none())
+            .cloned()
+            .collect();
+        unpriced.sort();
         // A model the new file prices should be warned about again if it disappears later.
         self.warned
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
-        Ok(n)
+        Ok(Reloaded { entries, unpriced })
     }
 
     /// Whether `name` is logged about for the first time (each unknown or deprecated model is
@@ -665,11 +741,10 @@ impl Pricing {
     /// Prices `usage` for `model`. An unknown model costs 0, and is logged as a warning the
     /// first time it is seen.
     pub fn price(&self, model: &str, usage: &Usage) -> Priced {
-        let user = self
-            .user
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let (user, version) = {
+            let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+            (current.user.clone(), current.version.clone())
+        };
         let found = user.lookup(model).or_else(|| self.builtin.lookup(model));
         match found {
             Some((key, entry)) => {
@@ -693,6 +768,7 @@ impl Pricing {
                         entry.cost(usage)
                     },
                     prepaid,
+                    version,
                 }
             }
             None => {
@@ -707,6 +783,7 @@ impl Pricing {
                     entry: None,
                     cost: Cost::default(),
                     prepaid: usage.is_prepaid(),
+                    version,
                 }
             }
         }

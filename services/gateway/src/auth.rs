@@ -1,5 +1,5 @@
 //! The gateway's view of the auth service: `CheckKey` with a short TTL cache (invalidated at
-//! once when a key record changes in KV), and Google access tokens cached until shortly
+//! once when a key record changes in KV; a browser token's answer ends with the token), and Google access tokens cached until shortly
 //! before the expiry auth reports, with one refresh shared by all waiting sessions.
 
 use crate::metrics::{Metrics, ResultLabel};
@@ -14,6 +14,10 @@ use tonic::transport::{Channel, Endpoint};
 
 /// Stop using a Google token this long before the expiry auth reported.
 const TOKEN_MARGIN: Duration = Duration::from_secs(30);
+/// Longest wait for a connection to auth.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest call to auth.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Prune the key cache when it grows past this many entries.
 const CACHE_PRUNE_AT: usize = 10_000;
 
@@ -52,6 +56,26 @@ pub enum TokenError {
 struct Cached {
     grant: Arc<Grant>,
     at: Instant,
+    /// A browser token's own expiry, Unix seconds: its answer is not served after it, however
+    /// young (auth refuses the token from then on).
+    credential_expires_at: Option<i64>,
+}
+
+impl Cached {
+    /// Whether this answer may still be served, `ttl` after it was cached at most.
+    fn fresh(&self, ttl: Duration) -> bool {
+        self.at.elapsed() < ttl
+            && self
+                .credential_expires_at
+                .is_none_or(|exp| exp > unix_now())
+    }
+}
+
+/// Seconds since the Unix epoch (0 before it).
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Shared by every session of this replica.
@@ -79,8 +103,8 @@ impl AuthClient {
         metrics: Metrics,
     ) -> anyhow::Result<Self> {
         let channel = Endpoint::from_shared(url.to_string())?
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(10))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
             .tcp_nodelay(true)
             .connect_lazy();
         Ok(Self {
@@ -107,7 +131,7 @@ impl AuthClient {
     pub async fn check(&self, credential: &str) -> Result<Arc<Grant>, CheckError> {
         let id: [u8; 32] = Sha256::digest(credential.as_bytes()).into();
         if let Some(c) = self.cache().get(&id)
-            && c.at.elapsed() < self.ttl
+            && c.fresh(self.ttl)
         {
             self.metrics
                 .auth_cache
@@ -129,6 +153,7 @@ impl AuthClient {
         match resp {
             Ok(r) => {
                 let r = r.into_inner();
+                let credential_expires_at = r.credential_expires_at.map(|t| t.seconds);
                 let grant = Arc::new(Grant {
                     key: r.key.unwrap_or_default(),
                     bound_model: r.bound_model,
@@ -137,13 +162,14 @@ impl AuthClient {
                 let mut cache = self.cache();
                 if cache.len() >= CACHE_PRUNE_AT {
                     let ttl = self.ttl;
-                    cache.retain(|_, c| c.at.elapsed() < ttl);
+                    cache.retain(|_, c| c.fresh(ttl));
                 }
                 cache.insert(
                     id,
                     Cached {
                         grant: grant.clone(),
                         at: Instant::now(),
+                        credential_expires_at,
                     },
                 );
                 Ok(grant)
@@ -183,6 +209,13 @@ impl AuthClient {
             .map(tonic::Response::into_inner)
     }
 
+    /// How long after a key record changed a check answered before the change may still be
+    /// served from this cache: one asked just before the change, answered as late as a call
+    /// may take, then cached for the TTL.
+    pub fn answers_outlive_changes_by(&self) -> Duration {
+        CONNECT_TIMEOUT + REQUEST_TIMEOUT + self.ttl
+    }
+
     /// Forgets cached answers for a key (its record changed: revoked, limits updated).
     pub fn invalidate_key(&self, key_id: &str) {
         self.cache().retain(|_, c| c.grant.key.key_id != key_id);
@@ -203,6 +236,7 @@ impl AuthClient {
             Cached {
                 grant: Arc::new(grant),
                 at: Instant::now(),
+                credential_expires_at: None,
             },
         );
     }

@@ -122,6 +122,7 @@ pub async fn run(
         config.spend_bucket.clone(),
         config.keys_bucket.clone(),
         auth.clone(),
+        metrics.key_records_ignored.clone(),
         stop.clone(),
     );
     let flush = CancellationToken::new();

@@ -153,6 +153,8 @@ pub struct Metrics {
     pub interruptions: Family<ModelLabel, Counter>,
     pub upstream_closes: Family<UpstreamCodeLabel, Counter>,
     pub turns_refused: Counter,
+    /// Key and team records of `livegate_keys` the keys watch could not read and ignored.
+    pub key_records_ignored: Counter,
     /// Live sessions ended because their key's record changed or expired, by `reason`
     /// (`revoked`, `deleted`, `expired`); also counted in `sessions_total` under 4401.
     pub sessions_key_ended: Family<ReasonLabel, Counter>,
@@ -197,6 +199,7 @@ impl Metrics {
             interruptions: Family::default(),
             upstream_closes: Family::default(),
             turns_refused: Counter::default(),
+            key_records_ignored: Counter::default(),
             sessions_key_ended: Family::default(),
             pricing_reloads: Family::default(),
             key_labels: KeyLabels::new(max_keys),
@@ -326,6 +329,11 @@ impl Metrics {
             "turns_refused_budget",
             "Client turns refused before reaching the upstream because their predicted cost exceeds the remaining budget of the key or its team (close 4402)",
             m.turns_refused.clone(),
+        );
+        r.register(
+            "key_records_ignored",
+            "Key and team records of livegate_keys the gateway could not read (or whose hash or id does not match their KV key) and ignored: what they say, a revocation included, does not reach live sessions",
+            m.key_records_ignored.clone(),
         );
         r.register(
             "sessions_key_ended",

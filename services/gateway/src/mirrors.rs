@@ -11,6 +11,7 @@ use crate::records::{Records, Stale};
 use async_nats::jetstream::{self, kv};
 use livegate_common::kv as kv_mirror;
 use livegate_common::stream::StreamLayout;
+use prometheus_client::metrics::counter::Counter;
 use rust_decimal::Decimal;
 use std::collections::{HashMap, VecDeque};
 use std::str::FromStr;
@@ -186,12 +187,16 @@ impl Spend {
 /// Applies a change of the keys bucket: to the records live sessions watch ([`Records`]:
 /// revocation, expiry, budgets), and by dropping the cached key checks it makes stale (a key
 /// record's, or for a team record, set or cleared, every key of that team).
-fn keys_changed(records: &Records, auth: &AuthClient, entry: &kv::Entry) {
+/// A record it cannot read is counted in `ignored` (its change, a revocation perhaps, is lost).
+fn keys_changed(records: &Records, auth: &AuthClient, ignored: &Counter, entry: &kv::Entry) {
     let deleted = matches!(
         entry.operation,
         kv::Operation::Delete | kv::Operation::Purge
     );
     let Some(change) = crate::records::classify(&entry.key, deleted, &entry.value) else {
+        if crate::records::is_record(&entry.key) {
+            ignored.inc();
+        }
         return;
     };
     invalidate(auth, records.apply(entry.revision, change));
@@ -214,11 +219,14 @@ pub fn start(
     spend_bucket: String,
     keys_bucket: String,
     auth: Arc<AuthClient>,
+    ignored: Counter,
     stop: CancellationToken,
 ) -> (Spend, Records) {
     let spend = Spend::default();
     let view = spend.clone();
-    let records = Records::default();
+    // A deleted key's record is kept as long as a check answered before the delete may be
+    // served (it ends the sessions such an answer lets in), then forgotten.
+    let records = Records::new(auth.answers_outlive_changes_by());
     let watched = records.clone();
     spawn_mirror(
         js.clone(),
@@ -233,7 +241,7 @@ pub fn start(
         layout,
         keys_bucket,
         livegate_common::subjects::KEYS_HISTORY,
-        move |e| keys_changed(&watched, &auth, &e),
+        move |e| keys_changed(&watched, &auth, &ignored, &e),
         stop,
     );
     (spend, records)

@@ -4,7 +4,8 @@
 //! one their next budget check uses (README, "Keys" and "Budgets").
 //!
 //! [`Records`] keeps a small view of every record (key id, revoked, expiry, budget; a team's
-//! budget), about a hundred bytes a key, and one `watch` channel per key and per team that has
+//! budget), about a hundred bytes a key (a deleted key's only as long as a key check answered
+//! before its delete may be served from the gateway's cache), and one `watch` channel per key and per team that has
 //! a live session here. The mirror ([`Records::apply`]) updates
 //! the view and sends on the channel when something a session obeys changed: one send per
 //! change per gateway, however many sessions share the key. A session holds a [`Limits`],
@@ -14,9 +15,9 @@
 //! have (those auth granted, or the last the mirror showed) until it reconnects and replays.
 
 use rust_decimal::Decimal;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 /// KV key prefix of key records in `livegate_keys` (auth's `store::RECORD_PREFIX`).
@@ -106,6 +107,11 @@ pub enum Change {
     },
 }
 
+/// Whether `kv_key` names a key or team record (what [`classify`] reads).
+pub fn is_record(kv_key: &str) -> bool {
+    kv_key.starts_with(KEY_PREFIX) || kv_key.starts_with(TEAM_PREFIX)
+}
+
 /// Reads one entry of the keys bucket. Anything else in the bucket, and records that cannot
 /// be read or whose id (team) or hash (key) does not match their KV key, give `None` (logged at debug level with
 /// the parser's position only: never the value, never the KV key of a key record).
@@ -165,9 +171,14 @@ pub fn classify(kv_key: &str, deleted: bool, value: &[u8]) -> Option<Change> {
 
 #[derive(Default)]
 struct Index {
-    /// KV key hash → (revision, key id, limits). Deleted keys stay, as `Ended::Deleted`, so a
-    /// session that starts after the delete reached this gateway still sees it.
+    /// KV key hash → (revision, key id, limits). A deleted key stays a while as
+    /// `Ended::Deleted` (see `deleted`), so a session that a check answered before the delete
+    /// lets in still sees it.
     keys: HashMap<String, (u64, String, KeyLimits)>,
+    /// Deletes applied, oldest first: (when, hash, revision). A deleted key is forgotten once
+    /// no check answered before its delete can be served any more, so the view holds the
+    /// bucket's records and the recent deletes, not every key the bucket ever had.
+    deleted: VecDeque<(Instant, String, u64)>,
     /// Key id → hash.
     by_id: HashMap<String, String>,
     /// Team id → (revision, budget); a cleared record stays as `None`.
@@ -179,9 +190,41 @@ struct Index {
 
 /// The records and the live sessions' channels. Cheap to clone. A std mutex: every critical
 /// section is a few map operations and never awaits.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Records {
     index: Arc<Mutex<Index>>,
+    /// How long a deleted key's record is kept (`AuthClient::answers_outlive_changes_by`).
+    keep_deleted: Duration,
+}
+
+impl Default for Records {
+    /// Deleted keys kept a minute (tests; the gateway sizes it from its key-check cache).
+    fn default() -> Self {
+        Self::new(Duration::from_secs(60))
+    }
+}
+
+impl Index {
+    /// Forgets the keys deleted more than `keep` before `now` (unless written again since).
+    fn forget_deleted(&mut self, now: Instant, keep: Duration) {
+        while let Some((at, _, _)) = self.deleted.front() {
+            if now.duration_since(*at) < keep {
+                break;
+            }
+            let Some((_, hash, revision)) = self.deleted.pop_front() else {
+                break;
+            };
+            if !matches!(self.keys.get(&hash), Some((rev, _, l)) if *rev == revision && l.ended == Some(Ended::Deleted))
+            {
+                continue;
+            }
+            if let Some((_, key_id, _)) = self.keys.remove(&hash)
+                && self.by_id.get(&key_id) == Some(&hash)
+            {
+                self.by_id.remove(&key_id);
+            }
+        }
+    }
 }
 
 /// What [`Records::apply`] changed: whose cached key checks are stale.
@@ -192,6 +235,14 @@ pub enum Stale {
 }
 
 impl Records {
+    /// Records that keep a deleted key's record `keep_deleted` after its delete.
+    pub fn new(keep_deleted: Duration) -> Self {
+        Self {
+            index: Arc::default(),
+            keep_deleted,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
         self.index.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -201,6 +252,8 @@ impl Records {
     /// change makes stale (also for a replay, which costs one cache miss at most).
     pub fn apply(&self, revision: u64, change: Change) -> Option<Stale> {
         let mut index = self.lock();
+        let now = Instant::now();
+        index.forget_deleted(now, self.keep_deleted);
         match change {
             Change::Key {
                 hash,
@@ -226,6 +279,7 @@ impl Records {
                 entry.0 = revision;
                 entry.2.ended = Some(Ended::Deleted);
                 let (key_id, limits) = (entry.1.clone(), entry.2.clone());
+                index.deleted.push_back((now, hash, revision));
                 if let Some(tx) = index.key_watch.get(&key_id) {
                     tx.send_if_modified(|held| replace(held, limits));
                 }
@@ -311,6 +365,12 @@ impl Records {
         }
     }
 
+    /// Key records held (for tests).
+    #[cfg(test)]
+    fn keys_held(&self) -> usize {
+        self.lock().keys.len()
+    }
+
     /// Channels held open (for tests).
     #[cfg(test)]
     fn channels(&self) -> (usize, usize) {
@@ -372,6 +432,18 @@ impl Limits {
     /// The team's budget now (`None` without a team).
     pub fn team_budget(&self) -> Option<Decimal> {
         self.team.as_ref().and_then(|t| *t.borrow())
+    }
+
+    /// Why the key may not be used now (revoked, deleted, or its expiry passed), without
+    /// waiting: a session checks it before it opens an upstream connection, so a key that
+    /// ended before (a stale cached check, a resumption) costs no upstream connection.
+    pub fn ended_now(&self) -> Option<Ended> {
+        let l = self.key.borrow();
+        l.ended.or_else(|| {
+            l.expires_at
+                .is_some_and(|at| until_unix(at).is_zero())
+                .then_some(Ended::Expired)
+        })
     }
 
     /// Resolves when the key's sessions must end: at once when it is revoked or deleted,

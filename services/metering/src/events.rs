@@ -107,6 +107,7 @@ pub(crate) fn decode(
                     let trailing = has_media(&media).then(|| {
                         let usage = media_usage(&media);
                         let priced = pricing.price(&ctx.model, &usage);
+                        let version = priced.version.clone();
                         row(
                             format!("{}:end", ctx.session_id),
                             ctx,
@@ -117,7 +118,7 @@ pub(crate) fn decode(
                             Billed {
                                 priced,
                                 usage_json: String::new(),
-                                pricing_version: &pricing.version(),
+                                pricing_version: &version,
                             },
                         )
                     });
@@ -161,6 +162,7 @@ fn report_row(report: &UsageReport, pricing: &Pricing) -> Result<PricedEvent, De
         usage.traffic_type.clone_from(&t.traffic_type);
     }
     let priced = pricing.price(&ctx.model, &usage);
+    let version = priced.version.clone();
     let mut row = row(
         event_id,
         ctx,
@@ -175,7 +177,7 @@ fn report_row(report: &UsageReport, pricing: &Pricing) -> Result<PricedEvent, De
                 .as_ref()
                 .map(|t| t.raw_json.clone())
                 .unwrap_or_default(),
-            pricing_version: &pricing.version(),
+            pricing_version: &version,
         },
     );
     // Google's own total when it sent one. (Gemini 3.x may count thoughts outside it, so it

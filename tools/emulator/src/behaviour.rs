@@ -74,6 +74,9 @@ pub struct Behaviour {
     /// Answer pings this late (Google's pongs take 8–30 s); zero: at once. Read when a
     /// connection is accepted.
     pub pong_delay: Duration,
+    /// Wait this long before answering a setup with `setupComplete` (other client frames
+    /// wait unread meanwhile); the connection's timers start after it. Zero: at once.
+    pub setup_delay: Duration,
 }
 
 /// A connection-age limit: `goAway{timeLeft: go_away_lead}` at `limit - go_away_lead` after

@@ -232,6 +232,9 @@ pub(crate) async fn serve<S>(
                 if step.started {
                     tracing::debug!(session = session.id(), resumed = step.resumed, "setup complete");
                     started = true;
+                    if !behaviour.setup_delay.is_zero() {
+                        tokio::time::sleep(behaviour.setup_delay).await;
+                    }
                     if step.resumed {
                         bump(&shared.counters.resumed_sessions);
                         out.seq = shared.usage_seq(session.id());

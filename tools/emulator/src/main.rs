@@ -128,6 +128,7 @@ impl Args {
                 handle_ttl: self.handle_ttl,
                 record_consumed: self.record_consumed,
                 pong_delay: self.pong_delay.unwrap_or_default(),
+                setup_delay: Duration::ZERO,
             },
         };
         config.validate()?;

@@ -103,12 +103,20 @@ async fn reload_on(
 /// One reload, logged.
 fn reload_once(pricing: &Pricing) -> ReloadOutcome {
     match pricing.reload() {
-        Ok(n) => {
+        Ok(r) => {
             tracing::info!(
-                entries = n,
+                entries = r.entries,
                 pricing.version = %pricing.version(),
                 "pricing file reloaded"
             );
+            if !r.unpriced.is_empty() {
+                // A removed entry makes its model free, for the bill and for budgets: almost
+                // never what an operator meant (stop a model in allowed_models instead).
+                tracing::warn!(
+                    entries = ?r.unpriced,
+                    "pricing file reload removed the only price of these entries: their models are now unknown, billed at cost 0 (priced = 0) and free for budget checks"
+                );
+            }
             ReloadOutcome::Ok
         }
         Err(e) => {

@@ -499,7 +499,7 @@ fn reload_replaces_the_file_table_and_keeps_it_on_error() {
     assert_eq!(p.price("m", &u).cost.input_text, d("0.001"));
 
     std::fs::write(&path, r#"{"m": {"input_cost_per_token": 2e-06}}"#).unwrap();
-    assert_eq!(p.reload().unwrap(), 1);
+    assert_eq!(p.reload().unwrap().entries, 1);
     assert_eq!(p.price("m", &u).cost.input_text, d("0.002"));
 
     std::fs::write(&path, "{ broken").unwrap();
@@ -539,4 +539,114 @@ fn developer_api_names_price_at_the_developer_api_entries() {
         PriceTable::parse(r#"{"vertex_ai/m1": {"input_cost_per_token": 1}}"#).unwrap();
     assert!(vertex_only.lookup("gemini/m1").is_none());
     assert!(vertex_only.lookup("m1").is_some());
+}
+
+#[test]
+fn a_priced_event_names_the_tables_that_priced_it_even_during_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prices.json");
+    let a = r#"{"m": {"input_cost_per_token": 1e-06}}"#;
+    let b = r#"{"m": {"input_cost_per_token": 2e-06}}"#;
+    std::fs::write(&path, a).unwrap();
+    let p = Arc::new(Pricing::load(Some(&path)).unwrap());
+    let (va, vb) = (version_of(a), version_of(b));
+    let u = Usage {
+        prompt_tokens: 1000,
+        ..Usage::default()
+    };
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reloads = {
+        let (p, done, path) = (p.clone(), done.clone(), path.clone());
+        std::thread::spawn(move || {
+            for i in 0..500 {
+                std::fs::write(&path, if i % 2 == 0 { b } else { a }).unwrap();
+                p.reload().unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+    };
+    // Metering stores `version` with the cost: the two must always belong together (reading
+    // `Pricing::version()` after `price` gave thousands of mismatches here).
+    let mut checked = 0u64;
+    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        let priced = p.price("m", &u);
+        let expected = if priced.version == va {
+            d("0.001")
+        } else {
+            assert_eq!(priced.version, vb);
+            d("0.002")
+        };
+        assert_eq!(priced.cost.input_text, expected, "after {checked} events");
+        checked += 1;
+    }
+    reloads.join().unwrap();
+}
+
+#[test]
+fn a_pricing_file_that_is_huge_or_not_a_file_is_refused_without_reading_it_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prices.json");
+    std::fs::write(&path, r#"{"m": {"input_cost_per_token": 1e-06}}"#).unwrap();
+    let p = Pricing::load(Some(&path)).unwrap();
+    // Replaced by something far larger than any price table (sparse: no disk used).
+    let huge = dir.path().join("huge");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(64 * 1024 * 1024 * 1024)
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&huge, &path).unwrap();
+    let started = std::time::Instant::now();
+    assert!(matches!(p.reload(), Err(PricingError::TooLarge { .. })));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // A device that never ends, and a directory.
+    for target in [Path::new("/dev/zero"), dir.path()] {
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(target, &path).unwrap();
+        assert!(
+            matches!(p.reload(), Err(PricingError::NotAFile { .. })),
+            "{}",
+            target.display()
+        );
+        assert!(matches!(
+            Pricing::load(Some(&path)),
+            Err(PricingError::NotAFile { .. })
+        ));
+    }
+    // The prices in force stay.
+    let u = Usage {
+        prompt_tokens: 1000,
+        ..Usage::default()
+    };
+    assert_eq!(p.price("m", &u).cost.input_text, d("0.001"));
+}
+
+#[test]
+fn a_reload_names_the_entries_it_left_without_a_price() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prices.json");
+    std::fs::write(
+        &path,
+        r#"{"m": {"input_cost_per_token": 1e-06}, "gone": {"input_cost_per_token": 1e-06},
+            "gemini-live-2.5-flash": {"input_cost_per_token": 1e-06}}"#,
+    )
+    .unwrap();
+    let p = Pricing::load(Some(&path)).unwrap();
+    let u = Usage {
+        prompt_tokens: 1000,
+        ..Usage::default()
+    };
+    assert_eq!(p.price("gone", &u).cost.input_text, d("0.001"));
+    // "gone" disappears; the Live model falls back to its built-in price.
+    std::fs::write(&path, r#"{"m": {"input_cost_per_token": 2e-06}}"#).unwrap();
+    assert_eq!(
+        p.reload().unwrap(),
+        Reloaded {
+            entries: 1,
+            unpriced: vec!["gone".into()],
+        }
+    );
+    let gone = p.price("gone", &u);
+    assert_eq!((gone.entry, gone.cost.total()), (None, Decimal::ZERO));
+    assert!(p.price("gemini-live-2.5-flash", &u).entry.is_some());
 }

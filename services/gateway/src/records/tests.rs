@@ -125,6 +125,7 @@ async fn a_revoked_or_deleted_key_ends_its_sessions_and_only_those() {
     // A session that starts after the revocation reached the mirror ends at once, whatever
     // auth's (cached) answer said.
     let late = records.subscribe("key_1", "", KeyLimits::default(), None);
+    assert_eq!(late.ended_now(), Some(Ended::Revoked));
     assert_eq!(late.ended().await, Ended::Revoked);
     // A delete, known by its hash only.
     records.apply(3, change("key_2", KeyLimits::default()));
@@ -173,6 +174,7 @@ async fn expiry_ends_a_session_when_it_passes() {
             .await
             .is_err()
     );
+    assert_eq!(s.ended_now(), None);
     // The operator moves the expiry to the past second: the session ends at once.
     records.apply(
         1,
@@ -186,6 +188,31 @@ async fn expiry_ends_a_session_when_it_passes() {
     );
     let e = tokio::time::timeout(Duration::from_secs(1), s.ended()).await;
     assert_eq!(e.unwrap(), Ended::Expired);
+    assert_eq!(s.ended_now(), Some(Ended::Expired));
+    // The far future and the distant past (no overflow either way).
+    for (at, ended) in [
+        (i64::MAX, None),
+        (i64::MIN, Some(Ended::Expired)),
+        (-1, Some(Ended::Expired)),
+    ] {
+        let l = Limits::fixed(
+            KeyLimits {
+                expires_at: Some(at),
+                ..KeyLimits::default()
+            },
+            None,
+        );
+        assert_eq!(l.ended_now(), ended, "{at}");
+        if ended.is_some() {
+            assert_eq!(l.ended().await, Ended::Expired, "{at}");
+        } else {
+            assert!(
+                tokio::time::timeout(Duration::from_millis(20), l.ended())
+                    .await
+                    .is_err()
+            );
+        }
+    }
     // An expiry in the future ends it when it comes.
     let soon = Limits::fixed(
         KeyLimits {
@@ -275,4 +302,80 @@ fn channels_live_as_long_as_a_session_holds_them() {
     // Changes for keys without sessions only update the view.
     records.apply(1, change("key_1", KeyLimits::default()));
     assert_eq!(records.channels(), (0, 0));
+}
+
+#[tokio::test]
+async fn an_expiry_extended_mid_session_does_not_end_it() {
+    let records = Records::default();
+    let now = i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let expiring = |at| KeyLimits {
+        expires_at: Some(at),
+        ..KeyLimits::default()
+    };
+    let s = records.subscribe("key_1", "", expiring(now + 1), None);
+    let watching = s.ended();
+    tokio::pin!(watching);
+    // Watching (asleep until the old expiry) when the operator extends it.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(20), &mut watching)
+            .await
+            .is_err()
+    );
+    records.apply(1, change("key_1", expiring(now + 3600)));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(2500), &mut watching)
+            .await
+            .is_err(),
+        "the session outlives the old expiry"
+    );
+    assert_eq!(s.ended_now(), None);
+    // And an expiry removed altogether.
+    records.apply(2, change("key_1", KeyLimits::default()));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(20), &mut watching)
+            .await
+            .is_err()
+    );
+}
+
+#[test]
+fn deleted_keys_are_forgotten_once_no_cached_check_can_let_them_in() {
+    let keep = Duration::from_millis(50);
+    let records = Records::new(keep);
+    let n = 1000u64;
+    for i in 0..n {
+        records.apply(i, change(&format!("key_{i}"), KeyLimits::default()));
+    }
+    for i in 0..n {
+        records.apply(
+            n + i,
+            Change::KeyGone {
+                hash: format!("h-key_{i}"),
+            },
+        );
+    }
+    // Within the window a late session of a deleted key still ends at once.
+    let late = records.subscribe("key_7", "", KeyLimits::default(), None);
+    assert_eq!(late.ended_now(), Some(Ended::Deleted));
+    drop(late);
+    assert_eq!(records.keys_held(), 1000);
+    std::thread::sleep(keep * 2);
+    // The next change forgets them; a key written again after its delete stays.
+    records.apply(3 * n, change("key_1", KeyLimits::default()));
+    assert_eq!(records.keys_held(), 1, "only the key written again");
+    assert_eq!(
+        records
+            .subscribe("key_1", "", KeyLimits::default(), None)
+            .ended_now(),
+        None
+    );
+    // A forgotten key's session starts from auth's answer (which refuses a deleted key).
+    let s = records.subscribe("key_7", "", KeyLimits::default(), None);
+    assert_eq!(s.ended_now(), None);
 }

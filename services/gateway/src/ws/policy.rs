@@ -84,15 +84,35 @@ pub fn check_budget(app: &App, key: &KeyInfo) -> Result<(), Close> {
 /// Subscribes the session to its key's and team's records, starting from what auth granted
 /// (or what the gateway's keys mirror shows, when newer): a revocation, a deletion or the
 /// key's expiry ends the session (4401), and budget changes apply from its next check.
-pub fn watch_limits(app: &App, key: &KeyInfo) -> Limits {
+///
+/// # Errors
+/// 4401 when the key may not be used already: auth's answer came from the cache, or was
+/// given just before a revocation the mirror has since seen, or the key expired since
+/// ([`still_usable`]).
+pub fn watch_limits(app: &App, key: &KeyInfo) -> Result<Limits, Close> {
     let budgets = super::turns::Budgets::of(key);
     let granted = KeyLimits {
         ended: None,
         expires_at: key.expires_at.as_ref().map(|t| t.seconds),
         max_budget_usd: budgets.key,
     };
-    app.records
-        .subscribe(&key.key_id, &key.team_id, granted, budgets.team)
+    let limits = app
+        .records
+        .subscribe(&key.key_id, &key.team_id, granted, budgets.team);
+    still_usable(&limits)?;
+    Ok(limits)
+}
+
+/// Refuses a session whose key was revoked, deleted or expired, before it opens an upstream
+/// connection (Google bills connections, not only turns).
+///
+/// # Errors
+/// 4401 with the reason a live session would get (`API key revoked`, …).
+pub fn still_usable(limits: &Limits) -> Result<(), Close> {
+    match limits.ended_now() {
+        Some(ended) => Err(Close::new(close::UNAUTHORIZED, ended.reason())),
+        None => Ok(()),
+    }
 }
 
 /// Takes one of the key's concurrent-session slots on this replica.

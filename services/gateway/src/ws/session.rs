@@ -182,7 +182,7 @@ async fn serve<S>(
                 .upstream_closed(old_close_code(&end, answered));
             let mut connected = false;
             // Boxed: the connect's state is large and only alive during a resume.
-            let opened = Box::pin(resume::reconnect(
+            let reconnect = Box::pin(resume::reconnect(
                 &app,
                 state,
                 &setup.location,
@@ -190,8 +190,15 @@ async fn serve<S>(
                 setup.credentials.as_deref(),
                 req.version,
                 &mut connected,
-            ))
-            .await;
+            ));
+            // The relay no longer watches the key: a key revoked, deleted or expired before
+            // or during the resume ends the session here, and no new upstream connection is
+            // opened for it (one being opened is dropped unused).
+            let opened = tokio::select! {
+                biased;
+                c = meter.key_ended() => Err(c),
+                opened = reconnect => Ok(opened),
+            };
             if connected {
                 meter
                     .upstream_connections
@@ -200,7 +207,8 @@ async fn serve<S>(
                 meter.observer.upstream_connected();
             }
             match opened {
-                Ok(up) => {
+                Err(key_ended) => break End::Gateway(key_ended),
+                Ok(Ok(up)) => {
                     (up_tx, up_rx) = up.split();
                     meter
                         .resumptions
@@ -211,7 +219,7 @@ async fn serve<S>(
                         .inc();
                     tracing::info!(resumptions = resume::lock(state).resumptions(), "resumed");
                 }
-                Err(c) => {
+                Ok(Err(c)) => {
                     app.metrics
                         .resumptions
                         .get_or_create(&crate::metrics::ResultLabel { result: "failed" })
@@ -352,8 +360,10 @@ where
         "credential accepted"
     );
     policy::check_budget(app, key)?;
-    // Watched from here: a revocation while the upstream opens still reaches the relay.
-    let limits = policy::watch_limits(app, key);
+    // Watched from here: a revocation while the upstream opens still reaches the relay. A
+    // key the mirror already shows revoked, deleted or expired (auth's answer was cached, or
+    // given just before) is refused here.
+    let limits = policy::watch_limits(app, key)?;
     let slot = policy::acquire_slot(app, key)?;
 
     let first = first_frame(client, app.config.setup_timeout).await?;
@@ -386,6 +396,9 @@ where
         }
         None => None,
     };
+    // The setup frame may have taken `GATEWAY_SETUP_TIMEOUT`: no upstream connection for a
+    // key that ended meanwhile.
+    policy::still_usable(&limits)?;
     let mut upstream = upstream::open(
         app,
         &setup.location,

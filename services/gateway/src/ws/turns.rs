@@ -167,21 +167,22 @@ impl TurnBudget {
         }
     }
 
-    /// Prices a usage report as metering will, counts it in flight, and keeps its prompt as
-    /// the floor of the next turn.
-    /// Without a key or team budget there is nothing to check: nothing is priced or kept.
+    /// Keeps a usage report's prompt as the floor of the next turn and, when the key or its
+    /// team has a budget, prices the report as metering will and counts it in flight.
+    /// Without a budget nothing is priced (metering's mirror has the spend when a budget is
+    /// set later), but the prompt is kept: a budget set mid-session predicts its next turn.
     pub fn priced(&self, tokens: &TokenUsage, media: &MediaMeasurements) {
-        if !self.budgets().any() {
-            return;
-        }
         let usage = usage_of(tokens, media);
-        let cost = self.pricing.price(&self.model, &usage).cost.total();
-        let keys: Vec<&str> = self.spend_keys.iter().map(String::as_str).collect();
-        self.spend.add_in_flight(&keys, cost);
         *self
             .next_prompt
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(prompt_only(&usage));
+        if !self.budgets().any() {
+            return;
+        }
+        let cost = self.pricing.price(&self.model, &usage).cost.total();
+        let keys: Vec<&str> = self.spend_keys.iter().map(String::as_str).collect();
+        self.spend.add_in_flight(&keys, cost);
     }
 
     /// The key's and team's budgets now, as their records last said.
@@ -219,15 +220,20 @@ impl TurnBudget {
     /// # Errors
     /// [`Refusal`] naming the first budget (key, then team) it does not fit in.
     pub fn admit(&self) -> Result<(), Refusal> {
-        let next_turn = self
+        let committed = self.committed();
+        if committed.is_empty() {
+            // No budget: nothing to price.
+            return Ok(());
+        }
+        let prompt = self
             .next_prompt
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .map_or(Decimal::ZERO, |prompt| {
-                self.pricing.price(&self.model, prompt).cost.input()
-            });
-        for (scope, budget, committed) in self.committed() {
+            .clone();
+        let next_turn = prompt.map_or(Decimal::ZERO, |prompt| {
+            self.pricing.price(&self.model, &prompt).cost.input()
+        });
+        for (scope, budget, committed) in committed {
             let total = committed.total();
             if total >= budget || total + next_turn > budget {
                 return Err(Refusal {
@@ -584,5 +590,40 @@ mod tests {
         );
         assert_eq!(b.admit().unwrap_err().scope, Scope::Team);
         assert!(b.spent());
+    }
+
+    #[test]
+    fn a_budget_set_mid_session_predicts_the_next_turn_from_the_last_report() {
+        use crate::records::{Change, KeyLimits, Records};
+        let spend = Spend::default();
+        let records = Records::default();
+        let pricing = budgets(&spend, "", "").pricing.clone();
+        let b = TurnBudget::with(
+            spend.clone(),
+            pricing,
+            "k",
+            "",
+            records.subscribe("k", "", KeyLimits::default(), None),
+            "m",
+        );
+        // No budget yet: a 300-token prompt goes by (nothing to check, nothing in flight).
+        b.priced(&tokens(300, 0), &MediaMeasurements::default());
+        assert!(b.admit().is_ok());
+        assert_eq!(spend.committed("key.k").total(), Decimal::ZERO);
+        // The operator sets a budget below the next turn's floor (300 x 0.001 = 0.3): the
+        // next turn is refused, as it would be had the budget been there from the start.
+        records.apply(
+            1,
+            Change::Key {
+                hash: "h".into(),
+                key_id: "k".into(),
+                limits: KeyLimits {
+                    max_budget_usd: Some(usd("0.2")),
+                    ..KeyLimits::default()
+                },
+            },
+        );
+        let r = b.admit().unwrap_err();
+        assert_eq!((r.scope, r.next_turn), (Scope::Key, usd("0.3")));
     }
 }

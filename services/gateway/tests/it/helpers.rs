@@ -80,6 +80,7 @@ impl Auth for FakeAuth {
                 key: Some(key),
                 bound_model: String::new(),
                 is_browser_token: false,
+                credential_expires_at: None,
             })),
             None => Err(Status::unauthenticated(REJECTED)),
         }

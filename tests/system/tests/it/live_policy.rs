@@ -259,3 +259,224 @@ async fn a_team_budget_lowered_mid_session_applies_to_the_next_turn_check() {
     assert_eq!(code, 4402, "{reason}");
     assert_eq!(stack.emulator.stats().frames_in, upstream_frames);
 }
+
+/// Revokes `key_id` through auth's gRPC API (as the CLI does).
+async fn revoke(stack: &Stack, key_id: &str) {
+    let mut req = tonic::Request::new(RevokeKeyRequest {
+        key: key_id.to_string(),
+    });
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {MASTER}").parse().unwrap());
+    stack.auth_client().await.revoke_key(req).await.unwrap();
+}
+
+/// Upstream connections that end after `age` (`goAway` 300 ms before), so the gateway
+/// resumes its sessions on new ones.
+fn aging(age: Duration) -> livegate_emulator::Behaviour {
+    livegate_emulator::Behaviour {
+        connection_age: Some(livegate_emulator::ConnectionAge::new(
+            age,
+            Duration::from_millis(300),
+        )),
+        ..livegate_emulator::Behaviour::default()
+    }
+}
+
+#[tokio::test]
+async fn a_key_revoked_while_the_gateway_resumes_its_session_closes_it_at_once() {
+    let stack = Stack::start().await;
+    stack
+        .emulator
+        .set_behaviour(aging(Duration::from_millis(600)));
+    let (key, key_id) = stack.create_key(KeySettings::default()).await;
+    let mut ws = connect_at(stack.gateway.addr, "/v1/vertex-ai/live", Some(&key)).await;
+    let setup = serde_json::json!({"setup": {"model": MODEL, "sessionResumption": {}}});
+    open_session(
+        &mut ws,
+        tokio_tungstenite::tungstenite::Message::text(setup.to_string()),
+    )
+    .await;
+    // The next upstream connection answers its setup late: the gateway waits in its resume,
+    // where the relay (and its watch of the key) does not run.
+    stack.emulator.set_behaviour(livegate_emulator::Behaviour {
+        setup_delay: Duration::from_secs(5),
+        ..aging(Duration::from_millis(600))
+    });
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while stack.emulator.stats().sessions < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the gateway opens a second upstream connection to resume");
+
+    let revoked_at = Instant::now();
+    revoke(&stack, &key_id).await;
+    let (code, reason, after) = closed_after(&mut ws, revoked_at).await;
+    assert_eq!((code, reason.as_str()), (4401, "API key revoked"));
+    assert!(
+        after < PROMPT,
+        "closed {after:?} after the revocation: the resume was waited for"
+    );
+    assert_eq!(
+        stack.emulator.stats().sessions,
+        2,
+        "no further upstream connection for the revoked key"
+    );
+    // Recorded once, as the gateway's 4401, with the resume that did not complete.
+    let events = stack
+        .events_until(Duration::from_secs(10), |e| !e.ended().is_empty())
+        .await;
+    let ended = events.ended();
+    assert_eq!((events.started().len(), ended.len()), (1, 1));
+    assert_eq!(
+        (ended[0].close_code, ended[0].closed_by()),
+        (4401, livegate_proto::usage::ClosedBy::Gateway)
+    );
+    assert_eq!(
+        (ended[0].upstream_connections, ended[0].resumptions),
+        (2, 0)
+    );
+    assert!(
+        metric(
+            stack.gateway.addr,
+            "livegate_gateway_sessions_key_ended_total{reason=\"revoked\"} 1"
+        )
+        .await
+    );
+    assert!(
+        metric(
+            stack.gateway.addr,
+            "livegate_gateway_sessions_total{code=\"4401\"} 1"
+        )
+        .await
+    );
+}
+
+#[tokio::test]
+async fn a_cached_check_of_a_key_that_expired_since_opens_no_upstream_connection() {
+    // A long key-check cache: the second session is let in by the cached answer.
+    let stack = Stack::start_with_gateway(|g| g.auth_cache_ttl = Duration::from_secs(120)).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (key, _) = stack
+        .create_key(KeySettings {
+            expires_at: Some(livegate_proto::prost_types::Timestamp {
+                seconds: i64::try_from(now).unwrap() + 2,
+                nanos: 0,
+            }),
+            ..KeySettings::default()
+        })
+        .await;
+    // The key's creation reaches the gateway's KV watch within milliseconds and drops cached
+    // checks of the key: let it arrive before the check that is to stay cached.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut first = connect_at(stack.gateway.addr, "/v1/vertex-ai/live", Some(&key)).await;
+    open_session(&mut first, setup(MODEL)).await;
+    assert_eq!(close_of(&mut first).await.1, "API key expired");
+    let upstream = stack.emulator.stats().sessions;
+
+    let mut late = connect_at(stack.gateway.addr, "/v1/vertex-ai/live", Some(&key)).await;
+    late.send(setup(MODEL)).await.unwrap();
+    let (code, reason) = close_of(&mut late).await;
+    assert_eq!((code, reason.as_str()), (4401, "API key expired"));
+    assert_eq!(
+        stack.emulator.stats().sessions,
+        upstream,
+        "no upstream connection for an expired key"
+    );
+    assert!(
+        metric(
+            stack.gateway.addr,
+            "livegate_gateway_auth_cache_total{result=\"hit\"} 1"
+        )
+        .await,
+        "the second check was the cached one"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_browser_token_starts_no_session_from_the_gateways_cache() {
+    // A long key-check cache: without the token's own expiry it would serve the token's
+    // answer for two minutes.
+    let stack = Stack::start_with_gateway(|g| g.auth_cache_ttl = Duration::from_secs(120)).await;
+    let (key, _) = stack.create_key(KeySettings::default()).await;
+    let minted = stack
+        .auth_client()
+        .await
+        .mint_browser_token(MintBrowserTokenRequest {
+            credential: key,
+            ttl_seconds: 2,
+            model: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let expires_at = minted.expires_at.unwrap().seconds;
+    // Let the key's creation reach the gateway's KV watch first (it drops cached checks).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ws = connect_at(
+        stack.gateway.addr,
+        "/v1/vertex-ai/live",
+        Some(&minted.token),
+    )
+    .await;
+    open_session(&mut ws, setup(MODEL)).await;
+    let _ = ws.close(None).await;
+
+    // Past the token's expiry (whole seconds: one more to be sure).
+    let expiry =
+        std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(expires_at).unwrap() + 1);
+    if let Ok(wait) = expiry.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(wait).await;
+    }
+    let upstream = stack.emulator.stats().sessions;
+    let mut late = connect_at(
+        stack.gateway.addr,
+        "/v1/vertex-ai/live",
+        Some(&minted.token),
+    )
+    .await;
+    late.send(setup(MODEL)).await.unwrap();
+    let (code, reason) = close_of(&mut late).await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (4401, "invalid, expired or revoked API key"),
+        "auth was asked again"
+    );
+    assert_eq!(stack.emulator.stats().sessions, upstream);
+}
+
+#[tokio::test]
+async fn a_key_revoked_after_its_session_resumed_still_closes_it_at_once() {
+    let stack = Stack::start().await;
+    stack
+        .emulator
+        .set_behaviour(aging(Duration::from_millis(600)));
+    let (key, key_id) = stack.create_key(KeySettings::default()).await;
+    let mut ws = connect_at(stack.gateway.addr, "/v1/vertex-ai/live", Some(&key)).await;
+    let setup = serde_json::json!({"setup": {"model": MODEL, "sessionResumption": {}}});
+    open_session(
+        &mut ws,
+        tokio_tungstenite::tungstenite::Message::text(setup.to_string()),
+    )
+    .await;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while stack.emulator.stats().resumed_sessions < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the gateway resumes the session twice");
+    // Still the one session: a turn is answered on the resumed connection.
+    ws.send(text_turn("Hello")).await.unwrap();
+    read_turn(&mut ws).await;
+
+    let revoked_at = Instant::now();
+    revoke(&stack, &key_id).await;
+    let (code, reason, after) = closed_after(&mut ws, revoked_at).await;
+    assert_eq!((code, reason.as_str()), (4401, "API key revoked"));
+    assert!(after < PROMPT, "closed {after:?} after the revocation");
+}

@@ -231,6 +231,69 @@ async fn no_service_logs_a_secret_at_trace() {
     }
     assert_eq!(billed.trim(), "3", "metering billed the three sessions");
 
+    // A live session of the key, which revoking the key ends (the gateway's keys watch and
+    // live policy), then records no service can read written over the key's: the paths that
+    // handle key records log neither the record nor its KV key (`k.<hash>`).
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(url(&format!("/v1/vertex-ai/live?key={key}")))
+            .await
+            .unwrap();
+    open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
+    let mut req = tonic::Request::new(livegate_proto::auth::RevokeKeyRequest {
+        key: key_id.clone(),
+    });
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {MASTER_SECRET}").parse().unwrap(),
+    );
+    admin.revoke_key(req).await.unwrap();
+    assert_eq!(
+        close_of(&mut ws).await,
+        (4401, "API key revoked".to_string())
+    );
+    let hash = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(key.as_bytes()))
+    };
+    let keys = async_nats::jetstream::new(nats.client().await.unwrap())
+        .get_key_value(livegate_common::subjects::KEYS_BUCKET)
+        .await
+        .unwrap();
+    for value in [
+        format!(r#"{{"hash":"not-{hash}","key_id":"{key_id}","created_at":1}}"#),
+        format!("not json {key_id}"),
+        // A parser's message quotes a mistyped value.
+        format!(
+            r#"{{"hash":"{hash}","key_id":"{key_id}","alias":"a","created_at":1,"revoked":"{hash}"}}"#
+        ),
+    ] {
+        keys.put(format!("k.{hash}"), value.into()).await.unwrap();
+    }
+    keys.delete(format!("k.{hash}")).await.unwrap();
+    // Both watches have seen the writes when a key created after them is usable.
+    let mut req = tonic::Request::new(CreateKeyRequest {
+        settings: Some(KeySettings::default()),
+    });
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {MASTER_SECRET}").parse().unwrap(),
+    );
+    let later = admin.create_key(req).await.unwrap().into_inner().key;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(url(&format!("/v1/vertex-ai/live?key={later}")))
+            .await
+            .unwrap();
+    open_session(&mut ws, litellm_setup(MODEL, "TEXT")).await;
+    ws.close(None).await.unwrap();
+    let _ = close_of(&mut ws).await;
+    // The gateway counted the three records it could not read (the delete it could).
+    let (_, _, body) = http(gateway_addr, "GET", "/metrics", &[], "").await;
+    assert!(
+        body.lines()
+            .any(|l| l == "livegate_gateway_key_records_ignored_total 3"),
+        "{body}"
+    );
+
     let mut procs = [gateway, metering, auth, emulator];
     for p in &mut procs {
         p.stop().await;
@@ -239,6 +302,7 @@ async fn no_service_logs_a_secret_at_trace() {
     let secrets = [
         ("API key", key.clone()),
         ("API key fragment", key[3..20].to_string()),
+        ("key record's hash (its KV key)", hash.clone()),
         ("wrong API key", wrong.to_string()),
         ("browser token", token.clone()),
         (
