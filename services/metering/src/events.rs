@@ -69,6 +69,38 @@ pub(crate) enum DecodeError {
     /// A required field is missing.
     #[error("{0}")]
     Missing(&'static str),
+    /// The event's cost is beyond [`MAX_EVENT_USD`]: absurd token counts or measurements,
+    /// or an absurd price in the table. Storing it would overflow the money columns or the
+    /// sums over them (a key's all-time spend), so it is set aside for a person to look at.
+    #[error(
+        "event {event_id} (model {model:?}) would cost {cost} USD, more than the \
+         {MAX_EVENT_USD} USD one usage row may carry: check its token counts and the price table"
+    )]
+    Unbillable {
+        event_id: String,
+        model: String,
+        cost: rust_decimal::Decimal,
+    },
+}
+
+/// The most one usage row may cost, in USD. Far above any real bill (10^20 USD), and far
+/// below what a `Decimal(38, 12)` column holds (< 10^26 USD), so that even a million such rows
+/// still sum exactly in a key's spend.
+pub(crate) const MAX_EVENT_USD: i128 = 100_000_000_000_000_000_000;
+
+/// Refuses a cost beyond [`MAX_EVENT_USD`]. Prices and counts are never negative, so the total
+/// bounds every component.
+fn billable(event_id: &str, model: &str, priced: &Priced) -> Result<(), DecodeError> {
+    let cost = priced.cost.total();
+    if cost < rust_decimal::Decimal::from_i128_with_scale(MAX_EVENT_USD, 0) {
+        Ok(())
+    } else {
+        Err(DecodeError::Unbillable {
+            event_id: event_id.to_owned(),
+            model: model.to_owned(),
+            cost,
+        })
+    }
 }
 
 /// Decodes and prices one message.
@@ -107,8 +139,10 @@ pub(crate) fn decode(
                     let trailing = has_media(&media).then(|| {
                         let usage = media_usage(&media);
                         let priced = pricing.price(&ctx.model, &usage);
-                        row(
-                            format!("{}:end", ctx.session_id),
+                        let event_id = format!("{}:end", ctx.session_id);
+                        billable(&event_id, &ctx.model, &priced)?;
+                        Ok(row(
+                            event_id,
                             ctx,
                             0,
                             seconds_of(ended.ended_at.as_ref()),
@@ -119,8 +153,9 @@ pub(crate) fn decode(
                                 usage_json: String::new(),
                                 pricing_version: &pricing.version(),
                             },
-                        )
+                        ))
                     });
+                    let trailing = trailing.transpose()?;
                     Ok(Event::Ended(Box::new(Ended {
                         event: ended,
                         trailing,
@@ -161,6 +196,7 @@ fn report_row(report: &UsageReport, pricing: &Pricing) -> Result<PricedEvent, De
         usage.traffic_type.clone_from(&t.traffic_type);
     }
     let priced = pricing.price(&ctx.model, &usage);
+    billable(&event_id, &ctx.model, &priced)?;
     let mut row = row(
         event_id,
         ctx,
@@ -501,6 +537,59 @@ mod tests {
         assert_eq!(row.seq, 0);
         assert_eq!(row.output_characters, 7);
         assert_eq!(row.priced, 0);
+    }
+
+    #[test]
+    fn a_cost_too_large_to_store_is_refused_with_a_reason() {
+        // A typo in PRICING_FILE (a million dollars a token) meets counts a buggy upstream
+        // sent: u64::MAX tokens cost about 1.8e25 USD (a column holds < 1e26, but a key's
+        // all-time sum would not), and with a price 10^4 times larger the cost no longer fits
+        // i128 at all. Neither may panic, be wrapped or be stored: the report is refused with
+        // a reason, which sends it to the dead-letter stream.
+        for price in ["1000000", "10000000000"] {
+            let table = PriceTable::parse(&format!(
+                r#"{{"m": {{"input_cost_per_token": "{price}", "output_cost_per_token": "{price}"}}}}"#
+            ))
+            .unwrap();
+            let pricing = Pricing::with_tables(PriceTable::builtin(), table);
+            let report = UsageReport {
+                event_id: "s1:1".into(),
+                context: Some(ctx("m")),
+                seq: 1,
+                tokens: Some(TokenUsage {
+                    prompt_tokens: u64::MAX,
+                    response_tokens: u64::MAX,
+                    thoughts_tokens: u64::MAX,
+                    ..TokenUsage::default()
+                }),
+                ..UsageReport::default()
+            };
+            let err = decode(subjects::USAGE_REPORT, &report.encode_to_vec(), &pricing)
+                .expect_err("an unstorable cost was accepted");
+            assert!(matches!(err, DecodeError::Unbillable { .. }), "{err}");
+            assert!(err.to_string().contains("s1:1"), "{err}");
+
+            // The same for a session's trailing measurements.
+            let ended = SessionEnded {
+                context: Some(ctx("m")),
+                trailing_media: Some(MediaMeasurements {
+                    input_characters: u64::MAX,
+                    ..MediaMeasurements::default()
+                }),
+                ..SessionEnded::default()
+            };
+            let table = PriceTable::parse(&format!(
+                r#"{{"m": {{"input_cost_per_character": "{price}"}}}}"#
+            ))
+            .unwrap();
+            let pricing = Pricing::with_tables(PriceTable::builtin(), table);
+            let msg = SessionEvent {
+                event: Some(session_event::Event::Ended(ended)),
+            };
+            let err = decode(subjects::SESSION_EVENT, &msg.encode_to_vec(), &pricing)
+                .expect_err("an unstorable trailing cost was accepted");
+            assert!(matches!(err, DecodeError::Unbillable { .. }), "{err}");
+        }
     }
 
     #[test]
