@@ -119,3 +119,32 @@ async fn reprice_refuses_a_price_table_it_cannot_read() {
         assert!(out.is_empty(), "{out}");
     }
 }
+
+#[tokio::test]
+async fn reprice_with_an_absurd_price_is_an_error_not_a_panic() {
+    // 10^25 USD a token: 5,000 and 7,000 tokens each fit `Decimal`, their sum does not.
+    let (ch, db) = ledger().await;
+    let url = ch.http_url();
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("prices.json");
+    std::fs::write(
+        &table,
+        r#"{"mystery-model": {"input_cost_per_token": "10000000000000000000000000"}}"#,
+    )
+    .unwrap();
+    let (r, _) = cli(&[
+        "spend",
+        "--reprice",
+        table.to_str().unwrap(),
+        "--clickhouse-url",
+        &url,
+        "--clickhouse-database",
+        &db,
+    ])
+    .await;
+    let e = r.expect_err("an overflowing reprice was printed");
+    assert!(
+        format!("{e:#}").contains("repriced cost overflows"),
+        "{e:#}"
+    );
+}
