@@ -540,6 +540,100 @@ mod tests {
     }
 
     #[test]
+    fn component_columns_sum_to_the_totals_to_the_last_digit() {
+        // Prices with more decimals than the columns keep: every component is rounded once,
+        // at 12 places (half away from zero), and the totals are sums of the rounded
+        // components, so the stored columns add up exactly, and to what the gateway predicts
+        // and `--reprice` computes (`Cost::total` of the same table).
+        let table = PriceTable::parse(
+            r#"{"m": {"input_cost_per_token": "0.000000333333333333333",
+                      "input_cost_per_audio_token": "0.0000017777777777777777",
+                      "input_cost_per_image_token": "0.00000055555555555555",
+                      "input_cost_per_video_token": "0.0000009999999999999995",
+                      "cache_read_input_token_cost": "0.00000003333333333333335",
+                      "output_cost_per_token": "0.0000013333333333333335",
+                      "output_cost_per_audio_token": "0.0000071111111111111115",
+                      "output_cost_per_video_token": "0.0000004444444444444445",
+                      "output_cost_per_reasoning_token": "0.0000029999999999999995"}}"#,
+        )
+        .unwrap();
+        let pricing = Pricing::with_tables(PriceTable::builtin(), table);
+        let report = UsageReport {
+            event_id: "s1:1".into(),
+            context: Some(ctx("m")),
+            seq: 1,
+            tokens: Some(TokenUsage {
+                prompt_tokens: 1_234_567,
+                prompt_details: vec![
+                    ModalityTokens {
+                        modality: Modality::Audio as i32,
+                        token_count: 333_333,
+                    },
+                    ModalityTokens {
+                        modality: Modality::Image as i32,
+                        token_count: 77_777,
+                    },
+                    ModalityTokens {
+                        modality: Modality::Video as i32,
+                        token_count: 55_555,
+                    },
+                ],
+                cached_tokens: 99_999,
+                tool_use_prompt_tokens: 12_345,
+                response_tokens: 765_431,
+                response_details: vec![
+                    ModalityTokens {
+                        modality: Modality::Audio as i32,
+                        token_count: 400_001,
+                    },
+                    ModalityTokens {
+                        modality: Modality::Video as i32,
+                        token_count: 300_003,
+                    },
+                ],
+                thoughts_tokens: 4_321,
+                ..TokenUsage::default()
+            }),
+            ..UsageReport::default()
+        };
+        let Event::Report(p) =
+            decode(subjects::USAGE_REPORT, &report.encode_to_vec(), &pricing).unwrap()
+        else {
+            panic!("not a report")
+        };
+        let r = &p.usage;
+        let input = r.input_text_cost_usd
+            + r.input_audio_cost_usd
+            + r.input_image_cost_usd
+            + r.input_video_cost_usd
+            + r.cached_cost_usd
+            + r.tool_use_cost_usd;
+        let output = r.output_text_cost_usd
+            + r.output_audio_cost_usd
+            + r.output_video_cost_usd
+            + r.thoughts_cost_usd;
+        assert_eq!(input, r.input_cost_usd);
+        assert_eq!(output, r.output_cost_usd);
+        assert_eq!(input + output, r.cost_usd);
+        let mut usage = Usage {
+            prompt_tokens: 1_234_567,
+            ..Usage::default()
+        };
+        usage.prompt.audio = 333_333;
+        usage.prompt.image = 77_777;
+        usage.prompt.video = 55_555;
+        usage.cached_tokens = 99_999;
+        usage.tool_use_tokens = 12_345;
+        usage.response_tokens = 765_431;
+        usage.response.audio = 400_001;
+        usage.response.video = 300_003;
+        usage.thoughts_tokens = 4_321;
+        assert_eq!(usd(pricing.price("m", &usage).cost.total()), r.cost_usd);
+        // Each component is a whole number of 1e-12 USD, none of them zero here.
+        assert!(r.input_text_cost_usd > 0 && r.thoughts_cost_usd > 0 && r.cached_cost_usd > 0);
+    }
+
+    #[test]
     fn a_cost_too_large_to_store_is_refused_with_a_reason() {
         // A typo in PRICING_FILE (a million dollars a token) meets counts a buggy upstream
         // sent: u64::MAX tokens cost about 1.8e25 USD (a column holds < 1e26, but a key's
