@@ -115,6 +115,28 @@ struct Line {
     unpriced: u64,
 }
 
+/// Why a sum refused: a repriced figure beyond what `Decimal` holds.
+const OVERFLOW: &str = "repriced cost overflows (more than 7.9e28 USD): the new table has an \
+                        absurd price for the stored usage";
+
+impl Line {
+    /// Adds `other` in, refusing to overflow: `Decimal`'s `+` would panic, and pricing
+    /// saturates a cost it cannot hold, so an absurd price in the new table is an error,
+    /// never a crash or a wrong figure.
+    fn add(&mut self, other: &Line) -> anyhow::Result<()> {
+        self.events += other.events;
+        self.unpriced += other.unpriced;
+        let sum = |a: Decimal, b: Decimal| {
+            a.checked_add(b)
+                .filter(|s| *s < Decimal::MAX)
+                .context(OVERFLOW)
+        };
+        self.billed = sum(self.billed, other.billed)?;
+        self.repriced = sum(self.repriced, other.repriced)?;
+        Ok(())
+    }
+}
+
 /// Reprices the period and writes the comparison.
 pub(crate) async fn run(
     table: &Path,
@@ -145,20 +167,20 @@ pub(crate) async fn run(
     })? {
         let priced = pricing.price(&r.model, &usage_of(&r));
         let line = lines.entry(r.group.clone()).or_default();
-        line.events += 1;
-        line.billed += Decimal::from_str(r.cost_usd.trim()).unwrap_or_default();
-        line.repriced += priced.cost.total();
-        if priced.entry.is_none() {
-            line.unpriced += 1;
-        }
+        let billed = Decimal::from_str(r.cost_usd.trim())
+            .with_context(|| format!("a stored cost_usd {:?} is not a decimal", r.cost_usd))?;
+        line.add(&Line {
+            events: 1,
+            billed,
+            repriced: priced.cost.total(),
+            unpriced: u64::from(priced.entry.is_none()),
+        })
+        .with_context(|| format!("group {:?} (model {:?})", r.group, r.model))?;
     }
-    let total = lines.values().fold(Line::default(), |mut t, l| {
-        t.events += l.events;
-        t.billed += l.billed;
-        t.repriced += l.repriced;
-        t.unpriced += l.unpriced;
-        t
-    });
+    let mut total = Line::default();
+    for l in lines.values() {
+        total.add(l).context("the total")?;
+    }
     let usd = |d: Decimal| money(&d.normalize().to_string());
     if json {
         let groups: Vec<_> = lines

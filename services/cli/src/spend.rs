@@ -108,6 +108,32 @@ fn sql(by: By, days: u64, database: &str, with_key: bool) -> String {
     )
 }
 
+/// Usage rows of the period that no price table entry priced (`priced = 0`: an unknown model,
+/// recorded at cost 0), per group and model. `spend_daily` has no `priced` column, so they are
+/// counted in `usage_events`, grouped the way `sql` groups (its `day` is `toDate(ts)`).
+fn unpriced_sql(by: By, days: u64, database: &str, with_key: bool) -> String {
+    let group = match by {
+        By::Key => "key_id",
+        By::Team => "team_id",
+        By::Model => "model",
+        By::Day => "toString(toDate(ts))",
+    };
+    let key_filter = if with_key { " AND key_id = ?" } else { "" };
+    format!(
+        "SELECT {group} AS `group`, model, count() AS events \
+         FROM {database}.usage_events FINAL \
+         WHERE priced = 0 AND toDate(ts) > today() - {days}{key_filter} \
+         GROUP BY `group`, model ORDER BY `group`, model"
+    )
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct UnpricedRow {
+    group: String,
+    model: String,
+    events: u64,
+}
+
 /// Trims a decimal string like `0.001234000000` to `0.001234` (at least 2 decimals).
 pub(crate) fn money(s: &str) -> String {
     match s.split_once('.') {
@@ -154,6 +180,22 @@ pub(crate) async fn run_spend(a: SpendArgs, out: &mut dyn Write) -> anyhow::Resu
             a.clickhouse.clickhouse_url
         )
     })?;
+    // Unpriced usage costs 0, so the figures above understate what the period used: say so.
+    let mut query = client.query(&unpriced_sql(a.by, days, db, a.key.is_some()));
+    if let Some(k) = &a.key {
+        query = query.bind(k.as_str());
+    }
+    let unpriced: Vec<UnpricedRow> = query
+        .fetch_all()
+        .await
+        .context("cannot count unpriced usage in ClickHouse")?;
+    let unpriced_in = |group: &str| -> u64 {
+        unpriced
+            .iter()
+            .filter(|u| u.group == group)
+            .map(|u| u.events)
+            .sum()
+    };
     if a.json {
         let v: Vec<_> = rows
             .iter()
@@ -161,6 +203,7 @@ pub(crate) async fn run_spend(a: SpendArgs, out: &mut dyn Write) -> anyhow::Resu
                 serde_json::json!({
                     "group": r.group, "sessions": r.sessions, "prompt_tokens": r.prompt_tokens,
                     "response_tokens": r.response_tokens, "cost_usd": money(&r.cost_usd),
+                    "unpriced_events": unpriced_in(&r.group),
                 })
             })
             .collect();
@@ -187,6 +230,25 @@ pub(crate) async fn run_spend(a: SpendArgs, out: &mut dyn Write) -> anyhow::Resu
     if rows.is_empty() {
         writeln!(out, "(no spend in the last {days} day(s))")?;
     }
+    let mut models: Vec<(&str, u64)> = Vec::new();
+    for u in &unpriced {
+        match models.iter_mut().find(|(m, _)| *m == u.model) {
+            Some((_, n)) => *n += u.events,
+            None => models.push((&u.model, u.events)),
+        }
+    }
+    if !models.is_empty() {
+        let list: Vec<String> = models
+            .iter()
+            .map(|(m, n)| format!("{m} ({n} event(s))"))
+            .collect();
+        writeln!(
+            out,
+            "warning: usage of models without a price is counted at $0 above: {}; add them to \
+             PRICING_FILE (and reprice with --reprice)",
+            list.join(", ")
+        )?;
+    }
     Ok(())
 }
 
@@ -209,5 +271,12 @@ mod tests {
         assert!(q.contains("FROM livegate.spend_daily FINAL"));
         assert!(q.contains("day > today() - 7 AND key_id = ?"));
         assert!(sql(By::Day, 1, "db", false).ends_with("ORDER BY `group`"));
+        let q = unpriced_sql(By::Day, 7, "livegate", true);
+        assert!(q.contains("toString(toDate(ts)) AS `group`"), "{q}");
+        assert!(q.contains("FROM livegate.usage_events FINAL"), "{q}");
+        assert!(
+            q.contains("priced = 0 AND toDate(ts) > today() - 7 AND key_id = ?"),
+            "{q}"
+        );
     }
 }

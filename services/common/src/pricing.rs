@@ -445,22 +445,29 @@ pub struct Cost {
 impl Cost {
     /// All input components.
     pub fn input(&self) -> Decimal {
-        self.input_text
-            + self.input_audio
-            + self.input_image
-            + self.input_video
-            + self.cached
-            + self.tool_use
+        sum(&[
+            self.input_text,
+            self.input_audio,
+            self.input_image,
+            self.input_video,
+            self.cached,
+            self.tool_use,
+        ])
     }
 
     /// All output components.
     pub fn output(&self) -> Decimal {
-        self.output_text + self.output_video + self.output_audio + self.thoughts
+        sum(&[
+            self.output_text,
+            self.output_video,
+            self.output_audio,
+            self.thoughts,
+        ])
     }
 
     /// Input plus output.
     pub fn total(&self) -> Decimal {
-        self.input() + self.output()
+        self.input().saturating_add(self.output())
     }
 
     fn rounded(self) -> Self {
@@ -483,7 +490,18 @@ impl Cost {
     }
 }
 
-/// `count × price`, 0 when the entry has no such price.
+/// Costs added up, saturating at `Decimal::MAX`: `Decimal`'s `+` panics on overflow, and
+/// absurd counts (a buggy upstream) times an absurd price (a typo in `PRICING_FILE`) must not
+/// crash a service. A saturated cost is far beyond what a `Decimal(38, 12)` column holds, so
+/// metering refuses to store it and sets the event aside.
+fn sum(parts: &[Decimal]) -> Decimal {
+    parts
+        .iter()
+        .fold(Decimal::ZERO, |acc, p| acc.saturating_add(*p))
+}
+
+/// `count × price`, 0 when the entry has no such price; `Decimal::MAX` when it overflows
+/// (see [`sum`]).
 fn times(count: Decimal, price: Option<Decimal>) -> Decimal {
     match price {
         Some(p) => count.checked_mul(p).unwrap_or(Decimal::MAX),
@@ -540,50 +558,52 @@ impl PriceEntry {
         };
         let cost = Cost {
             input_text: times(tokens(prompt.text.saturating_sub(cached.text)), plain_in)
-                + measured(
+                .saturating_add(measured(
                     prompt.text,
                     tokens(usage.input_characters),
                     self.input_cost_per_character,
-                ),
+                )),
             input_audio: times(tokens(prompt.audio.saturating_sub(cached.audio)), audio_in)
-                + measured(
+                .saturating_add(measured(
                     prompt.audio,
                     seconds(usage.input_audio_seconds),
                     self.input_cost_per_audio_per_second,
-                ),
+                )),
             input_image: times(tokens(prompt.image.saturating_sub(cached.image)), image_in)
-                + measured(
+                .saturating_add(measured(
                     prompt.image,
                     tokens(usage.input_images),
                     self.input_cost_per_image,
-                ),
+                )),
             input_video: times(tokens(prompt.video.saturating_sub(cached.video)), video_in)
-                + measured(
+                .saturating_add(measured(
                     prompt.video,
                     seconds(usage.input_video_seconds),
                     self.input_cost_per_video_per_second,
-                ),
+                )),
             cached: cached_cost,
-            tool_use: times(tokens(tool_use.text), plain_in)
-                + times(tokens(tool_use.audio), audio_in)
-                + times(tokens(tool_use.image), image_in)
-                + times(tokens(tool_use.video), video_in),
+            tool_use: sum(&[
+                times(tokens(tool_use.text), plain_in),
+                times(tokens(tool_use.audio), audio_in),
+                times(tokens(tool_use.image), image_in),
+                times(tokens(tool_use.video), video_in),
+            ]),
             // IMAGE output shares the text component and columns.
             output_text: times(
                 tokens(response.text.saturating_add(response.image)),
                 plain_out,
-            ) + measured(
+            )
+            .saturating_add(measured(
                 response.text,
                 tokens(usage.output_characters),
                 self.output_cost_per_character,
-            ),
+            )),
             output_video: times(tokens(response.video), video_out),
-            output_audio: times(tokens(response.audio), audio_out)
-                + measured(
-                    response.audio,
-                    seconds(usage.output_audio_seconds),
-                    self.output_cost_per_audio_per_second,
-                ),
+            output_audio: times(tokens(response.audio), audio_out).saturating_add(measured(
+                response.audio,
+                seconds(usage.output_audio_seconds),
+                self.output_cost_per_audio_per_second,
+            )),
             thoughts: times(
                 tokens(usage.thoughts_tokens),
                 self.output_cost_per_reasoning_token.or(plain_out),

@@ -69,6 +69,38 @@ pub(crate) enum DecodeError {
     /// A required field is missing.
     #[error("{0}")]
     Missing(&'static str),
+    /// The event's cost is beyond [`MAX_EVENT_USD`]: absurd token counts or measurements,
+    /// or an absurd price in the table. Storing it would overflow the money columns or the
+    /// sums over them (a key's all-time spend), so it is set aside for a person to look at.
+    #[error(
+        "event {event_id} (model {model:?}) would cost {cost} USD, more than the \
+         {MAX_EVENT_USD} USD one usage row may carry: check its token counts and the price table"
+    )]
+    Unbillable {
+        event_id: String,
+        model: String,
+        cost: rust_decimal::Decimal,
+    },
+}
+
+/// The most one usage row may cost, in USD. Far above any real bill (10^20 USD), and far
+/// below what a `Decimal(38, 12)` column holds (< 10^26 USD), so that even a million such rows
+/// still sum exactly in a key's spend.
+pub(crate) const MAX_EVENT_USD: i128 = 100_000_000_000_000_000_000;
+
+/// Refuses a cost beyond [`MAX_EVENT_USD`]. Prices and counts are never negative, so the total
+/// bounds every component.
+fn billable(event_id: &str, model: &str, priced: &Priced) -> Result<(), DecodeError> {
+    let cost = priced.cost.total();
+    if cost < rust_decimal::Decimal::from_i128_with_scale(MAX_EVENT_USD, 0) {
+        Ok(())
+    } else {
+        Err(DecodeError::Unbillable {
+            event_id: event_id.to_owned(),
+            model: model.to_owned(),
+            cost,
+        })
+    }
 }
 
 /// Decodes and prices one message.
@@ -108,8 +140,10 @@ pub(crate) fn decode(
                         let usage = media_usage(&media);
                         let priced = pricing.price(&ctx.model, &usage);
                         let version = priced.version.clone();
-                        row(
-                            format!("{}:end", ctx.session_id),
+                        let event_id = format!("{}:end", ctx.session_id);
+                        billable(&event_id, &ctx.model, &priced)?;
+                        Ok(row(
+                            event_id,
                             ctx,
                             0,
                             seconds_of(ended.ended_at.as_ref()),
@@ -120,8 +154,9 @@ pub(crate) fn decode(
                                 usage_json: String::new(),
                                 pricing_version: &version,
                             },
-                        )
+                        ))
                     });
+                    let trailing = trailing.transpose()?;
                     Ok(Event::Ended(Box::new(Ended {
                         event: ended,
                         trailing,
@@ -163,6 +198,7 @@ fn report_row(report: &UsageReport, pricing: &Pricing) -> Result<PricedEvent, De
     }
     let priced = pricing.price(&ctx.model, &usage);
     let version = priced.version.clone();
+    billable(&event_id, &ctx.model, &priced)?;
     let mut row = row(
         event_id,
         ctx,
@@ -503,6 +539,153 @@ mod tests {
         assert_eq!(row.seq, 0);
         assert_eq!(row.output_characters, 7);
         assert_eq!(row.priced, 0);
+    }
+
+    #[test]
+    fn component_columns_sum_to_the_totals_to_the_last_digit() {
+        // Prices with more decimals than the columns keep: every component is rounded once,
+        // at 12 places (half away from zero), and the totals are sums of the rounded
+        // components, so the stored columns add up exactly, and to what the gateway predicts
+        // and `--reprice` computes (`Cost::total` of the same table).
+        let table = PriceTable::parse(
+            r#"{"m": {"input_cost_per_token": "0.000000333333333333333",
+                      "input_cost_per_audio_token": "0.0000017777777777777777",
+                      "input_cost_per_image_token": "0.00000055555555555555",
+                      "input_cost_per_video_token": "0.0000009999999999999995",
+                      "cache_read_input_token_cost": "0.00000003333333333333335",
+                      "output_cost_per_token": "0.0000013333333333333335",
+                      "output_cost_per_audio_token": "0.0000071111111111111115",
+                      "output_cost_per_video_token": "0.0000004444444444444445",
+                      "output_cost_per_reasoning_token": "0.0000029999999999999995"}}"#,
+        )
+        .unwrap();
+        let pricing = Pricing::with_tables(PriceTable::builtin(), table);
+        let report = UsageReport {
+            event_id: "s1:1".into(),
+            context: Some(ctx("m")),
+            seq: 1,
+            tokens: Some(TokenUsage {
+                prompt_tokens: 1_234_567,
+                prompt_details: vec![
+                    ModalityTokens {
+                        modality: Modality::Audio as i32,
+                        token_count: 333_333,
+                    },
+                    ModalityTokens {
+                        modality: Modality::Image as i32,
+                        token_count: 77_777,
+                    },
+                    ModalityTokens {
+                        modality: Modality::Video as i32,
+                        token_count: 55_555,
+                    },
+                ],
+                cached_tokens: 99_999,
+                tool_use_prompt_tokens: 12_345,
+                response_tokens: 765_431,
+                response_details: vec![
+                    ModalityTokens {
+                        modality: Modality::Audio as i32,
+                        token_count: 400_001,
+                    },
+                    ModalityTokens {
+                        modality: Modality::Video as i32,
+                        token_count: 300_003,
+                    },
+                ],
+                thoughts_tokens: 4_321,
+                ..TokenUsage::default()
+            }),
+            ..UsageReport::default()
+        };
+        let Event::Report(p) =
+            decode(subjects::USAGE_REPORT, &report.encode_to_vec(), &pricing).unwrap()
+        else {
+            panic!("not a report")
+        };
+        let r = &p.usage;
+        let input = r.input_text_cost_usd
+            + r.input_audio_cost_usd
+            + r.input_image_cost_usd
+            + r.input_video_cost_usd
+            + r.cached_cost_usd
+            + r.tool_use_cost_usd;
+        let output = r.output_text_cost_usd
+            + r.output_audio_cost_usd
+            + r.output_video_cost_usd
+            + r.thoughts_cost_usd;
+        assert_eq!(input, r.input_cost_usd);
+        assert_eq!(output, r.output_cost_usd);
+        assert_eq!(input + output, r.cost_usd);
+        let mut usage = Usage {
+            prompt_tokens: 1_234_567,
+            ..Usage::default()
+        };
+        usage.prompt.audio = 333_333;
+        usage.prompt.image = 77_777;
+        usage.prompt.video = 55_555;
+        usage.cached_tokens = 99_999;
+        usage.tool_use_tokens = 12_345;
+        usage.response_tokens = 765_431;
+        usage.response.audio = 400_001;
+        usage.response.video = 300_003;
+        usage.thoughts_tokens = 4_321;
+        assert_eq!(usd(pricing.price("m", &usage).cost.total()), r.cost_usd);
+        // Each component is a whole number of 1e-12 USD, none of them zero here.
+        assert!(r.input_text_cost_usd > 0 && r.thoughts_cost_usd > 0 && r.cached_cost_usd > 0);
+    }
+
+    #[test]
+    fn a_cost_too_large_to_store_is_refused_with_a_reason() {
+        // A typo in PRICING_FILE (a million dollars a token) meets counts a buggy upstream
+        // sent: u64::MAX tokens cost about 1.8e25 USD (a column holds < 1e26, but a key's
+        // all-time sum would not), and with a price 10^4 times larger the cost no longer fits
+        // i128 at all. Neither may panic, be wrapped or be stored: the report is refused with
+        // a reason, which sends it to the dead-letter stream.
+        for price in ["1000000", "10000000000"] {
+            let table = PriceTable::parse(&format!(
+                r#"{{"m": {{"input_cost_per_token": "{price}", "output_cost_per_token": "{price}"}}}}"#
+            ))
+            .unwrap();
+            let pricing = Pricing::with_tables(PriceTable::builtin(), table);
+            let report = UsageReport {
+                event_id: "s1:1".into(),
+                context: Some(ctx("m")),
+                seq: 1,
+                tokens: Some(TokenUsage {
+                    prompt_tokens: u64::MAX,
+                    response_tokens: u64::MAX,
+                    thoughts_tokens: u64::MAX,
+                    ..TokenUsage::default()
+                }),
+                ..UsageReport::default()
+            };
+            let err = decode(subjects::USAGE_REPORT, &report.encode_to_vec(), &pricing)
+                .expect_err("an unstorable cost was accepted");
+            assert!(matches!(err, DecodeError::Unbillable { .. }), "{err}");
+            assert!(err.to_string().contains("s1:1"), "{err}");
+
+            // The same for a session's trailing measurements.
+            let ended = SessionEnded {
+                context: Some(ctx("m")),
+                trailing_media: Some(MediaMeasurements {
+                    input_characters: u64::MAX,
+                    ..MediaMeasurements::default()
+                }),
+                ..SessionEnded::default()
+            };
+            let table = PriceTable::parse(&format!(
+                r#"{{"m": {{"input_cost_per_character": "{price}"}}}}"#
+            ))
+            .unwrap();
+            let pricing = Pricing::with_tables(PriceTable::builtin(), table);
+            let msg = SessionEvent {
+                event: Some(session_event::Event::Ended(ended)),
+            };
+            let err = decode(subjects::SESSION_EVENT, &msg.encode_to_vec(), &pricing)
+                .expect_err("an unstorable trailing cost was accepted");
+            assert!(matches!(err, DecodeError::Unbillable { .. }), "{err}");
+        }
     }
 
     #[test]

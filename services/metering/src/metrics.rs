@@ -9,7 +9,7 @@
 //! | `livegate_metering_duplicates_skipped_total` | counter | usage rows not inserted because ClickHouse already had them or the batch held another copy |
 //! | `livegate_metering_sessions_written_total` | counter | ended sessions recorded in `sessions` (a redelivered end is not counted again) |
 //! | `livegate_metering_unpriced_events_total{model}` | counter | usage rows whose model has no price (cost 0, `priced = 0`) |
-//! | `livegate_metering_dead_lettered_total{kind}` | counter | bus messages set aside in the `LIVEGATE_DEADLETTER` stream with their reason (`unknown_subject`, `undecodable`) |
+//! | `livegate_metering_dead_lettered_total{kind}` | counter | bus messages set aside in the `LIVEGATE_DEADLETTER` stream with their reason (`unknown_subject`, `undecodable`, `unbillable`: a cost beyond 10^20 USD) |
 //! | `livegate_metering_batches_total{outcome}` | counter | batches committed (`ok`) or handed back to JetStream after all retries (`failed`) |
 //! | `livegate_metering_insert_failures_total` | counter | failed ClickHouse attempts (each retry counts) |
 //! | `livegate_metering_batch_duration_seconds` | histogram | from fetch to acks of a batch |
@@ -121,7 +121,7 @@ impl Metrics {
         let dead_lettered = Family::<KindLabel, Counter>::default();
         registry.register(
             "dead_lettered",
-            "Bus messages set aside in the LIVEGATE_DEADLETTER stream, by kind (unknown_subject, undecodable)",
+            "Bus messages set aside in the LIVEGATE_DEADLETTER stream, by kind (unknown_subject, undecodable, unbillable)",
             dead_lettered.clone(),
         );
         let batches = Family::<OutcomeLabel, Counter>::default();

@@ -650,3 +650,37 @@ fn a_reload_names_the_entries_it_left_without_a_price() {
     assert_eq!((gone.entry, gone.cost.total()), (None, Decimal::ZERO));
     assert!(p.price("gemini-live-2.5-flash", &u).entry.is_some());
 }
+
+#[test]
+fn absurd_counts_and_prices_saturate_instead_of_panicking() {
+    // A price table typo (10^10 USD a token) meets counts a buggy upstream sent (u64::MAX in
+    // every field): each product overflows `Decimal`, and so would the sums of the
+    // components. Pricing must not panic (that would crash the consumer on every redelivery
+    // of the message); the cost saturates, and metering refuses to store it (dead letter).
+    let e = entry(
+        r#"{"input_cost_per_token": "10000000000", "output_cost_per_token": "10000000000",
+            "input_cost_per_character": "10000000000"}"#,
+    );
+    let max = ByModality {
+        text: u64::MAX,
+        audio: u64::MAX,
+        image: u64::MAX,
+        video: u64::MAX,
+    };
+    let u = Usage {
+        prompt_tokens: u64::MAX,
+        prompt: max,
+        response_tokens: u64::MAX,
+        response: max,
+        tool_use_tokens: u64::MAX,
+        tool_use: max,
+        thoughts_tokens: u64::MAX,
+        input_characters: u64::MAX,
+        ..Usage::default()
+    };
+    let c = e.cost(&u);
+    assert_eq!(c.tool_use, Decimal::MAX);
+    assert_eq!(c.input(), Decimal::MAX);
+    assert_eq!(c.output(), Decimal::MAX);
+    assert_eq!(c.total(), Decimal::MAX);
+}

@@ -1,11 +1,12 @@
 //! Dead letters: a message metering cannot use (a subject it does not know, as a newer gateway
-//! may publish during a rolling upgrade, or a payload that does not decode) is copied to the
+//! may publish during a rolling upgrade, a payload that does not decode, or usage whose cost is
+//! too large to store: absurd counts or an absurd price) is copied to the
 //! dead-letter stream with its reason before it is acknowledged, so nothing leaves the bus
 //! unaccounted for. If the copy fails, the message stays unacknowledged and comes back.
 
 use super::Pipeline;
 use super::batch::Item;
-use crate::events::Event;
+use crate::events::{DecodeError, Event};
 use crate::metrics::KindLabel;
 use async_nats::HeaderMap;
 use async_nats::header::NATS_MESSAGE_ID;
@@ -24,6 +25,7 @@ fn why(item: &Item) -> Option<(&'static str, String)> {
                 item.msg.subject
             ),
         )),
+        Err(e @ DecodeError::Unbillable { .. }) => Some(("unbillable", e.to_string())),
         Err(e) => Some(("undecodable", e.to_string())),
         Ok(_) => None,
     }

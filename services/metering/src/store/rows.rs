@@ -8,17 +8,22 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 /// USD as `Decimal(38, 12)`'s wire form: an integer count of 1e-12 USD.
+///
+/// After rounding, scale ≤ COST_SCALE, so the exponent cannot underflow and the multiplier is
+/// at most 10^12. The product fits i128 while |d| < i128::MAX / 10^12 (about 1.7e26 USD),
+/// which covers every value a `Decimal(38, 12)` column can hold (|d| < 10^26). A usage row
+/// never comes near it (`events::MAX_EVENT_USD` sets one aside from 10^20 USD), but `d` itself
+/// may reach about 7.9e28, so the product is checked and saturates rather than panicking or
+/// wrapping to a wrong (even negative) amount.
 pub(crate) fn usd(d: Decimal) -> i128 {
     let d = d.round_dp(COST_SCALE);
     let scale = d.scale();
-    // After rounding, scale ≤ COST_SCALE, so the exponent cannot underflow and the multiplier
-    // is at most 10^12. The product is `d` counted in 1e-12 USD: it fits i128 while
-    // |d| < i128::MAX / 10^12 (about 1.7e26 USD), which covers every value a `Decimal(38, 12)`
-    // column can hold (|d| < 10^26). Nothing here checks that bound: `d` itself may reach
-    // about 7.9e28 (a 96-bit mantissa), and from 1.7e26 USD the multiplication overflows (a
-    // panic where overflow checks are on, as in debug builds; a wrapped value in release).
-    // Costs are usage times per-unit prices, many orders of magnitude below it.
-    d.mantissa() * 10i128.pow(COST_SCALE - scale)
+    let units = d.mantissa().checked_mul(10i128.pow(COST_SCALE - scale));
+    match units {
+        Some(u) => u,
+        None if d.is_sign_negative() => i128::MIN,
+        None => i128::MAX,
+    }
 }
 
 /// The inverse of [`usd`].
@@ -262,5 +267,12 @@ mod tests {
         let d = Decimal::from_i128_with_scale(10i128.pow(26), 0);
         assert_eq!(usd(d), 10i128.pow(38));
         assert_eq!(usd(-d), -(10i128.pow(38)));
+    }
+
+    #[test]
+    fn usd_saturates_instead_of_wrapping() {
+        // Decimal::MAX (what pricing saturates to) is 7.9e28 USD: 7.9e40 units, past i128.
+        assert_eq!(usd(Decimal::MAX), i128::MAX);
+        assert_eq!(usd(Decimal::MIN), i128::MIN);
     }
 }

@@ -92,3 +92,67 @@ async fn unknown_kinds_and_undecodable_payloads_are_set_aside_with_their_reason(
     );
     m.stop().await;
 }
+
+#[tokio::test]
+async fn usage_too_costly_to_store_is_set_aside_and_the_rest_is_billed() {
+    // A price table with a typo (a million dollars a token) and an upstream that reports
+    // u64::MAX tokens: about 1.8e25 USD per count. Before, the row was stored and every spend
+    // sum over the key carried it (or, a little larger, metering panicked on each delivery).
+    let dir = tempfile::tempdir().unwrap();
+    let prices = dir.path().join("prices.json");
+    std::fs::write(
+        &prices,
+        r#"{"typo-model": {"input_cost_per_token": "1000000", "output_cost_per_token": "1000000"}}"#,
+    )
+    .unwrap();
+    let w = World::new().await;
+    let ctx = context("ub", "kub", "tub", "typo-model");
+    let absurd = report(
+        &ctx,
+        1,
+        livegate_proto::usage::TokenUsage {
+            prompt_tokens: u64::MAX,
+            response_tokens: u64::MAX,
+            ..Default::default()
+        },
+        Default::default(),
+    );
+    w.publish_report(&absurd).await;
+    // One token at the typo'd price: a million dollars, billed as the table says.
+    w.publish_report(&text_report(&ctx, 2, 1, 0)).await;
+
+    let mut config = w.config();
+    config.pricing_file = Some(prices);
+    let m = spawn_metering(config).await;
+    w.wait_usage_rows(1).await;
+    w.wait_spend("key.kub", "1000000").await;
+
+    let letters = eventually("one dead letter", || async {
+        let mut stream = w.js.get_stream(subjects::DEAD_LETTER_STREAM).await.ok()?;
+        let n = stream.info().await.ok()?.state.messages;
+        (n == 1).then_some(stream)
+    })
+    .await;
+    let msg = letters.get_raw_message(1).await.unwrap();
+    let reason = msg
+        .headers
+        .get(subjects::DEAD_LETTER_REASON_HEADER)
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.contains("ub:1") && reason.contains("typo-model"),
+        "{reason}"
+    );
+    assert_eq!(msg.payload.to_vec(), absurd.encode_to_vec());
+    let (_, body) = m.get("/metrics").await;
+    let line = "livegate_metering_dead_lettered_total{kind=\"unbillable\"} 1";
+    assert!(body.contains(line), "{line} missing from:\n{body}");
+    assert_eq!(
+        w.scalar(
+            "SELECT toString(sum(cost_usd)) FROM {db}.usage_events FINAL WHERE session_id = 'ub'"
+        )
+        .await,
+        "1000000.000000000000"
+    );
+    m.stop().await;
+}

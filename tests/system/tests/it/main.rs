@@ -22,6 +22,7 @@ mod developer_api;
 mod front_door;
 mod http;
 mod leases;
+mod ledger;
 mod live38;
 mod live_policy;
 mod metering;
