@@ -50,8 +50,7 @@ impl Ledger {
             .map(|q| {
                 q.iter()
                     .filter(|(at, _)| now.duration_since(*at) < IN_FLIGHT_HORIZON)
-                    .map(|(_, usd)| *usd)
-                    .sum()
+                    .fold(Decimal::ZERO, |sum, (_, usd)| sum.saturating_add(*usd))
             })
             .unwrap_or_default()
     }
@@ -88,9 +87,9 @@ pub struct Committed {
 }
 
 impl Committed {
-    /// Both together.
+    /// Both together (saturating: an absurd price must not panic a session's budget check).
     pub fn total(&self) -> Decimal {
-        self.mirrored + self.in_flight
+        self.mirrored.saturating_add(self.in_flight)
     }
 }
 
@@ -143,7 +142,7 @@ impl Spend {
             if q.len() > IN_FLIGHT_ENTRIES
                 && let (Some((at, a)), Some((_, b))) = (q.pop_front(), q.pop_front())
             {
-                q.push_front((at, a + b));
+                q.push_front((at, a.saturating_add(b)));
             }
         }
     }
@@ -171,7 +170,7 @@ impl Spend {
                 if let Ok(v) = livegate_common::spend::parse_usd(value) {
                     let before = ledger.mirrored.insert(spend_key.clone(), v);
                     // A spend key seen for the first time counts from 0: all of it is new.
-                    let delta = v - before.unwrap_or_default();
+                    let delta = v.saturating_sub(before.unwrap_or_default());
                     if delta > Decimal::ZERO {
                         ledger.landed(&spend_key, delta);
                     }
@@ -290,6 +289,20 @@ mod tests {
 
     fn usd(s: &str) -> Decimal {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn absurd_amounts_saturate_instead_of_panicking() {
+        // Pricing saturates at Decimal::MAX for absurd counts or prices; the gateway's sums of
+        // such amounts must not panic the session that priced them.
+        let spend = Spend::default();
+        spend.apply_value("key.k".into(), kv::Operation::Put, b"1");
+        for _ in 0..(IN_FLIGHT_ENTRIES + 2) {
+            spend.add_in_flight(&["key.k"], Decimal::MAX);
+        }
+        let c = spend.committed("key.k");
+        assert_eq!((c.in_flight, c.total()), (Decimal::MAX, Decimal::MAX));
+        assert!(spend.budget_spent("key.k", "1"));
     }
 
     #[test]

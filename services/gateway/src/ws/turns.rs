@@ -235,7 +235,7 @@ impl TurnBudget {
         });
         for (scope, budget, committed) in committed {
             let total = committed.total();
-            if total >= budget || total + next_turn > budget {
+            if total >= budget || total.saturating_add(next_turn) > budget {
                 return Err(Refusal {
                     scope,
                     budget,
