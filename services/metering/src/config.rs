@@ -13,6 +13,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// How many deliveries a `SessionEnded` waits (one redelivery a second) for reports the
+/// gateway published but metering has not stored yet, before its `sessions` row is written
+/// with what arrived ([`Config::session_waits`]; the lease reconciler completes the row if the
+/// rest land later).
+pub const MAX_SESSION_WAITS: u64 = 10;
+
 /// HTTP listen address (`/metrics`, `/healthz`, `/readyz`).
 pub const LISTEN: &str = "METERING_LISTEN";
 /// Default for [`LISTEN`].
@@ -98,6 +104,10 @@ pub struct Config {
     pub spend_bucket: String,
     /// `METERING_LEASE`: see [`LEASE`].
     pub lease: Duration,
+    /// Most deliveries of a `SessionEnded` waiting for its reports: [`MAX_SESSION_WAITS`].
+    /// Not read from the environment (the default suits every deployment): a knob for tests
+    /// and embedding, which set it lower to see a row written short without waiting 10 s.
+    pub session_waits: u64,
 }
 
 /// Where ClickHouse is.
@@ -222,6 +232,7 @@ impl Config {
             consumer: subjects::METERING_CONSUMER.to_string(),
             spend_bucket: subjects::SPEND_BUCKET.to_string(),
             lease: leases::DEFAULT_LEASE,
+            session_waits: MAX_SESSION_WAITS,
         }
     }
 }

@@ -13,13 +13,18 @@
 //! `METERING_LEASE`.
 //!
 //! The row has version 0, below every real end's, so a `SessionEnded` that arrives later (the
-//! gateway was only partitioned) replaces it. Reports of the dead process that were still
-//! queued behind a metering backlog when it was closed are taken in afterwards: each pass
-//! rewrites a recent lost row whose stored usage grew ([`refresh_lost`]; same version, the
-//! later insert wins). Every replica runs a reconciler; two closing the
-//! same session write the same row, which the `ReplacingMergeTree` absorbs.
+//! gateway was only partitioned) replaces it.
+//!
+//! Each pass also completes recent rows written short ([`refresh_sessions`]): a lost row
+//! whose dead process's reports were still queued behind a metering backlog, and a real row
+//! the consumer wrote without every report the gateway published (`reports_stored < reports`:
+//! the end event stopped waiting while a report was stuck on another replica or in a bus
+//! outage). When such a row's stored usage grew, it is written again recounted (same close,
+//! new totals; a real row's version grows with them, a lost row's stays 0 and the later insert
+//! wins), and logged with its cost line. Every replica runs a reconciler; two closing or
+//! completing the same session write the same row, which the `ReplacingMergeTree` absorbs.
 
-use crate::consumer::{cost_line, lost_row};
+use crate::consumer::{LOST_VERSION, cost_line, lost_row};
 use crate::metrics::Metrics;
 use crate::store::{SessionRow, SessionStartRow, Store};
 use async_nats::jetstream::{self, kv};
@@ -99,8 +104,8 @@ pub(crate) async fn run(
         if let Err(e) = pass(&mut state, b, &store, &metrics, lease).await {
             tracing::warn!(error.message = %e, "lease reconciler pass failed; retrying");
         }
-        if let Err(e) = refresh_lost(&store).await {
-            tracing::warn!(error.message = %e, "refreshing lost sessions failed; retrying");
+        if let Err(e) = refresh_sessions(&store).await {
+            tracing::warn!(error.message = %e, "refreshing short sessions failed; retrying");
         }
     }
 }
@@ -195,59 +200,57 @@ async fn pass(
     Ok(())
 }
 
-/// Rewrites each recent lost session whose stored usage grew since it was closed.
-async fn refresh_lost(store: &Store) -> Result<(), crate::store::StoreError> {
-    let lost = store.recent_lost_sessions().await?;
-    if lost.is_empty() {
+/// Rewrites each recent session row that may be short (closed as lost, or written without all
+/// its reports: [`Store::sessions_to_refresh`]) whose stored usage grew since it was written,
+/// recounted with the new totals ([`SessionRow::recounted`]).
+async fn refresh_sessions(store: &Store) -> Result<(), crate::store::StoreError> {
+    let short = store.sessions_to_refresh().await?;
+    if short.is_empty() {
         return Ok(());
     }
-    let ids: Vec<&str> = lost.iter().map(|r| r.session_id.as_str()).collect();
+    let ids: Vec<&str> = short.iter().map(|r| r.session_id.as_str()).collect();
     let totals = store.session_totals(&ids).await?;
-    let rows: Vec<SessionRow> = lost
-        .iter()
+    let rows: Vec<SessionRow> = short
+        .into_iter()
         .filter_map(|row| {
             let t = totals.get(&row.session_id)?;
-            (t.events > row.events_counted).then(|| refreshed(row, t))
+            (t.events > row.events_counted).then(|| row.recounted(t))
         })
         .collect();
     store.insert_sessions(&rows).await?;
     for row in &rows {
-        tracing::info!(
-            session.id = %row.session_id,
-            events = row.events_counted,
-            "lost session updated with usage stored after it was closed; {}",
-            cost_line(row)
-        );
+        if row.version == LOST_VERSION {
+            tracing::info!(
+                session.id = %row.session_id,
+                events = row.events_counted,
+                "lost session updated with usage stored after it was closed; {}",
+                cost_line(row)
+            );
+        } else {
+            tracing::info!(
+                session.id = %row.session_id,
+                events = row.events_counted,
+                reports = row.reports,
+                reports_stored = row.reports_stored,
+                "session updated with reports stored after its row was written; {}",
+                cost_line(row)
+            );
+        }
     }
     Ok(())
-}
-
-/// `row` (closed as lost) rebuilt with the totals `t`.
-fn refreshed(row: &SessionRow, t: &crate::store::SessionTotals) -> SessionRow {
-    let start = SessionStartRow {
-        session_id: row.session_id.clone(),
-        key_id: row.key_id.clone(),
-        team_id: row.team_id.clone(),
-        user_id: row.user_id.clone(),
-        project: row.project.clone(),
-        location: row.location.clone(),
-        model: row.model.clone(),
-        gateway_id: row.gateway_id.clone(),
-        gateway_instance: String::new(),
-        started_at: row.started_at,
-    };
-    lost_row(&start, row.ended_at, t)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::consumer::session_row;
+    use crate::store::{SessionTotals, usd};
+    use livegate_proto::usage::{ClosedBy, SessionContext, SessionEnded};
 
     const LEASE: Duration = Duration::from_secs(15);
 
-    #[test]
-    fn a_refreshed_lost_row_keeps_its_close_and_takes_the_new_totals() {
-        let start = SessionStartRow {
+    fn start() -> SessionStartRow {
+        SessionStartRow {
             session_id: "s".into(),
             key_id: "k".into(),
             team_id: "t".into(),
@@ -258,21 +261,23 @@ mod tests {
             gateway_id: "g".into(),
             gateway_instance: "i".into(),
             started_at: 100,
-        };
-        let t1 = crate::store::SessionTotals {
-            events: 1,
-            reports: 1,
-            cost_usd: "0.1".into(),
+        }
+    }
+
+    fn totals(events: u64, reports: u64, cost: &str) -> SessionTotals {
+        SessionTotals {
+            events,
+            reports,
+            prompt_tokens: 10 * events,
+            cost_usd: cost.into(),
             ..Default::default()
-        };
-        let old = lost_row(&start, 160, &t1);
-        let t2 = crate::store::SessionTotals {
-            events: 2,
-            reports: 2,
-            cost_usd: "0.25".into(),
-            ..Default::default()
-        };
-        let new = refreshed(&old, &t2);
+        }
+    }
+
+    #[test]
+    fn a_refreshed_lost_row_keeps_its_close_and_takes_the_new_totals() {
+        let old = lost_row(&start(), 160, &totals(1, 1, "0.1"));
+        let new = old.clone().recounted(&totals(2, 2, "0.25"));
         assert_eq!(
             (
                 new.closed_by.as_str(),
@@ -283,13 +288,80 @@ mod tests {
             ("lost", 1006, 100, 160)
         );
         assert_eq!(
-            (new.events_counted, new.reports, new.version),
-            (2, 2, old.version)
+            (
+                new.events_counted,
+                new.reports,
+                new.reports_stored,
+                new.version
+            ),
+            (2, 2, 2, old.version)
+        );
+        assert_eq!(new.cost_usd, usd(SessionTotals::money("0.25")));
+    }
+
+    #[test]
+    fn a_real_row_written_short_is_recounted_with_its_own_close_and_a_higher_version() {
+        let ended = SessionEnded {
+            context: Some(SessionContext {
+                session_id: "s".into(),
+                key_id: "k".into(),
+                ..Default::default()
+            }),
+            started_at: Some(livegate_proto::prost_types::Timestamp {
+                seconds: 100,
+                nanos: 0,
+            }),
+            ended_at: Some(livegate_proto::prost_types::Timestamp {
+                seconds: 130,
+                nanos: 0,
+            }),
+            duration_seconds: 30.0,
+            close_code: 1000,
+            close_reason: "bye".into(),
+            closed_by: ClosedBy::Client.into(),
+            frames_in: 7,
+            bytes_out: 900,
+            upstream_connections: 2,
+            resumptions: 1,
+            reports: 2,
+            ..Default::default()
+        };
+        // The end stopped waiting with one of its two reports (and its `:end` row) stored.
+        let short = session_row(&ended, &totals(2, 1, "0.1"));
+        assert_eq!((short.reports, short.reports_stored), (2, 1));
+        let new = short.clone().recounted(&totals(3, 2, "0.25"));
+        // Everything but the totals is the gateway's, as first written: not a lost row.
+        let kept = SessionRow {
+            reports_stored: new.reports_stored,
+            events_counted: new.events_counted,
+            prompt_tokens: new.prompt_tokens,
+            cost_usd: new.cost_usd,
+            version: new.version,
+            ..short.clone()
+        };
+        assert_eq!(new, kept);
+        assert_eq!(
+            (
+                new.closed_by.as_str(),
+                new.close_code,
+                new.close_reason.as_str()
+            ),
+            ("client", 1000, "bye")
         );
         assert_eq!(
-            new.cost_usd,
-            crate::store::usd(crate::store::SessionTotals::money("0.25"))
+            (
+                new.reports,
+                new.reports_stored,
+                new.events_counted,
+                new.prompt_tokens
+            ),
+            (2, 2, 3, 30)
         );
+        assert_eq!(new.cost_usd, usd(SessionTotals::money("0.25")));
+        // It replaces the short row, and a recount of the same totals is the same row.
+        assert_eq!(new.version, 4);
+        assert!(new.version > short.version);
+        assert_eq!(new.clone().recounted(&totals(3, 2, "0.25")), new);
     }
 
     #[test]

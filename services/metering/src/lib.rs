@@ -211,6 +211,7 @@ pub async fn run(
         batch_size: config.batch_size,
         flush_interval: config.flush_interval,
         insert_retries: config.insert_retries,
+        session_waits: config.session_waits.max(1),
     };
     // Its own task, so a panic in it ends this future with an error instead of unwinding it;
     // aborted with this future, like the JoinSet's tasks.

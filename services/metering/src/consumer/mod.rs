@@ -40,7 +40,9 @@ mod sessions;
 mod setup;
 
 pub(crate) use cost_line::cost_line;
-pub(crate) use sessions::lost_row;
+#[cfg(test)]
+pub(crate) use sessions::session_row;
+pub(crate) use sessions::{LOST_VERSION, lost_row};
 pub(crate) use setup::setup;
 
 use crate::metrics::Metrics;
@@ -67,4 +69,6 @@ pub(crate) struct Pipeline {
     pub(crate) batch_size: usize,
     pub(crate) flush_interval: Duration,
     pub(crate) insert_retries: u32,
+    /// Most deliveries a `SessionEnded` waits for its reports (`Config::session_waits`).
+    pub(crate) session_waits: u64,
 }

@@ -4,8 +4,10 @@
 //!
 //! If fewer reports are stored than the gateway says it published (a report still in flight
 //! on another replica, or redelivered later), the end event is handed back with a short delay
-//! ([`SESSION_WAIT_DELAY`]) and tried again, at most [`MAX_SESSION_WAITS`] deliveries; then the
-//! row is written with what arrived.
+//! ([`SESSION_WAIT_DELAY`]) and tried again, at most `Config::session_waits`
+//! ([`MAX_SESSION_WAITS`](crate::config::MAX_SESSION_WAITS)) deliveries; then the row is written with what arrived, with
+//! `reports_stored` below `reports`, and the lease reconciler (`crate::leases`) recounts it
+//! ([`SessionRow::recounted`]) when the missing reports land.
 //!
 //! A session whose gateway process died before its `SessionEnded` is closed by the lease
 //! reconciler (`crate::leases`) with [`lost_row`]: `closed_by = 'lost'`, close code
@@ -20,10 +22,9 @@ use livegate_proto::usage::{ClosedBy, SessionContext, SessionEnded, SessionStart
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// A `SessionEnded` whose reports are not all stored is redelivered after this delay…
+/// A `SessionEnded` whose reports are not all stored is redelivered after this delay, up to
+/// `Config::session_waits` deliveries, then written with the reports that arrived.
 pub(super) const SESSION_WAIT_DELAY: Duration = Duration::from_secs(1);
-/// …up to this many deliveries, then written with the reports that arrived.
-pub(crate) const MAX_SESSION_WAITS: u64 = 10;
 
 /// The close code of a session closed as lost: 1006, "closed abnormally, without a close
 /// frame" (RFC 6455 §7.4.1), which is what the client saw when its gateway died.
@@ -67,7 +68,7 @@ impl Pipeline {
         for (e, delivered) in ended {
             let id = e.context().session_id.clone();
             let t = totals.get(&id).cloned().unwrap_or_default();
-            let step = if t.reports < e.event.reports && *delivered < MAX_SESSION_WAITS {
+            let step = if t.reports < e.event.reports && *delivered < self.session_waits {
                 tracing::debug!(
                     session.id = %id,
                     stored = t.reports,
@@ -157,23 +158,50 @@ pub(crate) fn session_row(e: &SessionEnded, t: &SessionTotals) -> SessionRow {
         upstream_connections: e.upstream_connections,
         resumptions: e.resumptions,
         reports: e.reports,
-        events_counted: t.events,
-        prompt_tokens: t.prompt_tokens,
-        response_tokens: t.response_tokens,
-        cached_tokens: t.cached_tokens,
-        tool_use_tokens: t.tool_use_tokens,
-        thoughts_tokens: t.thoughts_tokens,
-        total_tokens: t.total_tokens,
-        input_characters: t.input_characters,
-        output_characters: t.output_characters,
-        input_audio_seconds: t.input_audio_seconds,
-        output_audio_seconds: t.output_audio_seconds,
-        input_video_seconds: t.input_video_seconds,
-        input_images: t.input_images,
-        input_cost_usd: usd(SessionTotals::money(&t.input_cost_usd)),
-        output_cost_usd: usd(SessionTotals::money(&t.output_cost_usd)),
-        cost_usd: usd(SessionTotals::money(&t.cost_usd)),
         version: t.events.saturating_add(1),
+        ..SessionRow::default()
+    }
+    .with_totals(t)
+}
+
+impl SessionRow {
+    /// This row recounted with the usage totals `t`, as the lease reconciler completes a row
+    /// written short or a lost row whose reports landed late: every column summed from usage
+    /// rows takes the new totals, and `version` grows with them (`t.events + 1`), so the new
+    /// row replaces the old. Who, when and how the session closed and what the gateway
+    /// counted stay; a row closed as lost ([`LOST_VERSION`]) stays lost, with `reports` (for it,
+    /// the reports stored) updated too and its version kept below every real end's.
+    pub(crate) fn recounted(self, t: &SessionTotals) -> Self {
+        let lost = self.version == LOST_VERSION;
+        let mut row = self.with_totals(t);
+        if lost {
+            row.reports = t.reports;
+        } else {
+            row.version = t.events.saturating_add(1);
+        }
+        row
+    }
+
+    /// This row with every column summed from usage rows set from `t` (not `version`).
+    fn with_totals(mut self, t: &SessionTotals) -> Self {
+        self.reports_stored = t.reports;
+        self.events_counted = t.events;
+        self.prompt_tokens = t.prompt_tokens;
+        self.response_tokens = t.response_tokens;
+        self.cached_tokens = t.cached_tokens;
+        self.tool_use_tokens = t.tool_use_tokens;
+        self.thoughts_tokens = t.thoughts_tokens;
+        self.total_tokens = t.total_tokens;
+        self.input_characters = t.input_characters;
+        self.output_characters = t.output_characters;
+        self.input_audio_seconds = t.input_audio_seconds;
+        self.output_audio_seconds = t.output_audio_seconds;
+        self.input_video_seconds = t.input_video_seconds;
+        self.input_images = t.input_images;
+        self.input_cost_usd = usd(SessionTotals::money(&t.input_cost_usd));
+        self.output_cost_usd = usd(SessionTotals::money(&t.output_cost_usd));
+        self.cost_usd = usd(SessionTotals::money(&t.cost_usd));
+        self
     }
 }
 

@@ -133,7 +133,7 @@ pub struct PricedEvent {
 }
 
 /// One `sessions` row (every column but `inserted_at`).
-#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Row, Serialize, Deserialize)]
 #[expect(
     missing_docs,
     reason = "one field per column: the columns are documented in the migration"
@@ -163,6 +163,9 @@ pub struct SessionRow {
     pub resumptions: u32,
     /// Reports the gateway says it published.
     pub reports: u64,
+    /// Reports the totals include (migration 7): below `reports` when the row was written
+    /// without all of them, and the lease reconciler completes it when they land.
+    pub reports_stored: u64,
     /// Usage rows (reports and the `:end` row) the totals include.
     pub events_counted: u64,
     pub prompt_tokens: u64,

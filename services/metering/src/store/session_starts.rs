@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 pub(crate) const OPEN_SESSION_HORIZON_HOURS: u32 = 48;
 /// Most open sessions read per reconciler pass (the rest wait for the next pass).
 const OPEN_SESSIONS_LIMIT: u32 = 10_000;
-/// Sessions closed as lost whose gateway's last heartbeat is older than this are no longer
-/// refreshed by [`Store::recent_lost_sessions`]' caller: reports queued behind a metering
-/// backlog land well within it.
-pub(crate) const LOST_REFRESH_WINDOW_SECS: u32 = 3600;
+/// Session rows that may still grow (closed as lost, or written short) and ended longer ago
+/// than this are no longer refreshed by [`Store::sessions_to_refresh`]' caller: reports queued
+/// behind a metering backlog, a stuck replica or a bus outage land well within it.
+pub(crate) const REFRESH_WINDOW_SECS: u32 = 3600;
 
 /// One `session_starts` row (every column but `inserted_at`).
 #[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
@@ -67,22 +67,24 @@ impl Store {
             .map_err(err("read open sessions"))
     }
 
-    /// The `sessions` rows closed as lost (by the lease reconciler) whose `ended_at` is within
-    /// [`LOST_REFRESH_WINDOW_SECS`], as they read now (`FINAL`: a real end that replaced one is
-    /// not returned).
+    /// The `sessions` rows whose totals may be short, as they read now (`FINAL`), with
+    /// `ended_at` within [`REFRESH_WINDOW_SECS`]: those closed as lost (by the lease
+    /// reconciler; a real end that replaced one is not returned) and those written without
+    /// every report the gateway published (`reports_stored < reports`, migration 7). A complete
+    /// row never qualifies, so the answer stays small; at most [`OPEN_SESSIONS_LIMIT`] rows.
     ///
     /// # Errors
     /// [`StoreError`] when the query fails.
-    pub async fn recent_lost_sessions(&self) -> Result<Vec<SessionRow>, StoreError> {
+    pub async fn sessions_to_refresh(&self) -> Result<Vec<SessionRow>, StoreError> {
         let sql = format!(
-            "SELECT ?fields FROM {} FINAL WHERE closed_by = 'lost' \
-             AND ended_at >= now() - {LOST_REFRESH_WINDOW_SECS} LIMIT {OPEN_SESSIONS_LIMIT}",
+            "SELECT ?fields FROM {} FINAL WHERE ended_at >= now() - {REFRESH_WINDOW_SECS} \
+             AND (closed_by = 'lost' OR reports_stored < reports) LIMIT {OPEN_SESSIONS_LIMIT}",
             self.table("sessions"),
         );
         self.client
             .query(&sql)
             .fetch_all::<SessionRow>()
             .await
-            .map_err(err("read lost sessions"))
+            .map_err(err("read sessions to refresh"))
     }
 }

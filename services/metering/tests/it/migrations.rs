@@ -21,7 +21,7 @@ async fn migrations_run_twice_and_concurrently_without_error() {
     let ch = ClickHouseServer::shared().await.unwrap();
     let db = names::unique("t_migrate");
     let s = store(ch, &db);
-    assert_eq!(s.migrate().await.unwrap(), vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(s.migrate().await.unwrap(), vec![1, 2, 3, 4, 5, 6, 7]);
     assert_eq!(s.migrate().await.unwrap(), Vec::<u32>::new());
     for t in [
         "schema_migrations",
@@ -52,7 +52,7 @@ async fn migrations_run_twice_and_concurrently_without_error() {
         ))
         .await
         .unwrap();
-    assert_eq!(versions.trim(), "1\n2\n3\n4\n5\n6");
+    assert_eq!(versions.trim(), "1\n2\n3\n4\n5\n6\n7");
 
     // Two replicas starting together on a fresh database.
     let db2 = names::unique("t_migrate");
@@ -67,7 +67,7 @@ async fn migrations_run_twice_and_concurrently_without_error() {
         ))
         .await
         .unwrap();
-    assert_eq!(versions.trim(), "1\n2\n3\n4\n5\n6");
+    assert_eq!(versions.trim(), "1\n2\n3\n4\n5\n6\n7");
 }
 
 #[tokio::test]
@@ -120,8 +120,8 @@ async fn the_per_day_totals_are_backfilled_from_the_history_already_stored() {
     .await
     .unwrap();
 
-    // Migrations 5 and 6's columns came with the statements above; the runner skips them.
-    assert_eq!(store(ch, &db).migrate().await.unwrap(), vec![4, 5, 6]);
+    // Migrations 5 to 7's columns came with the statements above; the runner skips them.
+    assert_eq!(store(ch, &db).migrate().await.unwrap(), vec![4, 5, 6, 7]);
     let rows = ch
         .query(&format!(
             "SELECT key_id, toString(day), team_id, toString(cost_usd), events \
@@ -187,4 +187,49 @@ async fn the_per_day_totals_are_backfilled_from_the_history_already_stored() {
         ]
     );
     ch.query(&format!("DROP DATABASE {db}")).await.unwrap();
+}
+
+#[tokio::test]
+async fn session_rows_written_before_reports_stored_existed_are_short_only_when_certainly_short() {
+    let ch = ClickHouseServer::shared().await.unwrap();
+    let db = names::unique("t_stored");
+    // The schema as migrations 1-6 left it, with three session rows: complete, complete with
+    // its `:end` row, and certainly short (fewer usage rows than published reports).
+    let v7 = |s: &str| s.contains("reports_stored");
+    for s in livegate_metering::schema_statements(&db).unwrap() {
+        if !v7(&s) {
+            ch.query(&s).await.unwrap();
+        }
+    }
+    ch.query(&format!(
+        "INSERT INTO {db}.schema_migrations (version, name) VALUES \
+         (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd'), (5, 'e'), (6, 'f')"
+    ))
+    .await
+    .unwrap();
+    ch.query(&format!(
+        "INSERT INTO {db}.sessions (session_id, ended_at, reports, events_counted, version) \
+         VALUES ('full', now(), 2, 2, 3), ('end', now(), 2, 3, 4), ('short', now(), 3, 1, 2)"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(store(ch, &db).migrate().await.unwrap(), vec![7]);
+    let rows = ch
+        .query(&format!(
+            "SELECT session_id, reports_stored FROM {db}.sessions FINAL ORDER BY session_id"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rows.trim(), "end\t2\nfull\t2\nshort\t1");
+    // Merged into new parts, the old rows keep the same values.
+    ch.query(&format!("OPTIMIZE TABLE {db}.sessions FINAL"))
+        .await
+        .unwrap();
+    let rows = ch
+        .query(&format!(
+            "SELECT session_id, reports_stored FROM {db}.sessions FINAL ORDER BY session_id"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rows.trim(), "end\t2\nfull\t2\nshort\t1");
 }

@@ -43,6 +43,7 @@ mod v0003_usage_receipts;
 mod v0004_spend_totals;
 mod v0005_output_video;
 mod v0006_session_connections;
+mod v0007_session_reports_stored;
 
 use super::{Store, StoreError, err};
 use std::collections::HashSet;
@@ -70,6 +71,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     v0004_spend_totals::MIGRATION,
     v0005_output_video::MIGRATION,
     v0006_session_connections::MIGRATION,
+    v0007_session_reports_stored::MIGRATION,
 ];
 
 /// One server, or a cluster (`CLICKHOUSE_CLUSTER`): how each migration statement is rendered.
@@ -515,7 +517,7 @@ mod tests {
     fn script_separates_statements_with_semicolon_and_blank_line() {
         let text = script("livegate");
         assert!(text.starts_with("CREATE DATABASE IF NOT EXISTS livegate;\n\nCREATE TABLE"));
-        assert!(text.ends_with("AFTER upstream_connections;\n"), "{text}");
+        assert!(text.ends_with("AFTER reports;\n"), "{text}");
         let parts: Vec<&str> = text
             .split(";\n\n")
             .map(|s| s.trim_end().trim_end_matches(';'))
