@@ -17,4 +17,5 @@ mod duplicates;
 mod faults;
 mod migrations;
 mod pipeline;
+mod sessions;
 mod spend;
