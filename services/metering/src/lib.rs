@@ -13,7 +13,8 @@
 //!   one file per step.
 //! - `spend`: per key / team spend totals into the `livegate_spend` KV bucket.
 //! - `leases`: the reconciler closing, as lost, the sessions of gateway processes whose lease
-//!   on the bus expired.
+//!   on the bus expired, and completing recent session rows written short when their late
+//!   reports land.
 //! - `metrics`, `http`: `/metrics`, `/healthz`, `/readyz`.
 //! - `stream_fill`: how full the usage stream is (gauges, the `/readyz` warning).
 //! - [`run`]: wires it together and serves until the shutdown future resolves.

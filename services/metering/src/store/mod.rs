@@ -8,8 +8,8 @@
 //! - `dedupe`: the reads that keep writes idempotent (which events and session rows are
 //!   already stored).
 //! - `session_totals`: a session's usage summed from `usage_events`, for its `sessions` row.
-//! - `session_starts`: the sessions started (`session_starts`) and those still open, for the
-//!   lease reconciler (`crate::leases`).
+//! - `session_starts`: the sessions started (`session_starts`), those still open, and the
+//!   recent session rows that may be short, for the lease reconciler (`crate::leases`).
 //! - `spend`: the per-day spend totals (`spend_totals`) and all-time spend per key and per
 //!   team from them, for the `livegate_spend` KV bucket.
 //!
@@ -27,7 +27,9 @@
 //! - `sessions`: one row per ended session with its totals, `ReplacingMergeTree(version)`
 //!   ordered by `session_id`; `version` grows with the number of usage rows the totals include.
 //!   A session closed as lost by the lease reconciler has `version` 0, so the gateway's own
-//!   `SessionEnded`, should it arrive after all (a partition, not a crash), replaces it.
+//!   `SessionEnded`, should it arrive after all (a partition, not a crash), replaces it. A row
+//!   written before all its reports were stored (`reports_stored < reports`) is rewritten by
+//!   the reconciler, with a higher version, when they land.
 //! - `session_starts`: one row per `SessionStarted` with the gateway process serving it,
 //!   `ReplacingMergeTree` ordered by `session_id`, partitioned by month of `started_at`.
 //! - `spend_daily`: one row per usage event and one per session (`sessions = 1`, on the day the

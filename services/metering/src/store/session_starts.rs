@@ -1,6 +1,7 @@
 //! Open sessions: `session_starts` rows (one per `SessionStarted`, [`Store::insert_session_starts`])
 //! and the starts that have no `sessions` row yet ([`Store::open_sessions`]), which the lease
-//! reconciler (`crate::leases`) closes when their gateway process is gone.
+//! reconciler (`crate::leases`) closes when their gateway process is gone; and the recent
+//! `sessions` rows that may be short ([`Store::sessions_to_refresh`]), which it completes.
 
 use super::{SessionRow, Store, StoreError, err};
 use clickhouse::Row;
