@@ -17,7 +17,8 @@
 #   BENCH_WINDOW           publish acks outstanding                    2048
 #   BENCH_POLL             ClickHouse count poll interval              50ms
 #   BENCH_TIMEOUT          bound on the run                            300s
-#   METERING_BATCH_SIZE, METERING_FLUSH_INTERVAL, METERING_MAX_ACK_PENDING, LIVEGATE_LOG:
+#   METERING_BATCH_SIZE, METERING_FLUSH_INTERVAL, METERING_MAX_ACK_PENDING,
+#   METERING_VERIFY_FIRST_DELIVERIES, LIVEGATE_LOG:
 #                          passed to livegate-metering when set
 #   BENCH_OUT              keep the report and logs in this directory (default: temp, removed)
 #   BENCH_SKIP_BUILD=1     use the release binaries already built
@@ -171,7 +172,8 @@ fi
 m_env=(NATS_URL="nats://$nats_addr" CLICKHOUSE_URL="$ch_url" CLICKHOUSE_DATABASE=livegate
   METERING_LISTEN=127.0.0.1:0 LIVEGATE_LOG="${LIVEGATE_LOG:-info}")
 [ "$BENCH_CLUSTER" = 1 ] && m_env+=(CLICKHOUSE_CLUSTER=livegate)
-for v in METERING_BATCH_SIZE METERING_FLUSH_INTERVAL METERING_MAX_ACK_PENDING METERING_ACK_WAIT; do
+for v in METERING_BATCH_SIZE METERING_FLUSH_INTERVAL METERING_MAX_ACK_PENDING METERING_ACK_WAIT \
+  METERING_VERIFY_FIRST_DELIVERIES; do
   [ -z "${!v:-}" ] || m_env+=("$v=${!v}")
 done
 migrate_started=$(date +%s.%N)
@@ -181,7 +183,7 @@ wait_log metering "$m_pid" 3600 'consuming usage events' >/dev/null
 migrate_s=$(awk -v a="$(date +%s.%N)" -v b="$migrate_started" 'BEGIN { printf "%.1f", a - b }')
 m_addr=$(grep -aoE 'listening on 127\.0\.0\.1:[0-9]+' "$work/logs/metering.log" | head -n 1 | grep -oE '127\.0\.0\.1:[0-9]+' || true)
 say "stack up: nats $nats_addr (pid $nats_pid), clickhouse $ch_url (pid $ch_pid), metering ${m_addr:-?} (pid $m_pid)$(
-  for v in METERING_BATCH_SIZE METERING_FLUSH_INTERVAL METERING_MAX_ACK_PENDING; do [ -z "${!v:-}" ] || printf ', %s=%s' "$v" "${!v}"; done)"
+  for v in METERING_BATCH_SIZE METERING_FLUSH_INTERVAL METERING_MAX_ACK_PENDING METERING_VERIFY_FIRST_DELIVERIES; do [ -z "${!v:-}" ] || printf ', %s=%s' "$v" "${!v}"; done)"
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 say "run: $BENCH_EVENTS events, rate $BENCH_RATE, $BENCH_SESSIONS sessions"
@@ -198,7 +200,7 @@ cat <<HEADER
 
 livegate metering bench — $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(nproc) cores, $(uname -r), clickhouse $(curl -fsS --max-time 2 "$ch_url/?query=SELECT%20version()" 2>/dev/null || echo '?')
 clickhouse layout: $([ "$BENCH_CLUSTER" = 1 ] && echo "cluster livegate, 2 replicas (ZooKeeper), writes through Distributed on r0" || echo "one server")
-metering env: batch ${METERING_BATCH_SIZE:-default(5000)}, flush ${METERING_FLUSH_INTERVAL:-default(500ms)}, max ack pending ${METERING_MAX_ACK_PENDING:-default(20000)}
+metering env: batch ${METERING_BATCH_SIZE:-default(5000)}, flush ${METERING_FLUSH_INTERVAL:-default(500ms)}, max ack pending ${METERING_MAX_ACK_PENDING:-default(20000)}, verify first deliveries ${METERING_VERIFY_FIRST_DELIVERIES:-default(false)}
 load average before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews the figures)
 target (issue 5): >= 20000 events/s sustained, p99 publish-to-row lag < 2 s
 

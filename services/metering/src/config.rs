@@ -52,6 +52,9 @@ pub const ACK_WAIT: &str = "METERING_ACK_WAIT";
 pub const MAX_ACK_PENDING: &str = "METERING_MAX_ACK_PENDING";
 /// Insert attempts per batch.
 pub const INSERT_RETRIES: &str = "METERING_INSERT_RETRIES";
+/// `true`: look every event up before inserting it, not only redeliveries (see
+/// [`Config::verify_first_deliveries`]).
+pub const VERIFY_FIRST_DELIVERIES: &str = "METERING_VERIFY_FIRST_DELIVERIES";
 /// Drain bound on shutdown (humantime).
 pub const SHUTDOWN_TIMEOUT: &str = "METERING_SHUTDOWN_TIMEOUT";
 /// How long a gateway process's lease may go unrenewed before its open sessions are closed as
@@ -108,6 +111,12 @@ pub struct Config {
     /// Not read from the environment (the default suits every deployment): a knob for tests
     /// and embedding, which set it lower to see a row written short without waiting 10 s.
     pub session_waits: u64,
+    /// `METERING_VERIFY_FIRST_DELIVERIES`: look up every event before inserting it, not only
+    /// the ones JetStream redelivers, so an event id published again as a new message with
+    /// other content (a buggy or replaying publisher) is skipped instead of billed on a second
+    /// day, key or model. Off by default: the lookup roughly halves insert throughput
+    /// (services/metering/README.md, "Exactly once").
+    pub verify_first_deliveries: bool,
 }
 
 /// Where ClickHouse is.
@@ -187,6 +196,8 @@ impl Config {
         config.ack_wait = duration(env, ACK_WAIT, config.ack_wait)?;
         config.max_ack_pending = max_ack_pending;
         config.insert_retries = insert_retries;
+        config.verify_first_deliveries =
+            env.parse::<bool>(VERIFY_FIRST_DELIVERIES)?.unwrap_or(false);
         config.shutdown_timeout = duration(env, SHUTDOWN_TIMEOUT, config.shutdown_timeout)?;
         config.lease = duration(env, LEASE, config.lease)?;
         if !(leases::MIN_LEASE..=leases::MAX_LEASE).contains(&config.lease) {
@@ -233,6 +244,7 @@ impl Config {
             spend_bucket: subjects::SPEND_BUCKET.to_string(),
             lease: leases::DEFAULT_LEASE,
             session_waits: MAX_SESSION_WAITS,
+            verify_first_deliveries: false,
         }
     }
 }
@@ -288,6 +300,7 @@ mod tests {
         assert_eq!(c.spend_bucket, subjects::SPEND_BUCKET);
         assert_eq!(c.lease, Duration::from_secs(15));
         assert_eq!(c.clickhouse.cluster, None);
+        assert!(!c.verify_first_deliveries);
         let c = Config::load(&FileConfig::default(), &env(&[(LEASE, "2s")])).unwrap();
         assert_eq!(c.lease, Duration::from_secs(2));
     }
@@ -306,6 +319,7 @@ mod tests {
                 (ACK_WAIT, "5s"),
                 (MAX_ACK_PENDING, "100"),
                 (CLICKHOUSE_CLUSTER, "livegate"),
+                (VERIFY_FIRST_DELIVERIES, "true"),
             ]),
         )
         .unwrap();
@@ -318,6 +332,7 @@ mod tests {
         assert_eq!(c.ack_wait, Duration::from_secs(5));
         assert_eq!(c.max_ack_pending, 100);
         assert_eq!(c.clickhouse.cluster.as_deref(), Some("livegate"));
+        assert!(c.verify_first_deliveries);
     }
 
     #[test]
@@ -330,6 +345,7 @@ mod tests {
             (FLUSH_INTERVAL, "soon"),
             (ACK_WAIT, "0s"),
             (MAX_ACK_PENDING, "10"),
+            (VERIFY_FIRST_DELIVERIES, "yes"),
             (LEASE, "0s"),
             (LEASE, "999ms"),
             (LEASE, "11m"),

@@ -213,6 +213,7 @@ pub async fn run(
         flush_interval: config.flush_interval,
         insert_retries: config.insert_retries,
         session_waits: config.session_waits.max(1),
+        verify_first_deliveries: config.verify_first_deliveries,
     };
     // Its own task, so a panic in it ends this future with an error instead of unwinding it;
     // aborted with this future, like the JoinSet's tasks.

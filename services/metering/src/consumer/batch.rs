@@ -90,8 +90,9 @@ impl Pipeline {
         let mut attempt = 0;
         let written = loop {
             attempt += 1;
-            // After a failed attempt any row may be in: check them all.
-            let suspects = if attempt == 1 {
+            // After a failed attempt any row may be in: check them all (and always, when
+            // configured to distrust first deliveries).
+            let suspects = if attempt == 1 && !self.verify_first_deliveries {
                 Suspects::Only(&redelivered)
             } else {
                 Suspects::All

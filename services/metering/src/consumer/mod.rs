@@ -71,4 +71,7 @@ pub(crate) struct Pipeline {
     pub(crate) insert_retries: u32,
     /// Most deliveries a `SessionEnded` waits for its reports (`Config::session_waits`).
     pub(crate) session_waits: u64,
+    /// Look up every row before inserting, not only redeliveries
+    /// (`Config::verify_first_deliveries`).
+    pub(crate) verify_first_deliveries: bool,
 }
