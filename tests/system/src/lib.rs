@@ -233,6 +233,21 @@ impl Stack {
 
     /// Another gateway replica (`gateway_id`) on the stack's NATS, auth and emulator,
     /// configured like [`Stack::gateway`] with its defaults (stopped when dropped).
+    /// The environment of a `livegate-gateway` *process* on this stack's NATS, auth and
+    /// emulator (for tests that start the binary: signals, exit, its own env); add to it.
+    pub fn gateway_env(&self, gateway_id: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("LIVEGATE_LOG", "info".into()),
+            ("NATS_URL", self.nats.url()),
+            ("GATEWAY_LISTEN", "127.0.0.1:0".into()),
+            ("GATEWAY_ID", gateway_id.into()),
+            ("AUTH_URL", format!("http://{}", self.auth.addr)),
+            ("LIVEGATE_INTERNAL_TOKEN", INTERNAL.into()),
+            ("VERTEX_LIVE_URL", self.emulator.url()),
+            ("DEFAULT_VERTEXAI_PROJECT", PROJECT.into()),
+        ]
+    }
+
     pub async fn another_gateway(&self, gateway_id: &str) -> Service {
         spawn_gateway(gateway_config(
             &self.nats,
@@ -434,6 +449,26 @@ fn gateway_config(
     gw.drain_grace = Duration::from_secs(1);
     gw.gateway_id = gateway_id.into();
     gw
+}
+
+/// The value of `series` (its name and labels exactly as exposed, e.g.
+/// `livegate_gateway_sessions_total{code="1000"}`) in a Prometheus text exposition; `None` when
+/// the series is absent.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// `GET /metrics` at `addr` (a gateway or metering), asserting 200.
+pub async fn scrape(addr: SocketAddr) -> String {
+    let (status, _, body) = http(addr, "GET", "/metrics", &[], "").await;
+    assert_eq!(status, 200, "{body}");
+    body
 }
 
 /// Opens a WebSocket to the gateway at `addr` with `Authorization: Bearer key`.

@@ -23,22 +23,9 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 /// The gateway binary with a 1 s lease on the stack's NATS, auth and emulator.
 fn spawn_gateway(stack: &Stack, dir: &std::path::Path) -> Binary {
-    Binary::spawn(
-        "livegate-gateway",
-        dir,
-        &[],
-        &[
-            ("LIVEGATE_LOG", "info".into()),
-            ("NATS_URL", stack.nats.url()),
-            ("GATEWAY_LISTEN", "127.0.0.1:0".into()),
-            ("GATEWAY_ID", "gw-lease-test".into()),
-            ("GATEWAY_LEASE", "1s".into()),
-            ("AUTH_URL", format!("http://{}", stack.auth.addr)),
-            ("LIVEGATE_INTERNAL_TOKEN", INTERNAL.into()),
-            ("VERTEX_LIVE_URL", stack.emulator.url()),
-            ("DEFAULT_VERTEXAI_PROJECT", PROJECT.into()),
-        ],
-    )
+    let mut env = stack.gateway_env("gw-lease-test");
+    env.push(("GATEWAY_LEASE", "1s".into()));
+    Binary::spawn("livegate-gateway", dir, &[], &env)
 }
 
 /// Metering in this process on the stack's NATS and a fresh ClickHouse database, with a 2 s

@@ -35,8 +35,7 @@ async fn closed_after(ws: &mut Ws, since: Instant) -> (u16, String, Duration) {
 
 /// `name{labels} value` from the gateway at `addr`'s `/metrics`, if present.
 async fn metric(addr: std::net::SocketAddr, sample: &str) -> bool {
-    let (_, _, body) = http(addr, "GET", "/metrics", &[], "").await;
-    body.lines().any(|l| l == sample)
+    scrape(addr).await.lines().any(|l| l == sample)
 }
 
 #[tokio::test]

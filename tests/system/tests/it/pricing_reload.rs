@@ -30,22 +30,9 @@ const DEAR_PER_TOKEN: Decimal = Decimal::from_parts(1, 0, 0, false, 4);
 const DEADLINE: Duration = Duration::from_secs(60);
 
 fn spawn_gateway(stack: &Stack, dir: &std::path::Path, prices: &std::path::Path) -> Binary {
-    Binary::spawn(
-        "livegate-gateway",
-        dir,
-        &[],
-        &[
-            ("LIVEGATE_LOG", "info".into()),
-            ("NATS_URL", stack.nats.url()),
-            ("GATEWAY_LISTEN", "127.0.0.1:0".into()),
-            ("GATEWAY_ID", "gw-reload-test".into()),
-            ("AUTH_URL", format!("http://{}", stack.auth.addr)),
-            ("LIVEGATE_INTERNAL_TOKEN", INTERNAL.into()),
-            ("VERTEX_LIVE_URL", stack.emulator.url()),
-            ("DEFAULT_VERTEXAI_PROJECT", PROJECT.into()),
-            ("PRICING_FILE", prices.display().to_string()),
-        ],
-    )
+    let mut env = stack.gateway_env("gw-reload-test");
+    env.push(("PRICING_FILE", prices.display().to_string()));
+    Binary::spawn("livegate-gateway", dir, &[], &env)
 }
 
 fn spawn_metering(
@@ -73,15 +60,7 @@ fn spawn_metering(
 
 /// The value of the series `series` (name and labels, as exposed) in `/metrics` at `addr`.
 async fn metric(addr: std::net::SocketAddr, series: &str) -> Option<f64> {
-    let (status, _, body) = http(addr, "GET", "/metrics", &[], "").await;
-    assert_eq!(status, 200, "{body}");
-    body.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
+    metric_value(&scrape(addr).await, series)
 }
 
 /// Waits (bounded) until `series` at `addr` reads `want`.

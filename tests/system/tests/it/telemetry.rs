@@ -24,16 +24,11 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// The value of the series `name{labels}` in a text exposition (`None`: no such series).
 fn metric(text: &str, name: &str, labels: &str) -> Option<f64> {
-    let series = format!("{name}{{{labels}}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .map(|v| v.trim().parse().unwrap())
+    metric_value(text, &format!("{name}{{{labels}}}"))
 }
 
 async fn metrics(stack: &Stack) -> String {
-    let (status, _, body) = http(stack.gateway.addr, "GET", "/metrics", &[], "").await;
-    assert_eq!(status, 200);
-    body
+    scrape(stack.gateway.addr).await
 }
 
 /// Polls `/metrics` until `done` holds (bounded: the session's end is counted after its
@@ -241,23 +236,13 @@ async fn otlp_gateway(
             .add_service(TraceServiceServer::new(receiver.clone()))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    let mut gateway = Binary::spawn(
-        "livegate-gateway",
-        dir,
-        &[],
-        &[
-            ("LIVEGATE_LOG", "info".into()),
-            ("NATS_URL", stack.nats.url()),
-            ("GATEWAY_LISTEN", "127.0.0.1:0".into()),
-            ("AUTH_URL", format!("http://{}", stack.auth.addr)),
-            ("LIVEGATE_INTERNAL_TOKEN", INTERNAL.into()),
-            ("VERTEX_LIVE_URL", stack.emulator.url()),
-            ("DEFAULT_VERTEXAI_PROJECT", PROJECT.into()),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}")),
-            ("OTEL_SERVICE_NAME", "gw-otel-test".into()),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
-        ],
-    );
+    let mut env = stack.gateway_env("gw-otel-test");
+    env.extend([
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}")),
+        ("OTEL_SERVICE_NAME", "gw-otel-test".into()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+    ]);
+    let mut gateway = Binary::spawn("livegate-gateway", dir, &[], &env);
     let addr = gateway.addr().await;
     (receiver, gateway, addr.parse().unwrap(), server)
 }
@@ -372,23 +357,13 @@ async fn an_otlp_receiver_gets_the_session_span_with_its_turns_and_upstream_conn
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     let dir = tempfile::tempdir().unwrap();
-    let mut gateway = Binary::spawn(
-        "livegate-gateway",
-        dir.path(),
-        &[],
-        &[
-            ("LIVEGATE_LOG", "info".into()),
-            ("NATS_URL", stack.nats.url()),
-            ("GATEWAY_LISTEN", "127.0.0.1:0".into()),
-            ("AUTH_URL", format!("http://{}", stack.auth.addr)),
-            ("LIVEGATE_INTERNAL_TOKEN", INTERNAL.into()),
-            ("VERTEX_LIVE_URL", stack.emulator.url()),
-            ("DEFAULT_VERTEXAI_PROJECT", PROJECT.into()),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}")),
-            ("OTEL_SERVICE_NAME", "gw-otel-test".into()),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
-        ],
-    );
+    let mut env = stack.gateway_env("gw-otel-test");
+    env.extend([
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}")),
+        ("OTEL_SERVICE_NAME", "gw-otel-test".into()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+    ]);
+    let mut gateway = Binary::spawn("livegate-gateway", dir.path(), &[], &env);
     let addr = gateway.addr().await;
     let (key, key_id) = stack.create_key(KeySettings::default()).await;
     let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
