@@ -45,12 +45,7 @@ struct StoredRow {
 /// The query: every usage row of the period with its receipt's `usageMetadata` (empty when
 /// the row has no receipt). `ANY LEFT JOIN … USING` reads on ClickHouse 18.16 and current.
 fn sql(by: By, days: u64, db: &str, with_key: bool) -> String {
-    let group = match by {
-        By::Key => "key_id",
-        By::Team => "team_id",
-        By::Model => "model",
-        By::Day => "toString(toDate(ts))",
-    };
+    let group = by.usage_events_group();
     let key_filter = if with_key { " AND key_id = ?" } else { "" };
     format!(
         "SELECT `group`, model, prompt_tokens, response_tokens, cached_tokens, tool_use_tokens, \

@@ -52,6 +52,19 @@ pub enum By {
     Day,
 }
 
+impl By {
+    /// The group expression over `usage_events` (whose day is `toDate(ts)`), shared by the
+    /// unpriced-usage count and `--reprice`.
+    pub(crate) fn usage_events_group(self) -> &'static str {
+        match self {
+            By::Key => "key_id",
+            By::Team => "team_id",
+            By::Model => "model",
+            By::Day => "toString(toDate(ts))",
+        }
+    }
+}
+
 /// `livegate spend`
 #[derive(Debug, ClapArgs)]
 pub struct SpendArgs {
@@ -112,12 +125,7 @@ fn sql(by: By, days: u64, database: &str, with_key: bool) -> String {
 /// recorded at cost 0), per group and model. `spend_daily` has no `priced` column, so they are
 /// counted in `usage_events`, grouped the way `sql` groups (its `day` is `toDate(ts)`).
 fn unpriced_sql(by: By, days: u64, database: &str, with_key: bool) -> String {
-    let group = match by {
-        By::Key => "key_id",
-        By::Team => "team_id",
-        By::Model => "model",
-        By::Day => "toString(toDate(ts))",
-    };
+    let group = by.usage_events_group();
     let key_filter = if with_key { " AND key_id = ?" } else { "" };
     format!(
         "SELECT {group} AS `group`, model, count() AS events \
