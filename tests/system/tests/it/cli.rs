@@ -6,7 +6,8 @@ use livegate_system_tests::*;
 use std::str::FromStr;
 use std::time::Duration;
 
-async fn cli(args: &[&str]) -> (anyhow::Result<()>, String) {
+/// Runs `livegate ARGS` in this process: its result and what it printed.
+pub(crate) async fn cli(args: &[&str]) -> (anyhow::Result<()>, String) {
     let args =
         livegate::Args::try_parse_from(std::iter::once("livegate").chain(args.iter().copied()))
             .unwrap();

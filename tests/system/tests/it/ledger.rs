@@ -2,18 +2,9 @@
 //! (`priced = 0`, billed at $0) pass as free, and `livegate spend --reprice` must refuse a
 //! price table it cannot read rather than report against the built-in prices alone.
 
+use crate::cli::cli;
 use livegate_test_support::ClickHouseServer;
 use secrecy::SecretString;
-
-async fn cli(args: &[&str]) -> (anyhow::Result<()>, String) {
-    let args = <livegate::Args as clap::Parser>::try_parse_from(
-        std::iter::once("livegate").chain(args.iter().copied()),
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    let result = livegate::run(args, &mut out).await;
-    (result, String::from_utf8(out).unwrap())
-}
 
 /// A migrated database on the shared ClickHouse, with two keys' usage of today: `k-priced`
 /// one priced row ($0.001), `k-mixed` one priced row ($0.002) and two rows of a model no table
@@ -101,16 +92,7 @@ async fn reprice_refuses_a_price_table_it_cannot_read() {
     )
     .unwrap();
     for table in [&broken, &negative, &dir.path().join("missing.json")] {
-        let (r, out) = cli(&[
-            "spend",
-            "--reprice",
-            table.to_str().unwrap(),
-            "--clickhouse-url",
-            &url,
-            "--clickhouse-database",
-            &db,
-        ])
-        .await;
+        let (r, out) = reprice(table, &url, &db).await;
         let e = r.expect_err("a broken price table was accepted");
         assert!(
             format!("{e:#}").contains("cannot load the price table"),
@@ -118,6 +100,20 @@ async fn reprice_refuses_a_price_table_it_cannot_read() {
         );
         assert!(out.is_empty(), "{out}");
     }
+}
+
+/// `livegate spend --reprice table` against the ledger's database.
+async fn reprice(table: &std::path::Path, url: &str, db: &str) -> (anyhow::Result<()>, String) {
+    cli(&[
+        "spend",
+        "--reprice",
+        table.to_str().unwrap(),
+        "--clickhouse-url",
+        url,
+        "--clickhouse-database",
+        db,
+    ])
+    .await
 }
 
 #[tokio::test]
@@ -132,16 +128,7 @@ async fn reprice_with_an_absurd_price_is_an_error_not_a_panic() {
         r#"{"mystery-model": {"input_cost_per_token": "10000000000000000000000000"}}"#,
     )
     .unwrap();
-    let (r, _) = cli(&[
-        "spend",
-        "--reprice",
-        table.to_str().unwrap(),
-        "--clickhouse-url",
-        &url,
-        "--clickhouse-database",
-        &db,
-    ])
-    .await;
+    let (r, _) = reprice(&table, &url, &db).await;
     let e = r.expect_err("an overflowing reprice was printed");
     assert!(
         format!("{e:#}").contains("repriced cost overflows"),

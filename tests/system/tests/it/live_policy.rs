@@ -281,8 +281,10 @@ fn aging(age: Duration) -> livegate_emulator::Behaviour {
     }
 }
 
-#[tokio::test]
-async fn a_key_revoked_while_the_gateway_resumes_its_session_closes_it_at_once() {
+/// A stack whose upstream connections age out after 600 ms, and a session on a new key that
+/// asks for resumption (so the gateway resumes it transparently): the stack, the key id, the
+/// client socket.
+async fn resumable_session() -> (Stack, String, Ws) {
     let stack = Stack::start().await;
     stack
         .emulator
@@ -295,6 +297,12 @@ async fn a_key_revoked_while_the_gateway_resumes_its_session_closes_it_at_once()
         tokio_tungstenite::tungstenite::Message::text(setup.to_string()),
     )
     .await;
+    (stack, key_id, ws)
+}
+
+#[tokio::test]
+async fn a_key_revoked_while_the_gateway_resumes_its_session_closes_it_at_once() {
+    let (stack, key_id, mut ws) = resumable_session().await;
     // The next upstream connection answers its setup late: the gateway waits in its resume,
     // where the relay (and its watch of the key) does not run.
     stack.emulator.set_behaviour(livegate_emulator::Behaviour {
@@ -450,18 +458,7 @@ async fn an_expired_browser_token_starts_no_session_from_the_gateways_cache() {
 
 #[tokio::test]
 async fn a_key_revoked_after_its_session_resumed_still_closes_it_at_once() {
-    let stack = Stack::start().await;
-    stack
-        .emulator
-        .set_behaviour(aging(Duration::from_millis(600)));
-    let (key, key_id) = stack.create_key(KeySettings::default()).await;
-    let mut ws = connect_at(stack.gateway.addr, "/v1/vertex-ai/live", Some(&key)).await;
-    let setup = serde_json::json!({"setup": {"model": MODEL, "sessionResumption": {}}});
-    open_session(
-        &mut ws,
-        tokio_tungstenite::tungstenite::Message::text(setup.to_string()),
-    )
-    .await;
+    let (stack, key_id, mut ws) = resumable_session().await;
     tokio::time::timeout(Duration::from_secs(10), async {
         while stack.emulator.stats().resumed_sessions < 2 {
             tokio::time::sleep(Duration::from_millis(10)).await;
