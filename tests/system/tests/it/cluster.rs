@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// Replicas of every stream and bucket on the 3-node cluster.
 const R3: StreamLayout = StreamLayout {
@@ -340,15 +339,7 @@ async fn spawn_metering(nats: &NatsCluster, ch: &ClickHouseCluster, r: usize, db
 }
 
 async fn connect(addr: std::net::SocketAddr, key: &str) -> Ws {
-    let mut req = format!("ws://{addr}/v1/vertex-ai/live")
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {key}").parse().unwrap());
-    tokio_tungstenite::connect_async(req)
-        .await
-        .expect("gateway handshake")
-        .0
+    livegate_system_tests::connect_at(addr, "/v1/vertex-ai/live", Some(key)).await
 }
 
 /// Waits until auth answers an admin call, at most 30 s.

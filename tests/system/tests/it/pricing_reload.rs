@@ -15,7 +15,6 @@ use livegate_system_tests::*;
 use livegate_test_support::clickhouse::ClickHouseServer;
 use rust_decimal::Decimal;
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// The emulator's model, at a price small enough that no budget here is ever near.
 const CHEAP: &str =
@@ -110,13 +109,9 @@ async fn reloads_are(
     }
 }
 
+/// A session on `key` through the gateway process at `addr`, set up.
 async fn connect(addr: std::net::SocketAddr, key: &str) -> Ws {
-    let mut req = format!("ws://{addr}/v1/vertex-ai/live")
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {key}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let mut ws = connect_at(addr, "/v1/vertex-ai/live", Some(key)).await;
     open_session(&mut ws, setup(MODEL)).await;
     ws
 }
