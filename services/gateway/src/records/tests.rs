@@ -318,7 +318,9 @@ async fn an_expiry_extended_mid_session_does_not_end_it() {
         expires_at: Some(at),
         ..KeyLimits::default()
     };
-    let s = records.subscribe("key_1", "", expiring(now + 1), None);
+    // Two whole seconds ahead: `now` is truncated, so the old expiry is 1 to 2 s away (one
+    // second ahead could be a few ms away and end the session before the extension).
+    let s = records.subscribe("key_1", "", expiring(now + 2), None);
     let watching = s.ended();
     tokio::pin!(watching);
     // Watching (asleep until the old expiry) when the operator extends it.
